@@ -1,0 +1,30 @@
+"""Test settings: the real stack (PostgreSQL, Redis), a private Redis namespace, fast hashing."""
+
+import os
+
+# Set before the main settings read the environment; subprocesses (real workers) inherit them.
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/simplebank")
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
+os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz")
+os.environ.setdefault("DJANGO_DEBUG", "false")
+os.environ.setdefault("DJANGO_HTTPS", "false")
+os.environ.setdefault("EMAIL_BACKEND", "django.core.mail.backends.locmem.EmailBackend")
+# One namespace per test run, so a developer's `make run` worker never eats test messages.
+os.environ.setdefault("DRAMATIQ_NAMESPACE", f"simplebank-test-{os.getpid()}")
+
+from bankproject.settings import *  # noqa: F403
+from bankproject.settings import DATABASES
+
+# Worker threads must not keep connections open past a message: tests drop the database at the end.
+DATABASES["default"]["CONN_MAX_AGE"] = 0
+
+# Hashing strength is not under test here (a dedicated test covers the production hasher list).
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+# Tests serve no collected static files (the admin's CSS is found by the finders).
+STATIC_ROOT = None
+WHITENOISE_USE_FINDERS = True

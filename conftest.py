@@ -1,0 +1,194 @@
+"""Shared fixtures: brokers, an in-process worker, a real SMTP server (aiosmtpd), factories."""
+
+from __future__ import annotations
+
+import contextlib
+import email
+import email.policy
+import html
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from typing import Any
+
+import dramatiq
+import pytest
+from aiosmtpd.controller import Controller
+from django.conf import settings
+from django_dramatiq.utils import load_middleware
+from dramatiq.brokers.stub import StubBroker
+
+LINK_RE = re.compile(r"https?://[^\s\"'<>]+/verify-email/\?email_id=(\d+)&secret_code=([A-Za-z0-9_-]+)")
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float = 15.0, interval: float = 0.02, what: str = "") -> Any:
+    """Poll until ``predicate()`` is truthy or the deadline passes (then fail with ``what``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _actors() -> list[dramatiq.Actor]:
+    from tasks import tasks as actors_module
+
+    return [value for value in vars(actors_module).values() if isinstance(value, dramatiq.Actor)]
+
+
+@contextlib.contextmanager
+def swapped_broker(broker: dramatiq.Broker) -> Iterator[dramatiq.Broker]:
+    """Bind every actor of ours to ``broker`` for the duration, then restore the configured one."""
+    original = dramatiq.get_broker()
+    actors = _actors()
+    dramatiq.set_broker(broker)
+    for actor in actors:
+        actor.broker = broker
+        broker.declare_actor(actor)
+    try:
+        yield broker
+    finally:
+        for actor in actors:
+            actor.broker = original
+        dramatiq.set_broker(original)
+        broker.close()
+
+
+def configured_middleware() -> list[dramatiq.Middleware]:
+    return [load_middleware(path) for path in settings.DRAMATIQ_BROKER["MIDDLEWARE"]]
+
+
+@pytest.fixture
+def stub_broker() -> Iterator[StubBroker]:
+    """Unit tests only: an in-memory broker with the production middleware."""
+    broker = StubBroker(middleware=configured_middleware())
+    broker.emit_after("process_boot")
+    with swapped_broker(broker):
+        yield broker
+
+
+@pytest.fixture
+def stub_worker(stub_broker: StubBroker) -> Iterator[dramatiq.Worker]:
+    worker = dramatiq.Worker(stub_broker, worker_timeout=50, worker_threads=1)
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def redis_broker() -> Iterator[dramatiq.Broker]:
+    """The configured RedisBroker (real Redis, this run's namespace), emptied before and after."""
+    broker = dramatiq.get_broker()
+    broker.flush_all()
+    yield broker
+    broker.flush_all()
+
+
+@pytest.fixture
+def worker(redis_broker: dramatiq.Broker) -> Iterator[dramatiq.Worker]:
+    """An in-process Dramatiq worker on real Redis. Tests using it need ``transaction=True``."""
+    worker = dramatiq.Worker(redis_broker, worker_timeout=50, worker_threads=2)
+    worker.start()
+    yield worker
+    worker.stop(timeout=10_000)
+
+
+# --- A real SMTP server --------------------------------------------------------------------------
+@dataclass
+class SmtpSink:
+    """An aiosmtpd server that keeps what it accepts and can be told to refuse."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    messages: list[EmailMessage] = field(default_factory=list)
+    attempts: int = 0
+    # Answers to give to the next RCPT commands, e.g. ["451 4.3.0 try later"]; then accept.
+    rcpt_answers: list[str] = field(default_factory=list)
+    # Recipients refused for good with 550.
+    reject: set[str] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+        with self.lock:
+            self.attempts += 1
+            if self.rcpt_answers:
+                return self.rcpt_answers.pop(0)
+        if address.lower() in self.reject:
+            return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        message = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
+        with self.lock:
+            self.messages.append(message)  # type: ignore[arg-type]
+        return "250 Message accepted for delivery"
+
+    def to(self, address: str) -> list[EmailMessage]:
+        with self.lock:
+            return [m for m in self.messages if address.lower() in str(m["To"]).lower()]
+
+
+def message_text(message: EmailMessage) -> str:
+    return message.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+
+
+def message_html(message: EmailMessage) -> str:
+    return message.get_body(preferencelist=("html",)).get_content()  # type: ignore[union-attr]
+
+
+def links_in(message: EmailMessage) -> list[tuple[str, int, str]]:
+    """Every verification link in the text part, as (url, email_id, secret_code)."""
+    return [(m.group(0), int(m.group(1)), m.group(2)) for m in LINK_RE.finditer(message_text(message))]
+
+
+def html_links_in(message: EmailMessage) -> list[tuple[str, int, str]]:
+    text = html.unescape(message_html(message))
+    return [(m.group(0), int(m.group(1)), m.group(2)) for m in LINK_RE.finditer(text)]
+
+
+@pytest.fixture
+def smtp_server(settings) -> Iterator[SmtpSink]:
+    """A real SMTP server on a free port; Django's SMTP backend is pointed at it."""
+    sink = SmtpSink(port=free_port())
+    controller = Controller(sink, hostname=sink.host, port=sink.port)
+    controller.start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST = sink.host
+    settings.EMAIL_PORT = sink.port
+    settings.EMAIL_USE_TLS = False
+    settings.EMAIL_TIMEOUT = 5
+    yield sink
+    controller.stop()
+
+
+# --- Factories -----------------------------------------------------------------------------------
+@pytest.fixture
+def signup_data() -> Callable[..., dict[str, str]]:
+    counter = iter(range(1, 10**6))
+
+    def make(**overrides: str) -> dict[str, str]:
+        n = next(counter)
+        data = {
+            "username": f"alice{n}",
+            "full_name": f"Alice Example {n}",
+            "email": f"alice{n}@example.com",
+            "password": "correct horse battery staple",
+        }
+        data.update(overrides)
+        return data
+
+    return make

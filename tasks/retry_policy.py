@@ -1,0 +1,20 @@
+"""How ``send_verify_email`` retries transient failures (SMTP 4xx, timeouts, database errors).
+
+Exponential backoff from 10 s (Dramatiq adds up to 2x jitter), capped at 15 min, 8 retries: the
+last retry starts at most ~51 minutes after the first attempt, far inside the 24 h a link stays valid. A system check
+(``tasks.checks``) refuses settings where retries could outlive the link.
+"""
+
+QUEUE = "critical"
+MAX_RETRIES = 8
+MIN_BACKOFF_MS = 10_000
+MAX_BACKOFF_MS = 15 * 60_000
+# The SMTP timeout is 30 s by default; a stuck send is killed well after that.
+TIME_LIMIT_MS = 120_000
+
+
+def worst_case_retry_span_ms(
+    max_retries: int = MAX_RETRIES, min_backoff: int = MIN_BACKOFF_MS, max_backoff: int = MAX_BACKOFF_MS
+) -> int:
+    """Longest time from the first attempt to the start of the last retry (jitter included)."""
+    return sum(min(2 * min_backoff * 2**attempt, max_backoff) for attempt in range(max_retries))

@@ -1,0 +1,71 @@
+"""Dramatiq actors. Thin adapters: parse the argument, call a service, classify the outcome.
+
+Discovered by django-dramatiq as ``tasks.tasks`` (it imports ``<app>.tasks`` of every app).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import dramatiq
+
+from tasks import retry_policy
+from tasks.errors import SkipRetry
+from users import services
+
+logger = logging.getLogger(__name__)
+
+
+@dramatiq.actor(
+    queue_name=retry_policy.QUEUE,
+    max_retries=retry_policy.MAX_RETRIES,
+    min_backoff=retry_policy.MIN_BACKOFF_MS,
+    max_backoff=retry_policy.MAX_BACKOFF_MS,
+    time_limit=retry_policy.TIME_LIMIT_MS,
+    throws=(SkipRetry,),
+    on_retry_exhausted="verify_email_retries_exhausted",
+)
+def send_verify_email(verification_id: int) -> None:
+    """Send the verification email of one ``EmailVerification``, at most once."""
+    payload = {"verification_id": verification_id}
+    if isinstance(verification_id, bool) or not isinstance(verification_id, int) or verification_id < 1:
+        logger.warning("skip retry: malformed argument", extra={"type": "send_verify_email", "payload": payload})
+        raise SkipRetry(f"malformed verification id {verification_id!r}")
+    try:
+        verification, sent_now = services.verification_send(verification_id=verification_id)
+    except services.VerificationBusy:
+        raise  # another delivery is sending it; retry after backoff in case that one dies
+    except services.VerificationError as exc:
+        logger.warning(
+            "skip retry: %s",
+            exc,
+            extra={"type": "send_verify_email", "payload": payload, "reason": type(exc).__name__},
+        )
+        raise SkipRetry(str(exc)) from exc
+    if sent_now:
+        logger.info(
+            "processed task",
+            extra={"type": "send_verify_email", "payload": payload, "email": verification.email},
+        )
+    else:
+        logger.info("skipped task: already sent", extra={"type": "send_verify_email", "payload": payload})
+
+
+@dramatiq.actor(queue_name=retry_policy.QUEUE, max_retries=retry_policy.MAX_RETRIES, throws=(SkipRetry,))
+def verify_email_retries_exhausted(message_data: dict[str, Any], retry_info: dict[str, Any]) -> None:
+    """Record a verification email whose retries ran out as failed, so the admin shows it."""
+    args = message_data.get("args") or [None]
+    verification_id = args[0]
+    if isinstance(verification_id, bool) or not isinstance(verification_id, int):
+        raise SkipRetry(f"malformed message {message_data.get('message_id')!r}")
+    traceback = message_data.get("options", {}).get("traceback", "") or ""
+    last_line = traceback.strip().splitlines()[-1] if traceback.strip() else "unknown error"
+    services.verification_mark_failed(
+        verification_id=verification_id,
+        error=f"gave up after {retry_info.get('retries', 0) + 1} attempts: {last_line}",
+    )
+    logger.error(
+        "retries exhausted",
+        extra={"type": "send_verify_email", "payload": {"verification_id": verification_id}},
+    )

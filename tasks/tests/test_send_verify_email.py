@@ -1,0 +1,82 @@
+"""Unit tests of the actor on a StubBroker with an in-process worker (no Redis, locmem email)."""
+
+import pytest
+from django.core import mail
+
+from tasks import SkipRetry, send_verify_email
+from tasks.tasks import verify_email_retries_exhausted
+from users.models import EmailVerification
+from users.tests.factories import create_verification
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _run(broker, *args):
+    message = send_verify_email.send(*args)
+    broker.join(send_verify_email.queue_name, fail_fast=False)
+    return message
+
+
+def _dead(broker):
+    return list(broker.dead_letters)
+
+
+def test_actor_is_importable_from_tasks_and_declares_skip_retry():
+    assert send_verify_email.actor_name == "send_verify_email"
+    assert send_verify_email.queue_name == "critical"
+    assert send_verify_email.options["throws"] == (SkipRetry,)
+    assert 0 < send_verify_email.options["max_retries"] <= 10
+
+
+def test_actor_sends_the_email_and_marks_it_sent(stub_broker, stub_worker):
+    verification = create_verification()
+    _run(stub_broker, verification.pk)
+    assert [m.to for m in mail.outbox] == [[verification.email]]
+    assert EmailVerification.objects.get(pk=verification.pk).state == "sent"
+
+
+def test_redelivered_message_does_not_mail_twice(stub_broker, stub_worker):
+    verification = create_verification()
+    _run(stub_broker, verification.pk)
+    _run(stub_broker, verification.pk)
+    assert len(mail.outbox) == 1
+    assert stub_broker.dead_letters == []
+
+
+@pytest.mark.parametrize("argument", ["12", None, -1, 0, 1.5, True, [1]])
+def test_malformed_argument_fails_at_once_without_retries(stub_broker, stub_worker, argument, caplog):
+    _run(stub_broker, argument)
+    [dead] = _dead(stub_broker)
+    assert dead.options.get("retries") is None  # aborted, never retried
+    assert mail.outbox == []
+    assert len([r for r in caplog.records if r.getMessage().startswith("skip retry")]) == 1
+
+
+def test_deleted_user_fails_at_once_without_retries(stub_broker, stub_worker):
+    verification = create_verification()
+    verification.user.delete()
+    _run(stub_broker, verification.pk)
+    dead = _dead(stub_broker)  # the sign-up's own message and ours
+    assert len(dead) == 2 and all(d.options.get("retries") is None for d in dead)
+    assert mail.outbox == []
+
+
+def test_retries_exhausted_marks_the_verification_failed():
+    verification = create_verification()
+    message = send_verify_email.message(verification.pk)
+    data = message.asdict() | {"options": {"traceback": "Traceback...\nSMTPServerDisconnected: gone"}}
+    verify_email_retries_exhausted(data, {"retries": 8, "max_retries": 8})
+    verification.refresh_from_db()
+    assert verification.state == "failed"
+    assert verification.last_error == "gave up after 9 attempts: SMTPServerDisconnected: gone"
+
+
+def test_retry_policy_fits_inside_the_link_lifetime(settings):
+    from django.core import checks
+
+    from tasks import retry_policy
+
+    assert retry_policy.worst_case_retry_span_ms() < settings.EMAIL_VERIFICATION_MAX_AGE * 1000
+    assert not [e for e in checks.run_checks() if e.id == "tasks.E001"]
+    settings.EMAIL_VERIFICATION_MAX_AGE = 600
+    assert [e.id for e in checks.run_checks() if e.id == "tasks.E001"] == ["tasks.E001"]

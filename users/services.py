@@ -1,0 +1,309 @@
+"""Use cases of the users app. Views and actors call these; they own transactions and side effects."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import smtplib
+from datetime import timedelta
+from functools import partial
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.mail import EmailMultiAlternatives, get_connection
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.template.loader import render_to_string
+from django.utils import timezone
+
+from users import tokens
+from users.models import EmailVerification, User
+
+logger = logging.getLogger(__name__)
+
+State = EmailVerification.State
+
+
+# --- Errors -------------------------------------------------------------------------------------
+class VerificationError(Exception):
+    """Base class for errors raised while sending a verification email."""
+
+
+class VerificationGone(VerificationError):
+    """Permanent: the verification (or its user) no longer exists, or it was replaced."""
+
+
+class AlreadyVerified(VerificationError):
+    """Permanent: the address was verified already; nothing to send."""
+
+
+class VerificationExpired(VerificationError):
+    """Permanent: the link would already be expired; sending it would only confuse."""
+
+
+class PermanentSendError(VerificationError):
+    """Permanent: the SMTP server refused the message for good (5xx)."""
+
+
+class VerificationBusy(VerificationError):
+    """Transient: another delivery holds a fresh claim on this verification; try again later."""
+
+
+class InvalidVerificationCode(Exception):
+    """The code is wrong, used, expired or not this verification's. One error for all of them."""
+
+
+# --- Sign-up ------------------------------------------------------------------------------------
+def user_create(*, username: str, full_name: str, email: str, password: str) -> User:
+    """Create a user and their first verification; the email is queued once the row is committed.
+
+    Raises ``ValidationError`` (with field errors) if the username or email is taken.
+    """
+    email = User.objects.normalize_email(email)
+    with transaction.atomic():
+        errors: dict[str, list[str]] = {}
+        if User.objects.filter(username=username).exists():
+            errors["username"] = ["A user with that username already exists."]
+        if User.objects.filter(email__iexact=email).exists():
+            errors["email"] = ["A user with that email already exists."]
+        if errors:
+            raise ValidationError(errors)
+        try:
+            # A savepoint, so a racing duplicate leaves the outer transaction usable.
+            with transaction.atomic():
+                user = User.objects.create_user(username=username, email=email, password=password, full_name=full_name)
+        except IntegrityError:
+            # Lost a race with a concurrent sign-up for the same username or address.
+            taken = "username" if User.objects.filter(username=username).exists() else "email"
+            raise ValidationError({taken: [f"A user with that {taken} already exists."]}) from None
+        verification_create(user=user)
+    return user
+
+
+# --- Verification emails ------------------------------------------------------------------------
+def verification_create(*, user: User) -> EmailVerification:
+    """Replace any unused verification of ``user`` with a new one and queue it after commit."""
+    now = timezone.now()
+    with transaction.atomic():
+        EmailVerification.objects.filter(user=user, verified_at__isnull=True).exclude(
+            state__in=[State.SUPERSEDED, State.VERIFIED]
+        ).update(state=State.SUPERSEDED)
+        verification = EmailVerification.objects.create(
+            user=user,
+            email=user.email,
+            nonce=tokens.new_nonce(),
+            created_at=now,
+            expires_at=now + timedelta(seconds=settings.EMAIL_VERIFICATION_MAX_AGE),
+        )
+        transaction.on_commit(partial(verification_dispatch, verification.pk), robust=True)
+    return verification
+
+
+def verification_resend(*, user: User) -> EmailVerification | None:
+    """Send ``user`` a fresh link (older ones stop working). ``None`` if already verified."""
+    with transaction.atomic():
+        user = User.objects.select_for_update().get(pk=user.pk)
+        if user.is_email_verified:
+            return None
+        return verification_create(user=user)
+
+
+def verification_dispatch(verification_id: int) -> None:
+    """Queue the email for a committed verification. Never raises: the row is the source of truth.
+
+    This is the one place the users app reaches into the worker plumbing. Call it only after the
+    verification row is committed (``verification_create`` does so with ``on_commit``).
+    """
+    from tasks.tasks import send_verify_email  # worker plumbing stays behind this function
+
+    try:
+        message = send_verify_email.send(verification_id)
+    except Exception:
+        logger.warning(
+            "enqueue failed; the verification stays pending",
+            exc_info=True,
+            extra={"type": send_verify_email.actor_name, "payload": {"verification_id": verification_id}},
+        )
+        return
+    logger.info(
+        "enqueued task",
+        extra={
+            "type": message.actor_name,
+            "payload": {"verification_id": verification_id},
+            "queue": message.queue_name,
+            "max_retry": send_verify_email.options.get("max_retries"),
+            "message_id": message.message_id,
+        },
+    )
+
+
+def verification_link(verification: EmailVerification) -> str:
+    code = tokens.make_code(verification.pk, verification.nonce)
+    query = urlencode({"email_id": verification.pk, "secret_code": code})
+    return f"{settings.SITE_URL}/verify-email/?{query}"
+
+
+def _message_id(verification: EmailVerification) -> str:
+    # Deterministic, so a re-send of the same verification is recognisably the same email.
+    digest = hashlib.sha256(f"{verification.pk}:{verification.nonce}".encode()).hexdigest()[:24]
+    domain = settings.DEFAULT_FROM_EMAIL.rpartition("@")[2] or "localhost"
+    return f"<verify-email.{verification.pk}.{digest}@{domain}>"
+
+
+def verification_email_build(verification: EmailVerification) -> EmailMultiAlternatives:
+    user = verification.user
+    context = {
+        "user": user,
+        "full_name": user.full_name,
+        "username": user.username,
+        "verify_url": verification_link(verification),
+        "expires_at": verification.expires_at,
+        "max_age_hours": max(1, settings.EMAIL_VERIFICATION_MAX_AGE // 3600),
+        "site_url": settings.SITE_URL,
+    }
+    subject = " ".join(render_to_string("emails/verify_email_subject.txt", context).split())
+    message = EmailMultiAlternatives(
+        subject=subject,
+        body=render_to_string("emails/verify_email_message.txt", context),
+        to=[verification.email],
+        headers={"Message-ID": _message_id(verification)},
+    )
+    message.attach_alternative(render_to_string("emails/verify_email_message.html", context), "text/html")
+    return message
+
+
+def _claim(verification_id: int) -> EmailVerification:
+    """Take the right to send this verification, with one conditional UPDATE."""
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.VERIFY_EMAIL_CLAIM_TIMEOUT)
+    claimable = Q(state=State.PENDING) | Q(state=State.SENDING, claimed_at__lt=stale)
+    claimed = EmailVerification.objects.filter(claimable, pk=verification_id, expires_at__gt=now).update(
+        state=State.SENDING, claimed_at=now, attempts=F("attempts") + 1
+    )
+    verification = EmailVerification.objects.select_related("user").filter(pk=verification_id).first()
+    if verification is None:
+        raise VerificationGone(f"verification {verification_id} does not exist")
+    if claimed:
+        return verification
+    if verification.state == State.SENT:
+        return verification
+    if verification.state == State.VERIFIED or verification.user.is_email_verified:
+        raise AlreadyVerified(f"verification {verification_id} is already verified")
+    if verification.state == State.SUPERSEDED:
+        raise VerificationGone(f"verification {verification_id} was replaced by a newer one")
+    if verification.state == State.FAILED:
+        raise PermanentSendError(f"verification {verification_id} already failed: {verification.last_error}")
+    if verification.state == State.SENDING:
+        raise VerificationBusy(f"verification {verification_id} is being sent by another worker")
+    # Pending but expired: never mail a dead link.
+    _mark_failed(verification_id, "expired before it could be sent")
+    raise VerificationExpired(f"verification {verification_id} expired before it could be sent")
+
+
+def _mark_failed(verification_id: int, error: str) -> None:
+    EmailVerification.objects.filter(pk=verification_id).exclude(
+        state__in=[State.SENT, State.VERIFIED, State.SUPERSEDED]
+    ).update(state=State.FAILED, last_error=error[:2000])
+
+
+def _is_permanent_smtp_error(exc: BaseException) -> bool:
+    """5xx answers are permanent; 4xx, timeouts and connection errors are worth retrying."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        codes = [code for code, _ in exc.recipients.values()]
+        return bool(codes) and all(code >= 500 for code in codes)
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return exc.smtp_code >= 500
+    return False
+
+
+def verification_send(*, verification_id: int) -> tuple[EmailVerification, bool]:
+    """Send one verification email at most once. Returns ``(verification, sent_now)``.
+
+    Raises a ``VerificationError`` subclass for permanent outcomes (and ``VerificationBusy`` when
+    another delivery holds the claim); SMTP transient errors and database errors propagate so the
+    caller can retry.
+    """
+    verification = _claim(verification_id)
+    if verification.state == State.SENT:
+        return verification, False
+    if verification.user.is_email_verified:
+        _release(verification_id, state=State.VERIFIED, error="")
+        raise AlreadyVerified(f"user of verification {verification_id} is already verified")
+
+    message = verification_email_build(verification)
+    try:
+        with get_connection(fail_silently=False) as connection:
+            connection.send_messages([message])
+    except (smtplib.SMTPException, OSError) as exc:  # OSError covers timeouts and refusals
+        error = _describe_smtp_error(exc)
+        if _is_permanent_smtp_error(exc):
+            _mark_failed(verification_id, error)
+            raise PermanentSendError(error) from exc
+        _release(verification_id, state=State.PENDING, error=error)
+        raise
+
+    now = timezone.now()
+    EmailVerification.objects.filter(pk=verification_id, state=State.SENDING).update(
+        state=State.SENT, sent_at=now, last_error=""
+    )
+    verification.state, verification.sent_at = State.SENT, now
+    return verification, True
+
+
+def _release(verification_id: int, *, state: str, error: str) -> None:
+    EmailVerification.objects.filter(pk=verification_id, state=State.SENDING).update(
+        state=state, last_error=error[:2000], claimed_at=None
+    )
+
+
+def _describe_smtp_error(exc: BaseException) -> str:
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return "; ".join(
+            f"{code} {msg.decode(errors='replace') if isinstance(msg, bytes) else msg}"
+            for code, msg in exc.recipients.values()
+        )
+    if isinstance(exc, smtplib.SMTPResponseException):
+        msg = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else exc.smtp_error
+        return f"{exc.smtp_code} {msg}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def verification_mark_failed(*, verification_id: int, error: str) -> None:
+    """Record that no more attempts will be made (e.g. retries exhausted)."""
+    _mark_failed(verification_id, error)
+
+
+# --- Verifying ----------------------------------------------------------------------------------
+def verification_check(*, verification_id: int, code: str) -> EmailVerification:
+    """Check a link without consuming it (for the confirm page). Raises ``InvalidVerificationCode``."""
+    verification = EmailVerification.objects.filter(pk=verification_id).first()
+    if (
+        verification is None
+        or not tokens.check_code(verification.pk, verification.nonce, code)
+        or verification.verified_at is not None
+        or verification.state == State.SUPERSEDED
+        or verification.is_expired
+    ):
+        raise InvalidVerificationCode
+    return verification
+
+
+def email_verify(*, verification_id: int, code: str) -> User:
+    """Consume a verification link and mark the address verified, in one transaction.
+
+    Single use is enforced by one conditional UPDATE; wrong, used, expired, replaced and
+    unknown links all raise the same ``InvalidVerificationCode``.
+    """
+    verification = verification_check(verification_id=verification_id, code=code)
+    now = timezone.now()
+    with transaction.atomic():
+        consumed = (
+            EmailVerification.objects.filter(pk=verification.pk, verified_at__isnull=True, expires_at__gt=now)
+            .exclude(state=State.SUPERSEDED)
+            .update(state=State.VERIFIED, verified_at=now)
+        )
+        if not consumed:
+            raise InvalidVerificationCode
+        User.objects.filter(pk=verification.user_id).update(is_email_verified=True)
+    return User.objects.get(pk=verification.user_id)

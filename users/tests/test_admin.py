@@ -1,0 +1,57 @@
+"""The admin: users with their verification state, search, filters, the resend action."""
+
+import pytest
+
+from users import services
+from users.models import EmailVerification, User
+from users.tests.factories import UserFactory, create_verification
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def staff_client(client):
+    admin = User.objects.create_superuser(username="root", email="root@example.com", password="pw", full_name="R")
+    client.force_login(admin)
+    return client
+
+
+def test_user_list_shows_verification_state_and_filters(staff_client):
+    sent = create_verification(UserFactory(username="sentuser"))
+    services.verification_send(verification_id=sent.pk)
+    create_verification(UserFactory(username="pendinguser"))
+    page = staff_client.get("/admin/users/user/").content.decode()
+    assert "sentuser" in page and "pendinguser" in page
+    assert "verification email" in page.lower()
+    sent_only = staff_client.get("/admin/users/user/?verification_state=sent").content.decode()
+    assert "sentuser" in sent_only and "pendinguser" not in sent_only
+    found = staff_client.get("/admin/users/user/?q=pendinguser").content.decode()
+    assert "pendinguser" in found and "sentuser" not in found
+
+
+def test_user_page_shows_history_without_the_secret(staff_client):
+    verification = create_verification()
+    page = staff_client.get(f"/admin/users/user/{verification.user_id}/change/").content.decode()
+    assert verification.email in page and "pending" in page
+    assert verification.nonce not in page
+    detail = staff_client.get(f"/admin/users/emailverification/{verification.pk}/change/").content.decode()
+    assert verification.nonce not in detail
+
+
+def test_resend_action_replaces_the_link(staff_client, django_capture_on_commit_callbacks):
+    first = create_verification()
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = staff_client.post(
+            "/admin/users/user/", {"action": "resend_verification", "_selected_action": [first.user_id]}
+        )
+    assert response.status_code == 302
+    assert len(callbacks) == 1
+    first.refresh_from_db()
+    assert first.state == "superseded"
+    assert EmailVerification.objects.filter(user_id=first.user_id, state="pending").count() == 1
+
+
+def test_admin_requires_staff(client):
+    user = UserFactory()
+    client.force_login(user)
+    assert client.get("/admin/users/user/").status_code == 302

@@ -1,0 +1,94 @@
+"""The JSON API as a client sees it (DRF test client, PostgreSQL)."""
+
+import pytest
+from rest_framework.test import APIClient
+
+from users import tokens
+from users.models import EmailVerification, User
+from users.tests.factories import create_verification
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def api() -> APIClient:
+    return APIClient()
+
+
+def test_signup_returns_201_with_public_fields_only(api, signup_data, django_capture_on_commit_callbacks):
+    data = signup_data()
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = api.post("/api/users/", data, format="json")
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert set(body) == {"username", "full_name", "email", "is_email_verified", "created_at"}
+    assert body["username"] == data["username"] and body["is_email_verified"] is False
+    assert data["password"] not in response.content.decode()
+    assert "pbkdf2" not in response.content.decode() and "md5" not in response.content.decode()
+    assert len(callbacks) == 1
+    assert EmailVerification.objects.filter(user__username=data["username"], state="pending").exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"username": ""}, "username"),
+        ({"username": "no spaces allowed"}, "username"),
+        ({"username": "x" * 151}, "username"),
+        ({"full_name": ""}, "full_name"),
+        ({"email": "not-an-email"}, "email"),
+        ({"password": "short"}, "password"),
+        ({"password": "password123"}, "password"),  # too common
+        ({"password": "12345678901234"}, "password"),  # entirely numeric
+        ({"password": "p" * 129}, "password"),
+    ],
+)
+def test_invalid_values_get_field_errors(api, signup_data, overrides, field):
+    response = api.post("/api/users/", signup_data(**overrides), format="json")
+    assert response.status_code == 400
+    errors = response.json()
+    assert field in errors and isinstance(errors[field], list) and errors[field]
+    assert not User.objects.exists()
+
+
+def test_missing_fields_and_malformed_bodies_are_400(api):
+    response = api.post("/api/users/", {}, format="json")
+    assert response.status_code == 400
+    assert set(response.json()) == {"username", "full_name", "email", "password"}
+    assert api.post("/api/users/", "[1, 2]", content_type="application/json").status_code == 400
+    assert api.post("/api/users/", "{not json", content_type="application/json").status_code == 400
+
+
+def test_taken_username_is_400(api, signup_data):
+    assert api.post("/api/users/", signup_data(username="carol"), format="json").status_code == 201
+    response = api.post("/api/users/", signup_data(username="carol"), format="json")
+    assert response.status_code == 400
+    assert response.json() == {"username": ["A user with that username already exists."]}
+    assert User.objects.count() == 1
+
+
+def test_verify_api_accepts_the_code_once_and_answers_all_bad_codes_alike(api):
+    verification = create_verification()
+    code = tokens.make_code(verification.pk, verification.nonce)
+    ok = api.post("/api/verify-email/", {"email_id": verification.pk, "secret_code": code}, format="json")
+    assert ok.status_code == 200 and ok.json() == {"is_verified": True}
+    assert User.objects.get(pk=verification.user_id).is_email_verified
+
+    other = create_verification()
+    answers = [
+        api.post("/api/verify-email/", payload, format="json")
+        for payload in (
+            {"email_id": verification.pk, "secret_code": code},  # used
+            {"email_id": other.pk, "secret_code": code},  # another user's
+            {"email_id": other.pk, "secret_code": "A" * 43},  # wrong
+            {"email_id": 999_999_999, "secret_code": code},  # unknown
+        )
+    ]
+    assert {r.status_code for r in answers} == {400}
+    assert len({r.content for r in answers}) == 1
+
+
+def test_verify_api_rejects_malformed_input_with_field_errors(api):
+    response = api.post("/api/verify-email/", {"email_id": "abc"}, format="json")
+    assert response.status_code == 400
+    assert set(response.json()) == {"email_id", "secret_code"}

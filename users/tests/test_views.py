@@ -1,0 +1,107 @@
+"""The HTML pages (Django test client with CSRF checks on)."""
+
+import re
+
+import pytest
+from django.test import Client
+
+from users import tokens
+from users.models import EmailVerification, User
+from users.tests.factories import create_verification
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def browser() -> Client:
+    return Client(enforce_csrf_checks=True)
+
+
+def _csrf(client: Client, url: str) -> str:
+    page = client.get(url)
+    return re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.content.decode()).group(1)
+
+
+def _form(**overrides):
+    data = {
+        "username": "dora",
+        "full_name": "Dora Explorer",
+        "email": "dora@example.com",
+        "password1": "correct horse battery staple",
+        "password2": "correct horse battery staple",
+    }
+    return data | overrides
+
+
+def test_signup_form_creates_user_and_redirects_to_check_inbox(browser):
+    token = _csrf(browser, "/signup/")
+    response = browser.post("/signup/", _form(csrfmiddlewaretoken=token))
+    assert response.status_code == 302 and response["Location"] == "/signup/done/"
+    assert "Check your inbox" in browser.get("/signup/done/").content.decode()
+    assert User.objects.get(username="dora").email_verifications.count() == 1
+
+
+def test_signup_form_without_csrf_token_is_refused(browser):
+    assert browser.post("/signup/", _form()).status_code == 403
+    assert not User.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "text"),
+    [
+        ({"password2": "something else entirely"}, "password2", "The two passwords"),
+        ({"password1": "password", "password2": "password"}, "password1", "too common"),
+        ({"email": "nope"}, "email", "valid email"),
+        ({"username": "bad name!"}, "username", "valid username"),
+    ],
+)
+def test_signup_form_shows_errors_beside_the_field(browser, overrides, field, text):
+    token = _csrf(browser, "/signup/")
+    response = browser.post("/signup/", _form(csrfmiddlewaretoken=token, **overrides))
+    assert response.status_code == 400
+    page = response.content.decode()
+    block = page.split(f'id="field-{field}"', 1)[1].split('<div class="field"', 1)[0]
+    assert text in block
+    assert not User.objects.exists()
+
+
+def test_signup_form_reports_taken_email_beside_the_field(browser):
+    User.objects.create_user(username="existing", email="Dora@Example.com", password="x", full_name="D")
+    token = _csrf(browser, "/signup/")
+    response = browser.post("/signup/", _form(csrfmiddlewaretoken=token))
+    assert response.status_code == 400
+    block = response.content.decode().split('id="field-email"', 1)[1].split('<div class="field"', 1)[0]
+    assert "already exists" in block
+
+
+def test_verify_page_get_never_consumes_and_post_verifies(browser):
+    verification = create_verification()
+    code = tokens.make_code(verification.pk, verification.nonce)
+    url = f"/verify-email/?email_id={verification.pk}&secret_code={code}"
+    for _ in range(3):  # a mail scanner following the link, twice, then the person
+        page = browser.get(url)
+        assert page.status_code == 200 and "Verify my email address" in page.content.decode()
+        assert page["Referrer-Policy"] == "no-referrer"
+    verification.refresh_from_db()
+    assert verification.verified_at is None
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.content.decode()).group(1)
+    done = browser.post(
+        "/verify-email/", {"email_id": verification.pk, "secret_code": code, "csrfmiddlewaretoken": token}
+    )
+    assert done.status_code == 200 and "is verified" in done.content.decode()
+    assert User.objects.get(pk=verification.user_id).is_email_verified
+    assert EmailVerification.objects.get(pk=verification.pk).state == "verified"
+    again = browser.get(url)
+    assert again.status_code == 400 and "invalid or has expired" in again.content.decode()
+
+
+def test_verify_page_for_bad_links_says_invalid(browser):
+    verification = create_verification()
+    for url in (
+        "/verify-email/",
+        "/verify-email/?email_id=abc&secret_code=x",
+        f"/verify-email/?email_id={verification.pk}&secret_code=wrong",
+    ):
+        page = browser.get(url)
+        assert page.status_code == 400 and "invalid or has expired" in page.content.decode()
+        assert page["Referrer-Policy"] == "no-referrer"

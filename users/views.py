@@ -1,0 +1,67 @@
+"""HTML pages: the sign-up form and the verification link's confirm page."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_http_methods
+
+from users import services
+from users.forms import SignupForm, VerifyEmailForm
+
+
+@require_http_methods(["GET", "POST"])
+def signup(request: HttpRequest) -> HttpResponse:
+    form = SignupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            services.user_create(
+                username=data["username"],
+                full_name=data["full_name"],
+                email=data["email"],
+                password=data["password1"],
+            )
+        except ValidationError as exc:
+            for field, messages in exc.message_dict.items():
+                for message in messages:
+                    form.add_error(field, message)
+        else:
+            return redirect("signup-done")
+    return render(request, "users/signup.html", {"form": form}, status=400 if form.errors else 200)
+
+
+@require_http_methods(["GET"])
+def signup_done(request: HttpRequest) -> HttpResponse:
+    return render(request, "users/signup_done.html")
+
+
+def _invalid(request: HttpRequest) -> HttpResponse:
+    return render(request, "users/verify_email_invalid.html", status=400)
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+def verify_email(request: HttpRequest) -> HttpResponse:
+    """GET shows a confirm button (mail scanners follow links); only the POST consumes the code."""
+    response = _verify_email(request)
+    # The URL carries the code: never hand it to another site in a Referer header.
+    response["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+def _verify_email(request: HttpRequest) -> HttpResponse:
+    form = VerifyEmailForm(request.POST if request.method == "POST" else request.GET)
+    if not form.is_valid():
+        return _invalid(request)
+    verification_id, code = form.cleaned_data["email_id"], form.cleaned_data["secret_code"]
+    try:
+        if request.method == "POST":
+            user = services.email_verify(verification_id=verification_id, code=code)
+            return render(request, "users/verify_email_done.html", {"email": user.email})
+        services.verification_check(verification_id=verification_id, code=code)
+    except services.InvalidVerificationCode:
+        return _invalid(request)
+    return render(request, "users/verify_email_confirm.html", {"form": form})
