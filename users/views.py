@@ -47,8 +47,9 @@ def _invalid(request: HttpRequest) -> HttpResponse:
 def verify_email(request: HttpRequest) -> HttpResponse:
     """GET shows a confirm button (mail scanners follow links); only the POST consumes the code."""
     response = _verify_email(request)
-    # The URL carries the code: never hand it to another site in a Referer header.
-    response["Referrer-Policy"] = "no-referrer"
+    # The URL carries the code, so a Referer from this page may hold the origin at most. Not
+    # "no-referrer": browsers then send "Origin: null" with the form POST and CSRF refuses it.
+    response["Referrer-Policy"] = "strict-origin"
     return response
 
 

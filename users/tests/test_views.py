@@ -81,7 +81,7 @@ def test_verify_page_get_never_consumes_and_post_verifies(browser):
     for _ in range(3):  # a mail scanner following the link, twice, then the person
         page = browser.get(url)
         assert page.status_code == 200 and "Verify my email address" in page.content.decode()
-        assert page["Referrer-Policy"] == "no-referrer"
+        assert page["Referrer-Policy"] == "strict-origin"
     verification.refresh_from_db()
     assert verification.verified_at is None
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.content.decode()).group(1)
@@ -104,4 +104,4 @@ def test_verify_page_for_bad_links_says_invalid(browser):
     ):
         page = browser.get(url)
         assert page.status_code == 400 and "invalid or has expired" in page.content.decode()
-        assert page["Referrer-Policy"] == "no-referrer"
+        assert page["Referrer-Policy"] == "strict-origin"
