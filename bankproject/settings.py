@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     # django_dramatiq builds the broker from DRAMATIQ_BROKER when its app config is created, so it
     # comes before the apps that declare actors.
     "django_dramatiq",
+    "dramatiq_crontab",
     "users",
     "tasks",
 ]
@@ -140,6 +141,11 @@ EMAIL_VERIFICATION_MAX_AGE = env_int("EMAIL_VERIFICATION_MAX_AGE", 86400)
 VERIFY_EMAIL_REDISPATCH_AFTER = env_int("VERIFY_EMAIL_REDISPATCH_AFTER", 120)
 # A claimed ("sending") verification whose worker died is claimable again after this many seconds.
 VERIFY_EMAIL_CLAIM_TIMEOUT = env_int("VERIFY_EMAIL_CLAIM_TIMEOUT", 300)
+# A pending verification that failed before waits for a Dramatiq retry (backoff at most 15 min);
+# if none has come this long after the last attempt, the retry was lost and the sweep sends again.
+VERIFY_EMAIL_RETRY_STALL_AFTER = env_int("VERIFY_EMAIL_RETRY_STALL_AFTER", 20 * 60)
+# Every send attempt of a verification counts here, redeliveries included; then it is failed.
+VERIFY_EMAIL_MAX_ATTEMPTS = env_int("VERIFY_EMAIL_MAX_ATTEMPTS", 12)
 
 # --- Email --------------------------------------------------------------------------------------
 EMAIL_BACKEND = os.environ.get(
@@ -187,6 +193,8 @@ DRAMATIQ_BROKER = {
 # discovery ("<app>.tasks") finds.
 DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
 DRAMATIQ_TASKS_DATABASE = "default"
+# `manage.py crontab` (dramatiq-crontab) sends the periodic actors; a Redis lock keeps it to one.
+DRAMATIQ_CRONTAB = {"REDIS_URL": REDIS_URL}
 
 # --- DRF ----------------------------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -13,10 +13,15 @@ os.environ.setdefault("EMAIL_BACKEND", "django.core.mail.backends.locmem.EmailBa
 os.environ.setdefault("DRAMATIQ_NAMESPACE", f"simplebank-test-{os.getpid()}")
 
 from bankproject.settings import *  # noqa: F403
-from bankproject.settings import DATABASES
+from bankproject.settings import DATABASES, DRAMATIQ_BROKER
 
 # Worker threads must not keep connections open past a message: tests drop the database at the end.
-DATABASES["default"]["CONN_MAX_AGE"] = 0
+# (Fault tests run worker processes with production-like persistent connections instead.)
+DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ.get("TEST_CONN_MAX_AGE", "0"))
+
+# Fault tests make a killed worker's messages come back within seconds instead of a minute.
+DRAMATIQ_BROKER["OPTIONS"]["heartbeat_timeout"] = int(os.environ.get("TEST_DRAMATIQ_HEARTBEAT_TIMEOUT_MS", "60000"))
+DRAMATIQ_BROKER["OPTIONS"]["maintenance_chance"] = int(os.environ.get("TEST_DRAMATIQ_MAINTENANCE_CHANCE", "1000"))
 
 # Hashing strength is not under test here (a dedicated test covers the production hasher list).
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

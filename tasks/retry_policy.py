@@ -18,3 +18,8 @@ def worst_case_retry_span_ms(
 ) -> int:
     """Longest time from the first attempt to the start of the last retry (jitter included)."""
     return sum(min(2 * min_backoff * 2**attempt, max_backoff) for attempt in range(max_retries))
+
+
+# Periodic housekeeping runs on its own queue, so a backlog of emails never delays the sweep.
+MAINTENANCE_QUEUE = "maintenance"
+SWEEP_TIME_LIMIT_MS = 10 * 60_000

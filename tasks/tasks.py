@@ -9,6 +9,8 @@ import logging
 from typing import Any
 
 import dramatiq
+from django_dramatiq.tasks import delete_old_tasks
+from dramatiq_crontab import cron
 
 from tasks import retry_policy
 from tasks.errors import SkipRetry
@@ -69,3 +71,14 @@ def verify_email_retries_exhausted(message_data: dict[str, Any], retry_info: dic
         "retries exhausted",
         extra={"type": "send_verify_email", "payload": {"verification_id": verification_id}},
     )
+
+
+@cron("* * * * *")
+@dramatiq.actor(queue_name=retry_policy.MAINTENANCE_QUEUE, max_retries=0, time_limit=retry_policy.SWEEP_TIME_LIMIT_MS)
+def redispatch_verifications() -> None:
+    """Every minute: queue again the verification emails that should have gone by now."""
+    services.verification_redispatch_due()
+
+
+# django-dramatiq's task rows (the admin's task list) are kept for a day, cleaned every hour.
+cron("17 * * * *")(delete_old_tasks)

@@ -115,7 +115,7 @@ class EmailVerificationAdmin(admin.ModelAdmin):
         "verified_at",
     ]
     readonly_fields = fields
-    actions = ["resend"]
+    actions = ["resend", "retry_failed"]
 
     def has_add_permission(self, request):
         return False
@@ -127,3 +127,14 @@ class EmailVerificationAdmin(admin.ModelAdmin):
     def resend(self, request: HttpRequest, queryset: QuerySet[EmailVerification]) -> None:
         users = User.objects.filter(pk__in=queryset.values("user_id"))
         resend_verification(self, request, users)
+
+    @admin.action(description="Retry failed emails (same link)")
+    def retry_failed(self, request: HttpRequest, queryset: QuerySet[EmailVerification]) -> None:
+        ids = list(queryset.filter(state=EmailVerification.State.FAILED).values_list("pk", flat=True))
+        retried = sum(services.verification_retry(verification_id=pk) for pk in ids)
+        self.message_user(
+            request,
+            f"Queued {retried} failed email(s) again; {queryset.count() - retried} skipped "
+            "(not failed, expired or already verified).",
+            messages.SUCCESS,
+        )

@@ -98,13 +98,22 @@ class EmailVerification(models.Model):
     last_error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     expires_at = models.DateTimeField()
-    claimed_at = models.DateTimeField(null=True, blank=True)
+    dispatched_at = models.DateTimeField(help_text="When a message for it was last put on the queue.")
+    claimed_at = models.DateTimeField(null=True, blank=True, help_text="When a worker last took it to send.")
     sent_at = models.DateTimeField(null=True, blank=True)
     verified_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering: ClassVar = ["-created_at", "-id"]
-        indexes: ClassVar = [models.Index(fields=["user", "-created_at"], name="users_verif_user_created")]
+        indexes: ClassVar = [
+            models.Index(fields=["user", "-created_at"], name="users_verif_user_created"),
+            # The redispatch sweep looks only at unfinished rows.
+            models.Index(
+                fields=["dispatched_at"],
+                name="users_verif_unfinished",
+                condition=models.Q(state__in=["pending", "sending"]),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"verification {self.pk} for {self.email} ({self.state})"

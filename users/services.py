@@ -13,7 +13,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Concat
 from django.template.loader import render_to_string
 from django.utils import timezone
 
@@ -94,6 +95,7 @@ def verification_create(*, user: User) -> EmailVerification:
             email=user.email,
             nonce=tokens.new_nonce(),
             created_at=now,
+            dispatched_at=now,
             expires_at=now + timedelta(seconds=settings.EMAIL_VERIFICATION_MAX_AGE),
         )
         transaction.on_commit(partial(verification_dispatch, verification.pk), robust=True)
@@ -178,9 +180,9 @@ def _claim(verification_id: int) -> EmailVerification:
     now = timezone.now()
     stale = now - timedelta(seconds=settings.VERIFY_EMAIL_CLAIM_TIMEOUT)
     claimable = Q(state=State.PENDING) | Q(state=State.SENDING, claimed_at__lt=stale)
-    claimed = EmailVerification.objects.filter(claimable, pk=verification_id, expires_at__gt=now).update(
-        state=State.SENDING, claimed_at=now, attempts=F("attempts") + 1
-    )
+    claimed = EmailVerification.objects.filter(
+        claimable, pk=verification_id, expires_at__gt=now, attempts__lt=settings.VERIFY_EMAIL_MAX_ATTEMPTS
+    ).update(state=State.SENDING, claimed_at=now, attempts=F("attempts") + 1)
     verification = EmailVerification.objects.select_related("user").filter(pk=verification_id).first()
     if verification is None:
         raise VerificationGone(f"verification {verification_id} does not exist")
@@ -194,6 +196,11 @@ def _claim(verification_id: int) -> EmailVerification:
         raise VerificationGone(f"verification {verification_id} was replaced by a newer one")
     if verification.state == State.FAILED:
         raise PermanentSendError(f"verification {verification_id} already failed: {verification.last_error}")
+    if verification.attempts >= settings.VERIFY_EMAIL_MAX_ATTEMPTS:
+        # Counts every delivery, redeliveries of a killed worker's message included.
+        error = f"gave up after {verification.attempts} attempts: {verification.last_error or 'no answer'}"
+        _mark_failed(verification_id, error)
+        raise PermanentSendError(error)
     if verification.state == State.SENDING:
         raise VerificationBusy(f"verification {verification_id} is being sent by another worker")
     # Pending but expired: never mail a dead link.
@@ -252,8 +259,9 @@ def verification_send(*, verification_id: int) -> tuple[EmailVerification, bool]
 
 
 def _release(verification_id: int, *, state: str, error: str) -> None:
+    # claimed_at stays: it is when the last attempt was made, which the sweep looks at.
     EmailVerification.objects.filter(pk=verification_id, state=State.SENDING).update(
-        state=state, last_error=error[:2000], claimed_at=None
+        state=state, last_error=error[:2000]
     )
 
 
@@ -272,6 +280,65 @@ def _describe_smtp_error(exc: BaseException) -> str:
 def verification_mark_failed(*, verification_id: int, error: str) -> None:
     """Record that no more attempts will be made (e.g. retries exhausted)."""
     _mark_failed(verification_id, error)
+
+
+def verification_retry(*, verification_id: int) -> bool:
+    """Send a failed verification again (same link), if it is still useful. True if queued."""
+    with transaction.atomic():
+        retried = EmailVerification.objects.filter(
+            pk=verification_id,
+            state=State.FAILED,
+            expires_at__gt=timezone.now(),
+            user__is_email_verified=False,
+        ).update(state=State.PENDING, attempts=0, dispatched_at=timezone.now())
+        if retried:
+            transaction.on_commit(partial(verification_dispatch, verification_id), robust=True)
+    return bool(retried)
+
+
+REDISPATCH_BATCH = 500
+
+
+def verification_redispatch_due() -> dict[str, int]:
+    """One pass of the sweep: queue again every verification whose email should have gone by now.
+
+    Covers whatever the queue lost: a sign-up committed while Redis was down, messages lost in
+    a Redis restart, a retry that was never re-enqueued, a worker killed mid-send whose message
+    did not come back. Rows are picked with ``SKIP LOCKED`` so concurrent sweeps split the work;
+    the send-once claim makes an extra message harmless. Returns counts for the operator.
+    """
+    now = timezone.now()
+    quiet = now - timedelta(seconds=settings.VERIFY_EMAIL_REDISPATCH_AFTER)
+    unfinished = EmailVerification.objects.filter(state__in=[State.PENDING, State.SENDING])
+    expired = unfinished.filter(expires_at__lte=now).update(
+        state=State.FAILED, last_error="expired before it could be sent"
+    )
+    stalled = (
+        Q(state=State.PENDING, attempts=0)  # never tried: the message never made it
+        | Q(state=State.PENDING, claimed_at__lt=now - timedelta(seconds=settings.VERIFY_EMAIL_RETRY_STALL_AFTER))
+        | Q(state=State.SENDING, claimed_at__lt=now - timedelta(seconds=settings.VERIFY_EMAIL_CLAIM_TIMEOUT))
+    )
+    due = unfinished.filter(stalled, expires_at__gt=now, dispatched_at__lt=quiet)
+    gave_up = due.filter(attempts__gte=settings.VERIFY_EMAIL_MAX_ATTEMPTS).update(
+        state=State.FAILED, last_error=Concat(Value("gave up after the attempt limit: "), F("last_error"))
+    )
+    dispatched = 0
+    while True:
+        with transaction.atomic():
+            ids = list(
+                due.order_by("dispatched_at")
+                .select_for_update(skip_locked=True)
+                .values_list("pk", flat=True)[:REDISPATCH_BATCH]
+            )
+            if not ids:
+                break
+            EmailVerification.objects.filter(pk__in=ids).update(dispatched_at=now)
+        for verification_id in ids:
+            verification_dispatch(verification_id)
+        dispatched += len(ids)
+    counts = {"redispatched": dispatched, "expired": expired, "gave_up": gave_up}
+    logger.info("redispatch sweep", extra=counts)
+    return counts
 
 
 # --- Verifying ----------------------------------------------------------------------------------
