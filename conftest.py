@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import email
 import email.policy
 import html
+import os
 import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +22,7 @@ from typing import Any
 
 import dramatiq
 import pytest
+import redis
 from aiosmtpd.controller import Controller
 from django.conf import settings
 from django_dramatiq.utils import load_middleware
@@ -119,6 +125,8 @@ class SmtpSink:
     rcpt_answers: list[str] = field(default_factory=list)
     # Recipients refused for good with 550.
     reject: set[str] = field(default_factory=set)
+    # Seconds to hold each DATA before answering (a slow server keeps sends in flight).
+    data_delay: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
@@ -132,6 +140,8 @@ class SmtpSink:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        if self.data_delay:
+            await asyncio.sleep(self.data_delay)
         message = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
         with self.lock:
             self.messages.append(message)  # type: ignore[arg-type]
@@ -192,3 +202,115 @@ def signup_data() -> Callable[..., dict[str, str]]:
         return data
 
     return make
+
+
+# --- Real processes the fault tests start and break ---------------------------------------------
+class PrivateRedis:
+    """A redis-server of the test's own on a free port, started, stopped and restarted by PID."""
+
+    def __init__(self, directory, *, appendonly: bool = False) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.directory = directory
+        self.appendonly = appendonly
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.appendonly else ["--appendonly", "no"]
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *persistence],
+            cwd=self.directory,
+            stdout=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url)
+        wait_for(lambda: self.answers(client), timeout=10, what="private redis-server")
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    @staticmethod
+    def answers(client: redis.Redis) -> bool:
+        try:
+            return bool(client.ping())
+        except redis.exceptions.ConnectionError:
+            return False
+
+
+@pytest.fixture
+def private_redis(tmp_path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path)
+    yield server
+    server.stop()
+
+
+def database_url() -> str:
+    """The URL of the test database, for worker processes."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+class WorkerProcess:
+    """``python manage.py rundramatiq`` as operators run it, with its output in a file."""
+
+    def __init__(self, log_path, env: dict[str, str], *, processes: int = 1, threads: int = 2) -> None:
+        self.log_path = log_path
+        self.env = env
+        self.args = ["--processes", str(processes), "--threads", str(threads)]
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> WorkerProcess:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "manage.py", "rundramatiq", *self.args],
+                cwd=settings.BASE_DIR,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        wait_for(lambda: "Worker process is ready" in self.output(), timeout=60, what="the worker to boot")
+        return self
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def terminate(self, timeout: float = 60) -> int:
+        """SIGTERM, as an orchestrator stops it; returns the exit code."""
+        assert self.process
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=timeout)
+        self.process = None
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: no cleanup, no acks, no goodbyes."""
+        assert self.process
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+        self.process = None
+
+    def stop_quietly(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.kill()
+
+
+def worker_env(*, redis_url: str, smtp: SmtpSink, **extra: str) -> dict[str, str]:
+    return os.environ | {
+        "DJANGO_SETTINGS_MODULE": "bankproject.settings_test",
+        "DATABASE_URL": database_url(),
+        "REDIS_URL": redis_url,
+        "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+        "EMAIL_HOST": smtp.host,
+        "EMAIL_PORT": str(smtp.port),
+        **extra,
+    }

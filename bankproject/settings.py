@@ -139,11 +139,17 @@ PASSWORD_MAX_LENGTH = 128
 SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
 EMAIL_VERIFICATION_MAX_AGE = env_int("EMAIL_VERIFICATION_MAX_AGE", 86400)
 VERIFY_EMAIL_REDISPATCH_AFTER = env_int("VERIFY_EMAIL_REDISPATCH_AFTER", 120)
-# A claimed ("sending") verification whose worker died is claimable again after this many seconds.
-VERIFY_EMAIL_CLAIM_TIMEOUT = env_int("VERIFY_EMAIL_CLAIM_TIMEOUT", 300)
+# A claimed ("sending") verification whose worker died is claimable again after this many seconds
+# (longer than the actor's 120 s time limit, so a live send is never taken over).
+VERIFY_EMAIL_CLAIM_TIMEOUT = env_int("VERIFY_EMAIL_CLAIM_TIMEOUT", 180)
 # A pending verification that failed before waits for a Dramatiq retry (backoff at most 15 min);
 # if none has come this long after the last attempt, the retry was lost and the sweep sends again.
 VERIFY_EMAIL_RETRY_STALL_AFTER = env_int("VERIFY_EMAIL_RETRY_STALL_AFTER", 20 * 60)
+# Dramatiq retries of send_verify_email: exponential backoff from MIN (plus up to 2x jitter),
+# capped at MAX. A system check keeps the whole schedule inside EMAIL_VERIFICATION_MAX_AGE.
+VERIFY_EMAIL_MAX_RETRIES = env_int("VERIFY_EMAIL_MAX_RETRIES", 8)
+VERIFY_EMAIL_RETRY_MIN_BACKOFF_MS = env_int("VERIFY_EMAIL_RETRY_MIN_BACKOFF_MS", 10_000)
+VERIFY_EMAIL_RETRY_MAX_BACKOFF_MS = env_int("VERIFY_EMAIL_RETRY_MAX_BACKOFF_MS", 15 * 60_000)
 # Every send attempt of a verification counts here, redeliveries included; then it is failed.
 VERIFY_EMAIL_MAX_ATTEMPTS = env_int("VERIFY_EMAIL_MAX_ATTEMPTS", 12)
 

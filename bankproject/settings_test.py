@@ -33,3 +33,6 @@ STORAGES = {
 # Tests serve no collected static files (the admin's CSS is found by the finders).
 STATIC_ROOT = None
 WHITENOISE_USE_FINDERS = True
+
+# aiosmtpd (the tests' SMTP server) logs every command at INFO.
+LOGGING["loggers"]["mail.log"] = {"level": "WARNING"}  # noqa: F405

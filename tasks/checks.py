@@ -6,14 +6,30 @@ from tasks import retry_policy
 
 @register()
 def retries_fit_in_link_lifetime(app_configs, **kwargs):
+    errors = []
     span_s = retry_policy.worst_case_retry_span_ms() / 1000
     if span_s >= settings.EMAIL_VERIFICATION_MAX_AGE:
-        return [
+        errors.append(
             Error(
                 f"send_verify_email may still retry {span_s:.0f}s after sign-up, but links expire "
                 f"after EMAIL_VERIFICATION_MAX_AGE={settings.EMAIL_VERIFICATION_MAX_AGE}s.",
-                hint="Raise EMAIL_VERIFICATION_MAX_AGE or shorten the retry policy in tasks/retry_policy.py.",
+                hint="Raise EMAIL_VERIFICATION_MAX_AGE or lower VERIFY_EMAIL_MAX_RETRIES / the backoff settings.",
                 id="tasks.E001",
             )
-        ]
-    return []
+        )
+    if settings.VERIFY_EMAIL_RETRY_STALL_AFTER * 1000 <= retry_policy.MAX_BACKOFF_MS:
+        errors.append(
+            Error(
+                "VERIFY_EMAIL_RETRY_STALL_AFTER must exceed the longest retry backoff, or the sweep "
+                "re-sends emails whose Dramatiq retry is merely waiting.",
+                id="tasks.E002",
+            )
+        )
+    if settings.VERIFY_EMAIL_MAX_ATTEMPTS <= retry_policy.MAX_RETRIES:
+        errors.append(
+            Error(
+                "VERIFY_EMAIL_MAX_ATTEMPTS must exceed VERIFY_EMAIL_MAX_RETRIES (one first attempt plus retries).",
+                id="tasks.E003",
+            )
+        )
+    return errors

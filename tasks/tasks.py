@@ -37,7 +37,12 @@ def send_verify_email(verification_id: int) -> None:
     try:
         verification, sent_now = services.verification_send(verification_id=verification_id)
     except services.VerificationBusy:
-        raise  # another delivery is sending it; retry after backoff in case that one dies
+        # A duplicate delivery while another holds a fresh claim. If that one dies, its claim
+        # goes stale and the redispatch sweep queues the row again: nothing is lost by acking.
+        logger.info(
+            "skipped task: being sent by another delivery", extra={"type": "send_verify_email", "payload": payload}
+        )
+        return
     except services.VerificationError as exc:
         logger.warning(
             "skip retry: %s",

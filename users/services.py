@@ -5,14 +5,16 @@ from __future__ import annotations
 import hashlib
 import logging
 import smtplib
-from datetime import timedelta
+import time
+from datetime import datetime, timedelta
 from functools import partial
 from urllib.parse import urlencode
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.mail import EmailMultiAlternatives, get_connection
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, transaction
+from django.db import connection as db_connection
 from django.db.models import F, Q, Value
 from django.db.models.functions import Concat
 from django.template.loader import render_to_string
@@ -48,7 +50,7 @@ class PermanentSendError(VerificationError):
 
 
 class VerificationBusy(VerificationError):
-    """Transient: another delivery holds a fresh claim on this verification; try again later."""
+    """Another delivery holds a fresh claim on this verification (the sweep covers it if it dies)."""
 
 
 class InvalidVerificationCode(Exception):
@@ -228,8 +230,8 @@ def verification_send(*, verification_id: int) -> tuple[EmailVerification, bool]
     """Send one verification email at most once. Returns ``(verification, sent_now)``.
 
     Raises a ``VerificationError`` subclass for permanent outcomes (and ``VerificationBusy`` when
-    another delivery holds the claim); SMTP transient errors and database errors propagate so the
-    caller can retry.
+    another delivery holds a fresh claim); SMTP transient errors and database errors propagate so
+    the caller can retry.
     """
     verification = _claim(verification_id)
     if verification.state == State.SENT:
@@ -250,12 +252,35 @@ def verification_send(*, verification_id: int) -> tuple[EmailVerification, bool]
         _release(verification_id, state=State.PENDING, error=error)
         raise
 
-    now = timezone.now()
-    EmailVerification.objects.filter(pk=verification_id, state=State.SENDING).update(
-        state=State.SENT, sent_at=now, last_error=""
-    )
-    verification.state, verification.sent_at = State.SENT, now
+    verification.sent_at = _mark_sent(verification_id)
+    verification.state = State.SENT
     return verification, True
+
+
+def _mark_sent(verification_id: int) -> datetime:
+    """Record an email the SMTP server accepted; keep trying through a short database outage.
+
+    Giving up here would leave the row claimed, and once the claim went stale the email would be
+    sent again. So the UPDATE is retried (reconnecting) for up to half the claim timeout, capped
+    at 60 s — well inside the actor's time limit. Only a crash or a longer outage leaves the
+    window in which an email can go out twice (with the same link).
+    """
+    now = timezone.now()
+    deadline = time.monotonic() + min(60.0, settings.VERIFY_EMAIL_CLAIM_TIMEOUT / 2)
+    delay = 0.1
+    while True:
+        try:
+            EmailVerification.objects.filter(pk=verification_id, state=State.SENDING).update(
+                state=State.SENT, sent_at=now, last_error=""
+            )
+            return now
+        except (OperationalError, InterfaceError):
+            if time.monotonic() + delay > deadline:
+                raise
+            logger.warning("email sent but not yet recorded; retrying", extra={"verification_id": verification_id})
+            db_connection.close()  # drop the broken connection; the next query opens a new one
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 def _release(verification_id: int, *, state: str, error: str) -> None:
