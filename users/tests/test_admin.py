@@ -55,3 +55,23 @@ def test_admin_requires_staff(client):
     user = UserFactory()
     client.force_login(user)
     assert client.get("/admin/users/user/").status_code == 302
+
+
+def test_failed_verifications_are_listed_with_their_error_and_can_be_retried(
+    staff_client, django_capture_on_commit_callbacks
+):
+    failed = create_verification()
+    EmailVerification.objects.filter(pk=failed.pk).update(state="failed", last_error="550 5.1.1 User unknown")
+    page = staff_client.get("/admin/users/emailverification/?state__exact=failed").content.decode()
+    assert failed.email in page
+    assert (
+        "550 5.1.1 User unknown"
+        in staff_client.get(f"/admin/users/emailverification/{failed.pk}/change/").content.decode()
+    )
+    with django_capture_on_commit_callbacks() as callbacks:
+        staff_client.post(
+            "/admin/users/emailverification/", {"action": "retry_failed", "_selected_action": [failed.pk]}
+        )
+    assert len(callbacks) == 1
+    row = EmailVerification.objects.get(pk=failed.pk)
+    assert row.state == "pending" and row.nonce == failed.nonce  # same link
