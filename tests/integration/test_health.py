@@ -1,0 +1,29 @@
+"""/healthz and /readyz, including a Redis that does not answer."""
+
+import pytest
+from django.conf import settings
+from dramatiq.brokers.redis import RedisBroker
+
+from conftest import configured_middleware, free_port, swapped_broker
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db]
+
+
+def test_healthz_and_readyz_answer_when_everything_is_up(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "redis": "ok"}
+
+
+def test_readyz_names_the_dependency_that_is_down(client):
+    down = RedisBroker(
+        url=f"redis://127.0.0.1:{free_port()}/0",
+        namespace=settings.DRAMATIQ_NAMESPACE,
+        middleware=configured_middleware(),
+        socket_connect_timeout=0.5,
+    )
+    with swapped_broker(down):
+        response = client.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["checks"]["database"] == "ok" and body["checks"]["redis"].startswith("error")
