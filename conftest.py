@@ -314,3 +314,32 @@ def worker_env(*, redis_url: str, smtp: SmtpSink, **extra: str) -> dict[str, str
         "EMAIL_PORT": str(smtp.port),
         **extra,
     }
+
+
+def _delete_cache_keys(pattern: str) -> None:
+    """Delete this run's cache keys matching ``pattern`` (after the run's key prefix)."""
+    from django.core.cache import cache
+
+    client = cache._cache.get_client(write=True)
+    keys = list(client.scan_iter(match=f"{settings.CACHES['default']['KEY_PREFIX']}:{pattern}", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+def expire_cooldowns() -> None:
+    """As if every email cooldown had run out."""
+    _delete_cache_keys("*cooldown:*")
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache() -> Iterator[None]:
+    """Throttle counters and cooldowns start empty in every test (only this run's keys)."""
+    yield
+    _delete_cache_keys("*")
+
+
+@pytest.fixture
+def no_throttling(settings) -> None:
+    """For tests that sign up many people from one address; the rate limits have their own tests."""
+    rates = dict.fromkeys(settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], "1000000/min")
+    settings.REST_FRAMEWORK = settings.REST_FRAMEWORK | {"DEFAULT_THROTTLE_RATES": rates}

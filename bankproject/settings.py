@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -66,6 +67,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
+    "csp",
     # django_dramatiq builds the broker from DRAMATIQ_BROKER when its app config is created, so it
     # comes before the apps that declare actors.
     "django_dramatiq",
@@ -83,6 +85,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
 ]
 
 ROOT_URLCONF = "bankproject.urls"
@@ -153,6 +156,9 @@ VERIFY_EMAIL_RETRY_MAX_BACKOFF_MS = env_int("VERIFY_EMAIL_RETRY_MAX_BACKOFF_MS",
 # Every send attempt of a verification counts here, redeliveries included; then it is failed.
 VERIFY_EMAIL_MAX_ATTEMPTS = env_int("VERIFY_EMAIL_MAX_ATTEMPTS", 12)
 
+# At most one verification (or "account exists") email per address per this many seconds.
+VERIFY_EMAIL_RESEND_COOLDOWN = env_int("VERIFY_EMAIL_RESEND_COOLDOWN", 180)
+
 # --- Email --------------------------------------------------------------------------------------
 EMAIL_BACKEND = os.environ.get(
     "EMAIL_BACKEND",
@@ -202,6 +208,16 @@ DRAMATIQ_TASKS_DATABASE = "default"
 # `manage.py crontab` (dramatiq-crontab) sends the periodic actors; a Redis lock keeps it to one.
 DRAMATIQ_CRONTAB = {"REDIS_URL": REDIS_URL}
 
+# --- Cache (throttles and cooldowns; shared by every web process) ---------------------------------
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": os.environ.get("CACHE_URL", REDIS_URL),
+        "KEY_PREFIX": os.environ.get("CACHE_KEY_PREFIX", "simplebank"),
+        "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 2},
+    }
+}
+
 # --- DRF ----------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
@@ -209,6 +225,15 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "UNAUTHENTICATED_USER": None,
+    # Rates per client IP (and per address for resend), counted in the shared cache.
+    "DEFAULT_THROTTLE_RATES": {
+        "signup": os.environ.get("THROTTLE_SIGNUP", "20/min"),
+        "verify": os.environ.get("THROTTLE_VERIFY", "30/min"),
+        "resend": os.environ.get("THROTTLE_RESEND", "30/min"),
+        "resend_address": os.environ.get("THROTTLE_RESEND_ADDRESS", "30/hour"),
+    },
+    # The client IP is REMOTE_ADDR; X-Forwarded-For counts only behind this many trusted proxies.
+    "NUM_PROXIES": env_int("DJANGO_NUM_PROXIES", 0),
 }
 
 # --- I18N, static -------------------------------------------------------------------------------
@@ -247,6 +272,20 @@ if HTTPS:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
 
+# Content Security Policy (django-csp): nothing inline, nothing from elsewhere.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+        "base-uri": [SELF],
+        "object-src": [NONE],
+    }
+}
+
 # --- Logging ------------------------------------------------------------------------------------
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
 LOGGING = {
@@ -262,5 +301,6 @@ LOGGING = {
     "loggers": {
         "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
         "dramatiq": {"level": "INFO"},
+        "apscheduler": {"level": "WARNING"},
     },
 }

@@ -19,44 +19,59 @@ from users import services
 logger = logging.getLogger(__name__)
 
 
-@dramatiq.actor(
-    queue_name=retry_policy.QUEUE,
-    max_retries=retry_policy.MAX_RETRIES,
-    min_backoff=retry_policy.MIN_BACKOFF_MS,
-    max_backoff=retry_policy.MAX_BACKOFF_MS,
-    time_limit=retry_policy.TIME_LIMIT_MS,
-    throws=(SkipRetry,),
-    on_retry_exhausted="verify_email_retries_exhausted",
-)
+EMAIL_ACTOR_OPTIONS: dict[str, Any] = {
+    "queue_name": retry_policy.QUEUE,
+    "max_retries": retry_policy.MAX_RETRIES,
+    "min_backoff": retry_policy.MIN_BACKOFF_MS,
+    "max_backoff": retry_policy.MAX_BACKOFF_MS,
+    "time_limit": retry_policy.TIME_LIMIT_MS,
+    "throws": (SkipRetry,),
+}
+
+
+def _require_id(value: object, *, actor_name: str, payload: dict[str, object]) -> int:
+    """The argument must be a positive integer id; anything else will never work: SkipRetry."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        logger.warning("skip retry: malformed argument", extra={"type": actor_name, "payload": payload})
+        raise SkipRetry(f"malformed id {value!r}")
+    return value
+
+
+def _skip(exc: Exception, *, actor_name: str, payload: dict[str, object]) -> SkipRetry:
+    logger.warning("skip retry: %s", exc, extra={"type": actor_name, "payload": payload, "reason": type(exc).__name__})
+    return SkipRetry(str(exc))
+
+
+@dramatiq.actor(**EMAIL_ACTOR_OPTIONS, on_retry_exhausted="verify_email_retries_exhausted")
 def send_verify_email(verification_id: int) -> None:
     """Send the verification email of one ``EmailVerification``, at most once."""
-    payload = {"verification_id": verification_id}
-    if isinstance(verification_id, bool) or not isinstance(verification_id, int) or verification_id < 1:
-        logger.warning("skip retry: malformed argument", extra={"type": "send_verify_email", "payload": payload})
-        raise SkipRetry(f"malformed verification id {verification_id!r}")
+    name, payload = "send_verify_email", {"verification_id": verification_id}
+    verification_id = _require_id(verification_id, actor_name=name, payload=payload)
     try:
         verification, sent_now = services.verification_send(verification_id=verification_id)
     except services.VerificationBusy:
         # A duplicate delivery while another holds a fresh claim. If that one dies, its claim
         # goes stale and the redispatch sweep queues the row again: nothing is lost by acking.
-        logger.info(
-            "skipped task: being sent by another delivery", extra={"type": "send_verify_email", "payload": payload}
-        )
+        logger.info("skipped task: being sent by another delivery", extra={"type": name, "payload": payload})
         return
     except services.VerificationError as exc:
-        logger.warning(
-            "skip retry: %s",
-            exc,
-            extra={"type": "send_verify_email", "payload": payload, "reason": type(exc).__name__},
-        )
-        raise SkipRetry(str(exc)) from exc
+        raise _skip(exc, actor_name=name, payload=payload) from exc
     if sent_now:
-        logger.info(
-            "processed task",
-            extra={"type": "send_verify_email", "payload": payload, "email": verification.email},
-        )
+        logger.info("processed task", extra={"type": name, "payload": payload, "email": verification.email})
     else:
-        logger.info("skipped task: already sent", extra={"type": "send_verify_email", "payload": payload})
+        logger.info("skipped task: already sent", extra={"type": name, "payload": payload})
+
+
+@dramatiq.actor(**EMAIL_ACTOR_OPTIONS)
+def send_account_exists_email(user_id: int) -> None:
+    """Tell the owner of an address that someone tried to sign up with it again (no verify link)."""
+    name, payload = "send_account_exists_email", {"user_id": user_id}
+    user_id = _require_id(user_id, actor_name=name, payload=payload)
+    try:
+        user = services.account_exists_send(user_id=user_id)
+    except services.VerificationError as exc:
+        raise _skip(exc, actor_name=name, payload=payload) from exc
+    logger.info("processed task", extra={"type": name, "payload": payload, "email": user.email})
 
 
 @dramatiq.actor(queue_name=retry_policy.QUEUE, max_retries=retry_policy.MAX_RETRIES, throws=(SkipRetry,))

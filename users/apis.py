@@ -13,12 +13,18 @@ from rest_framework.views import APIView
 
 from users import services
 from users.models import User
+from users.throttles import ResendAddressThrottle, ResendThrottle, SignupThrottle, VerifyThrottle
 
 INVALID_LINK = "This verification link is invalid or has expired."
 
 
 class UserCreateApi(APIView):
-    """``POST /api/users/``: sign up; the verification email is queued after commit."""
+    """``POST /api/users/``: sign up; the verification email is queued after commit.
+
+    An address that already has an account gets the very same answer (see ``user_create``).
+    """
+
+    throttle_classes = [SignupThrottle]
 
     class InputSerializer(serializers.Serializer):
         username = serializers.RegexField(
@@ -58,6 +64,8 @@ class UserCreateApi(APIView):
 class EmailVerifyApi(APIView):
     """``POST /api/verify-email/``: consume a verification code."""
 
+    throttle_classes = [VerifyThrottle]
+
     class InputSerializer(serializers.Serializer):
         email_id = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
         secret_code = serializers.CharField(max_length=512, trim_whitespace=True)
@@ -73,3 +81,21 @@ class EmailVerifyApi(APIView):
         except services.InvalidVerificationCode:
             return Response({"detail": INVALID_LINK}, status=status.HTTP_400_BAD_REQUEST)
         return Response({"is_verified": True})
+
+
+RESEND_ACCEPTED = "If that address has an account waiting for verification, a new link is on its way."
+
+
+class ResendVerificationApi(APIView):
+    """``POST /api/users/resend-verification/``: always 202, known address or not."""
+
+    throttle_classes = [ResendThrottle, ResendAddressThrottle]
+
+    class InputSerializer(serializers.Serializer):
+        email = serializers.EmailField(max_length=254)
+
+    def post(self, request: Request) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        services.verification_resend_request(email=serializer.validated_data["email"])
+        return Response({"detail": RESEND_ACCEPTED}, status=status.HTTP_202_ACCEPTED)

@@ -54,3 +54,7 @@ class SignupForm(forms.Form):
 class VerifyEmailForm(forms.Form):
     email_id = forms.IntegerField(min_value=1, max_value=2**63 - 1, widget=forms.HiddenInput)
     secret_code = forms.CharField(max_length=512, widget=forms.HiddenInput)
+
+
+class ResendVerificationForm(forms.Form):
+    email = forms.EmailField(max_length=254, widget=forms.EmailInput(attrs={"autocomplete": "email"}))

@@ -11,6 +11,8 @@ from functools import partial
 from urllib.parse import urlencode
 
 from django.conf import settings
+from django.contrib.auth.hashers import make_password
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.db import IntegrityError, InterfaceError, OperationalError, transaction
@@ -19,6 +21,7 @@ from django.db.models import F, Q, Value
 from django.db.models.functions import Concat
 from django.template.loader import render_to_string
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from users import tokens
 from users.models import EmailVerification, User
@@ -59,29 +62,100 @@ class InvalidVerificationCode(Exception):
 
 # --- Sign-up ------------------------------------------------------------------------------------
 def user_create(*, username: str, full_name: str, email: str, password: str) -> User:
-    """Create a user and their first verification; the email is queued once the row is committed.
+    """Sign a person up; the verification email is queued once the rows are committed.
 
-    Raises ``ValidationError`` (with field errors) if the username or email is taken.
+    Enumeration-safe: if the address already has an account, nothing is created, the same
+    password-hashing work is done, that address is sent an "account already exists" notice
+    (after commit, at most once per cooldown) and an unsaved stand-in carrying what was submitted
+    is returned, so callers answer exactly as for a new account. A taken username raises
+    ``ValidationError`` (usernames are public handles).
     """
     email = User.objects.normalize_email(email)
-    with transaction.atomic():
-        errors: dict[str, list[str]] = {}
-        if User.objects.filter(username=username).exists():
-            errors["username"] = ["A user with that username already exists."]
-        if User.objects.filter(email__iexact=email).exists():
-            errors["email"] = ["A user with that email already exists."]
-        if errors:
-            raise ValidationError(errors)
+    if User.objects.filter(username=username).exists():
+        raise ValidationError({"username": [USERNAME_TAKEN]})
+    existing = User.objects.filter(email__iexact=email).first()
+    if existing is None:
         try:
-            # A savepoint, so a racing duplicate leaves the outer transaction usable.
             with transaction.atomic():
                 user = User.objects.create_user(username=username, email=email, password=password, full_name=full_name)
+                verification_create(user=user)
+            cooldown_acquire(_resend_key(email), settings.VERIFY_EMAIL_RESEND_COOLDOWN)
+            return user
         except IntegrityError:
             # Lost a race with a concurrent sign-up for the same username or address.
-            taken = "username" if User.objects.filter(username=username).exists() else "email"
-            raise ValidationError({taken: [f"A user with that {taken} already exists."]}) from None
-        verification_create(user=user)
+            if User.objects.filter(username=username).exists():
+                raise ValidationError({"username": [USERNAME_TAKEN]}) from None
+            existing = User.objects.filter(email__iexact=email).first()
+            if existing is None:
+                raise
+    else:
+        make_password(password)  # the work a real sign-up does, so timing tells nothing
+    if cooldown_acquire(f"account-exists:{existing.pk}", settings.VERIFY_EMAIL_RESEND_COOLDOWN):
+        transaction.on_commit(partial(account_exists_dispatch, existing.pk), robust=True)
+    return User(username=username, full_name=full_name, email=email, created_at=timezone.now())
+
+
+USERNAME_TAKEN = "A user with that username already exists."
+
+
+def cooldown_acquire(key: str, seconds: int) -> bool:
+    """True once per ``seconds`` per key, across processes (shared cache). Fails open."""
+    try:
+        return bool(cache.add(f"cooldown:{key}", 1, timeout=seconds))
+    except (RedisError, OSError):
+        logger.warning("cooldown cache unreachable; allowing", extra={"cooldown": key.split(":")[0]})
+        return True
+
+
+def _resend_key(email: str) -> str:
+    return "resend:" + hashlib.sha256(email.strip().lower().encode()).hexdigest()
+
+
+def account_exists_dispatch(user_id: int) -> None:
+    """Queue the "account already exists" notice. Never raises (it is a courtesy, not a promise)."""
+    from tasks.tasks import send_account_exists_email  # worker plumbing stays behind this function
+
+    _enqueue(send_account_exists_email, user_id, payload={"user_id": user_id})
+
+
+def account_exists_send(*, user_id: int) -> User:
+    """Mail the owner of an address that someone tried to sign up with again. No link to verify."""
+    user = User.objects.filter(pk=user_id).first()
+    if user is None:
+        raise VerificationGone(f"user {user_id} does not exist")
+    context = {
+        "full_name": user.full_name,
+        "username": user.username,
+        "is_email_verified": user.is_email_verified,
+        "resend_url": f"{settings.SITE_URL}/verify-email/resend/",
+        "site_url": settings.SITE_URL,
+    }
+    message = _render_email("account_exists", context, to=user.email)
+    _send(message)
     return user
+
+
+def _render_email(prefix: str, context: dict, *, to: str, headers: dict | None = None) -> EmailMultiAlternatives:
+    subject = " ".join(render_to_string(f"emails/{prefix}_subject.txt", context).split())
+    message = EmailMultiAlternatives(
+        subject=subject,
+        body=render_to_string(f"emails/{prefix}_message.txt", context),
+        to=[to],
+        headers=headers,
+    )
+    message.attach_alternative(render_to_string(f"emails/{prefix}_message.html", context), "text/html")
+    return message
+
+
+def _send(message: EmailMultiAlternatives) -> None:
+    """Send one email; a permanent SMTP refusal becomes ``PermanentSendError``."""
+    try:
+        with get_connection(fail_silently=False) as connection:
+            connection.send_messages([message])
+    except (smtplib.SMTPException, OSError) as exc:  # OSError covers timeouts and refusals
+        if _is_permanent_smtp_error(exc):
+            raise PermanentSendError(_describe_smtp_error(exc)) from exc
+        raise
 
 
 # --- Verification emails ------------------------------------------------------------------------
@@ -113,30 +187,45 @@ def verification_resend(*, user: User) -> EmailVerification | None:
         return verification_create(user=user)
 
 
+def verification_resend_request(*, email: str) -> None:
+    """Someone asks for a new link for ``email``. Says nothing about whether the address is known.
+
+    At most one email per address per ``VERIFY_EMAIL_RESEND_COOLDOWN`` (shared with sign-up); a
+    new link replaces older unused ones. Unknown and already verified addresses get nothing.
+    """
+    email = User.objects.normalize_email(email)
+    if not cooldown_acquire(_resend_key(email), settings.VERIFY_EMAIL_RESEND_COOLDOWN):
+        return
+    user = User.objects.filter(email__iexact=email).first()
+    if user is not None and not user.is_email_verified:
+        verification_resend(user=user)
+
+
 def verification_dispatch(verification_id: int) -> None:
     """Queue the email for a committed verification. Never raises: the row is the source of truth.
 
-    This is the one place the users app reaches into the worker plumbing. Call it only after the
-    verification row is committed (``verification_create`` does so with ``on_commit``).
+    This and ``account_exists_dispatch`` are the only places the users app reaches into the worker
+    plumbing. Call it only after the verification row is committed (``verification_create`` does
+    so with ``on_commit``); if the enqueue fails, the redispatch sweep sends the row later.
     """
     from tasks.tasks import send_verify_email  # worker plumbing stays behind this function
 
+    _enqueue(send_verify_email, verification_id, payload={"verification_id": verification_id})
+
+
+def _enqueue(actor, argument: int, *, payload: dict) -> None:
     try:
-        message = send_verify_email.send(verification_id)
+        message = actor.send(argument)
     except Exception:
-        logger.warning(
-            "enqueue failed; the verification stays pending",
-            exc_info=True,
-            extra={"type": send_verify_email.actor_name, "payload": {"verification_id": verification_id}},
-        )
+        logger.warning("enqueue failed", exc_info=True, extra={"type": actor.actor_name, "payload": payload})
         return
     logger.info(
         "enqueued task",
         extra={
             "type": message.actor_name,
-            "payload": {"verification_id": verification_id},
+            "payload": payload,
             "queue": message.queue_name,
-            "max_retry": send_verify_email.options.get("max_retries"),
+            "max_retry": actor.options.get("max_retries"),
             "message_id": message.message_id,
         },
     )
@@ -166,15 +255,9 @@ def verification_email_build(verification: EmailVerification) -> EmailMultiAlter
         "max_age_hours": max(1, settings.EMAIL_VERIFICATION_MAX_AGE // 3600),
         "site_url": settings.SITE_URL,
     }
-    subject = " ".join(render_to_string("emails/verify_email_subject.txt", context).split())
-    message = EmailMultiAlternatives(
-        subject=subject,
-        body=render_to_string("emails/verify_email_message.txt", context),
-        to=[verification.email],
-        headers={"Message-ID": _message_id(verification)},
+    return _render_email(
+        "verify_email", context, to=verification.email, headers={"Message-ID": _message_id(verification)}
     )
-    message.attach_alternative(render_to_string("emails/verify_email_message.html", context), "text/html")
-    return message
 
 
 def _claim(verification_id: int) -> EmailVerification:
@@ -240,16 +323,13 @@ def verification_send(*, verification_id: int) -> tuple[EmailVerification, bool]
         _release(verification_id, state=State.VERIFIED, error="")
         raise AlreadyVerified(f"user of verification {verification_id} is already verified")
 
-    message = verification_email_build(verification)
     try:
-        with get_connection(fail_silently=False) as connection:
-            connection.send_messages([message])
-    except (smtplib.SMTPException, OSError) as exc:  # OSError covers timeouts and refusals
-        error = _describe_smtp_error(exc)
-        if _is_permanent_smtp_error(exc):
-            _mark_failed(verification_id, error)
-            raise PermanentSendError(error) from exc
-        _release(verification_id, state=State.PENDING, error=error)
+        _send(verification_email_build(verification))
+    except PermanentSendError as exc:
+        _mark_failed(verification_id, str(exc))
+        raise
+    except (smtplib.SMTPException, OSError) as exc:
+        _release(verification_id, state=State.PENDING, error=_describe_smtp_error(exc))
         raise
 
     verification.sent_at = _mark_sent(verification_id)

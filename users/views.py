@@ -9,11 +9,20 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
 from users import services
-from users.forms import SignupForm, VerifyEmailForm
+from users.forms import ResendVerificationForm, SignupForm, VerifyEmailForm
+from users.throttles import ResendAddressThrottle, ResendThrottle, SignupThrottle, VerifyThrottle, throttle_wait
+
+
+def _too_many(request: HttpRequest, wait: int) -> HttpResponse:
+    response = render(request, "users/too_many_requests.html", {"wait": wait}, status=429)
+    response["Retry-After"] = str(wait)
+    return response
 
 
 @require_http_methods(["GET", "POST"])
 def signup(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST" and (wait := throttle_wait(request, [SignupThrottle])):
+        return _too_many(request, wait)
     form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
@@ -39,7 +48,7 @@ def signup_done(request: HttpRequest) -> HttpResponse:
 
 
 def _invalid(request: HttpRequest) -> HttpResponse:
-    return render(request, "users/verify_email_invalid.html", status=400)
+    return render(request, "users/verify_email_invalid.html", {"form": ResendVerificationForm()}, status=400)
 
 
 @never_cache
@@ -54,6 +63,8 @@ def verify_email(request: HttpRequest) -> HttpResponse:
 
 
 def _verify_email(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST" and (wait := throttle_wait(request, [VerifyThrottle])):
+        return _too_many(request, wait)
     form = VerifyEmailForm(request.POST if request.method == "POST" else request.GET)
     if not form.is_valid():
         return _invalid(request)
@@ -66,3 +77,15 @@ def _verify_email(request: HttpRequest) -> HttpResponse:
     except services.InvalidVerificationCode:
         return _invalid(request)
     return render(request, "users/verify_email_confirm.html", {"form": form})
+
+
+@require_http_methods(["GET", "POST"])
+def resend_verification(request: HttpRequest) -> HttpResponse:
+    """Ask for a new link. The answer is the same whether or not the address is known."""
+    if request.method == "POST" and (wait := throttle_wait(request, [ResendThrottle, ResendAddressThrottle])):
+        return _too_many(request, wait)
+    form = ResendVerificationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        services.verification_resend_request(email=form.cleaned_data["email"])
+        return render(request, "users/resend_done.html")
+    return render(request, "users/resend.html", {"form": form}, status=400 if form.errors else 200)

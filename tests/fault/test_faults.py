@@ -25,7 +25,7 @@ from tests.fault.conftest import emails_per_address
 from users import services
 from users.models import EmailVerification
 
-pytestmark = [pytest.mark.fault, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.fault, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_throttling")]
 
 User = get_user_model()
 

@@ -59,6 +59,15 @@ def test_missing_fields_and_malformed_bodies_are_400(api):
     assert api.post("/api/users/", "{not json", content_type="application/json").status_code == 400
 
 
+def test_existing_email_is_answered_like_a_new_signup(api, signup_data):
+    first = api.post("/api/users/", signup_data(email="Erin@example.com"), format="json")
+    again = api.post("/api/users/", signup_data(email="erin@EXAMPLE.com", full_name="Not Erin"), format="json")
+    assert first.status_code == again.status_code == 201
+    assert set(first.json()) == set(again.json())
+    assert again.json()["is_email_verified"] is False
+    assert User.objects.count() == 1
+
+
 def test_taken_username_is_400(api, signup_data):
     assert api.post("/api/users/", signup_data(username="carol"), format="json").status_code == 201
     response = api.post("/api/users/", signup_data(username="carol"), format="json")

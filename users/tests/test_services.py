@@ -68,17 +68,26 @@ def test_rollback_sends_nothing(stub_broker, django_capture_on_commit_callbacks)
     assert not User.objects.exists() and not EmailVerification.objects.exists()
 
 
-@pytest.mark.parametrize(
-    ("overrides", "field"),
-    [({"username": "alice"}, "username"), ({"email": "ALICE@example.com"}, "email")],
-)
-def test_taken_username_or_email_is_a_field_error_and_writes_nothing(overrides, field):
+def test_taken_username_is_a_field_error_and_writes_nothing():
     _signup()
-    data = {"username": "bob", "email": "bob@example.com"} | overrides
     with pytest.raises(ValidationError) as excinfo:
-        _signup(**data)
-    assert field in excinfo.value.message_dict
+        _signup(email="someone-else@example.com")
+    assert excinfo.value.message_dict == {"username": ["A user with that username already exists."]}
     assert User.objects.count() == 1 and EmailVerification.objects.count() == 1
+
+
+def test_existing_email_creates_nothing_and_queues_the_notice(django_capture_on_commit_callbacks):
+    first = _signup()
+    with django_capture_on_commit_callbacks() as callbacks:
+        stand_in = _signup(username="bob", email="ALICE@example.com", full_name="Bob")
+    assert stand_in.pk is None and stand_in.username == "bob" and stand_in.email == "ALICE@example.com"
+    assert not stand_in.is_email_verified and stand_in.created_at
+    assert User.objects.count() == 1 and EmailVerification.objects.count() == 1
+    [callback] = callbacks
+    assert callback.func is services.account_exists_dispatch and callback.args == (first.pk,)
+    with django_capture_on_commit_callbacks() as again:
+        _signup(username="carol", email="alice@example.com")
+    assert again == []  # one notice per cooldown
 
 
 def test_send_renders_multipart_email_with_one_link_and_marks_sent():

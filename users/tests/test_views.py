@@ -65,12 +65,20 @@ def test_signup_form_shows_errors_beside_the_field(browser, overrides, field, te
     assert not User.objects.exists()
 
 
-def test_signup_form_reports_taken_email_beside_the_field(browser):
+def test_signup_form_answers_a_registered_email_like_a_new_one(browser):
     User.objects.create_user(username="existing", email="Dora@Example.com", password="x", full_name="D")
     token = _csrf(browser, "/signup/")
     response = browser.post("/signup/", _form(csrfmiddlewaretoken=token))
+    assert response.status_code == 302 and response["Location"] == "/signup/done/"
+    assert list(User.objects.values_list("username", flat=True)) == ["existing"]
+
+
+def test_signup_form_reports_taken_username_beside_the_field(browser):
+    User.objects.create_user(username="dora", email="other@example.com", password="x", full_name="D")
+    token = _csrf(browser, "/signup/")
+    response = browser.post("/signup/", _form(csrfmiddlewaretoken=token))
     assert response.status_code == 400
-    block = response.content.decode().split('id="field-email"', 1)[1].split('<div class="field"', 1)[0]
+    block = response.content.decode().split('id="field-username"', 1)[1].split('<div class="field"', 1)[0]
     assert "already exists" in block
 
 

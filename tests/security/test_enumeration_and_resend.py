@@ -1,0 +1,113 @@
+"""What an attacker probing addresses sees: the same answers, similar timing, one email at most."""
+
+import statistics
+import time
+
+import pytest
+from rest_framework.test import APIClient
+
+from conftest import expire_cooldowns, links_in, message_text, wait_for
+from users import services
+from users.models import EmailVerification, User
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+PRODUCTION_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+]
+
+
+@pytest.fixture
+def api() -> APIClient:
+    return APIClient()
+
+
+def _timed_post(api, url, data):
+    start = time.perf_counter()
+    response = api.post(url, data, format="json")
+    return response, (time.perf_counter() - start) * 1000
+
+
+def test_existing_email_is_indistinguishable_and_gets_a_notice(
+    api, signup_data, settings, smtp_server, worker, no_throttling
+):
+    settings.PASSWORD_HASHERS = PRODUCTION_HASHERS  # the real cost is what hides the difference
+    owner = signup_data(email="owner@example.com")
+    assert api.post("/api/users/", owner, format="json").status_code == 201
+    wait_for(lambda: smtp_server.to("owner@example.com"), what="the owner's verification email")
+
+    new_times, existing_times = [], []
+    for _ in range(20):
+        new, new_ms = _timed_post(api, "/api/users/", signup_data())
+        taken, taken_ms = _timed_post(api, "/api/users/", signup_data(email="OWNER@example.com"))
+        assert new.status_code == taken.status_code == 201
+        assert set(new.json()) == set(taken.json())
+        assert taken.json()["email"] == "OWNER@example.com" and taken.json()["is_email_verified"] is False
+        new_times.append(new_ms)
+        existing_times.append(taken_ms)
+    new_median, existing_median = statistics.median(new_times), statistics.median(existing_times)
+    gap = abs(new_median - existing_median)
+    print(f"median new={new_median:.1f} ms existing={existing_median:.1f} ms gap={gap:.1f} ms")
+    assert gap < max(15.0, 0.25 * new_median), (new_median, existing_median)
+    assert User.objects.filter(email__iexact="owner@example.com").count() == 1
+
+    # The owner hears about it once per cooldown, with no verification link in it.
+    notices = wait_for(
+        lambda: [m for m in smtp_server.to("owner@example.com") if "already has an account" in message_text(m)],
+        what="the account-exists notice",
+    )
+    wait_for(lambda: EmailVerification.objects.filter(state="sent").count() == 21, what="the 20 new sign-ups' emails")
+    assert len(notices) == 1
+    assert links_in(notices[0]) == [] and "secret_code" not in notices[0].as_string()
+    assert "/verify-email/resend/" in message_text(notices[0])
+
+
+def test_resend_storm_sends_one_email_and_answers_alike(api, signup_data, smtp_server, worker):
+    person = signup_data()
+    assert api.post("/api/users/", person, format="json").status_code == 201
+    wait_for(lambda: smtp_server.to(person["email"]), what="the first email")
+    expire_cooldowns()  # as if VERIFY_EMAIL_RESEND_COOLDOWN had passed
+
+    answers = [
+        api.post("/api/users/resend-verification/", {"email": person["email"].upper()}, format="json")
+        for _ in range(20)
+    ]
+    assert {a.status_code for a in answers} == {202}
+    assert len({a.content for a in answers}) == 1
+    wait_for(lambda: len(smtp_server.to(person["email"])) >= 2, what="the new link")
+    wait_for(lambda: EmailVerification.objects.filter(state="sent").count() == 1, what="the new row sent")
+    [first, second] = smtp_server.to(person["email"])
+    [(_, old_id, old_code)] = links_in(first)
+    [(_, new_id, new_code)] = links_in(second)
+    assert new_id != old_id
+    # The new link works; the older one was replaced.
+    assert (
+        api.post("/api/verify-email/", {"email_id": old_id, "secret_code": old_code}, format="json").status_code == 400
+    )
+    assert (
+        api.post("/api/verify-email/", {"email_id": new_id, "secret_code": new_code}, format="json").status_code == 200
+    )
+
+
+def test_resend_for_unknown_or_verified_addresses_answers_the_same_and_sends_nothing(
+    api, signup_data, smtp_server, worker
+):
+    verified = User.objects.create_user(
+        username="v", email="verified@example.com", password="x", full_name="V", is_email_verified=True
+    )
+    answers = [
+        api.post("/api/users/resend-verification/", {"email": address}, format="json")
+        for address in ("nobody@example.com", verified.email)
+    ]
+    assert {a.status_code for a in answers} == {202} and answers[0].content == answers[1].content
+    # A control request that does send proves the worker was running while we looked.
+    person = signup_data()
+    services.user_create(**person)
+    wait_for(lambda: smtp_server.to(person["email"]), what="the control email")
+    assert smtp_server.to("nobody@example.com") == [] and smtp_server.to(verified.email) == []
+
+
+def test_resend_rejects_malformed_input(api):
+    response = api.post("/api/users/resend-verification/", {"email": "not an address"}, format="json")
+    assert response.status_code == 400 and "email" in response.json()

@@ -1,0 +1,131 @@
+"""Rate limits hold across web processes because they are counted in the shared Redis."""
+
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from conftest import database_url, free_port, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+def _post(url: str, body: dict, headers: dict | None = None) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json", **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def _answers(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url, timeout=1)
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+@pytest.fixture
+def two_web_processes(tmp_path) -> Iterator[list[str]]:
+    """Two gunicorn servers of this project, sharing PostgreSQL and Redis, with low rates."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "bankproject.settings_test",
+        "DATABASE_URL": database_url(),
+        "THROTTLE_SIGNUP": "4/min",
+        "THROTTLE_VERIFY": "3/min",
+    }
+    servers, urls = [], []
+    for n in range(2):
+        port = free_port()
+        log = open(tmp_path / f"web{n}.log", "wb")  # noqa: SIM115 - closed with the process below
+        servers.append(
+            (
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "gunicorn",
+                        "bankproject.wsgi",
+                        "--bind",
+                        f"127.0.0.1:{port}",
+                        "--workers",
+                        "1",
+                    ],
+                    cwd=settings.BASE_DIR,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                ),
+                log,
+            )
+        )
+        urls.append(f"http://127.0.0.1:{port}")
+    for url in urls:
+        wait_for(lambda url=url: _answers(f"{url}/signup/"), timeout=30, what=f"gunicorn at {url}")
+    yield urls
+    for process, log in servers:
+        process.terminate()
+        process.wait(timeout=10)
+        log.close()
+
+
+def test_signup_rate_is_shared_by_two_processes(two_web_processes, signup_data):
+    first, second = two_web_processes
+    statuses = [_post(f"{url}/api/users/", signup_data())[0] for url in (first, second, first, second)]
+    assert statuses == [201, 201, 201, 201]
+    status, headers, body = _post(f"{second}/api/users/", signup_data())
+    assert status == 429
+    assert 0 < int(headers["Retry-After"]) <= 60
+    assert b"throttled" in body.lower()
+    # Another address, and a forged X-Forwarded-For, change nothing: the client is REMOTE_ADDR.
+    assert _post(f"{first}/api/users/", signup_data(), {"X-Forwarded-For": "203.0.113.9"})[0] == 429
+
+
+def test_verify_attempts_are_limited_across_processes(two_web_processes):
+    first, second = two_web_processes
+    guess = {"email_id": 1, "secret_code": "A" * 43}
+    statuses = [_post(f"{url}/api/verify-email/", guess)[0] for url in (first, second, first, second)]
+    assert statuses == [400, 400, 400, 429]
+
+
+def test_resend_is_limited_per_address_whoever_asks(settings):
+    rates = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]
+    settings.REST_FRAMEWORK = settings.REST_FRAMEWORK | {
+        "DEFAULT_THROTTLE_RATES": rates | {"resend_address": "2/hour"},
+        "NUM_PROXIES": 1,  # behind one trusted proxy, X-Forwarded-For names the client
+    }
+    api = APIClient()
+    url = "/api/users/resend-verification/"
+    statuses = [
+        api.post(
+            url, {"email": "target@example.com"}, format="json", HTTP_X_FORWARDED_FOR=f"198.51.100.{n}"
+        ).status_code
+        for n in range(3)
+    ]
+    assert statuses == [202, 202, 429]
+    assert api.post(url, {"email": "other@example.com"}, format="json").status_code == 202
+
+
+def test_throttles_fail_open_when_the_cache_is_down(settings, signup_data):
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
+            "OPTIONS": {"socket_connect_timeout": 0.5},
+        }
+    }
+    assert APIClient().post("/api/users/", signup_data(), format="json").status_code == 201
