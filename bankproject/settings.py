@@ -67,6 +67,8 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "csp",
     # django_dramatiq builds the broker from DRAMATIQ_BROKER when its app config is created, so it
     # comes before the apps that declare actors.
@@ -220,6 +222,7 @@ CACHES = {
 
 # --- DRF ----------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
@@ -271,6 +274,18 @@ if HTTPS:
     SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
+
+# OpenAPI 3 at /api/schema/, Swagger UI at /api/docs/ (assets served from here, not a CDN).
+SPECTACULAR_SETTINGS = {
+    "TITLE": "simplebank users API",
+    "DESCRIPTION": "Sign-up with email verification. See the README for the guarantees.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
 
 # Content Security Policy (django-csp): nothing inline, nothing from elsewhere.
 CONTENT_SECURITY_POLICY = {

@@ -5,6 +5,13 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib.auth import password_validation
 from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_serializer,
+    inline_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
@@ -18,6 +25,39 @@ from users.throttles import ResendAddressThrottle, ResendThrottle, SignupThrottl
 INVALID_LINK = "This verification link is invalid or has expired."
 
 
+class StrictInputSerializer(serializers.Serializer):
+    """Text fields take JSON strings only (DRF would quietly turn 0 or true into "0", "True")."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            errors = {
+                name: ["Not a valid string."]
+                for name, field in self.fields.items()
+                if isinstance(field, serializers.CharField) and name in data and not isinstance(data[name], str)
+            }
+            if errors:
+                raise ValidationError(errors)
+        return super().to_internal_value(data)
+
+
+# Error answers, as DRF renders them: field errors, or a single "detail".
+FIELD_ERRORS = OpenApiResponse(
+    response=inline_serializer(
+        "FieldErrors", {"field": serializers.ListField(child=serializers.CharField(), required=False)}
+    ),
+    description='Invalid input: `{"<field>": ["<message>", ...]}` for each field that is wrong.',
+    examples=[OpenApiExample("taken username", value={"username": ["A user with that username already exists."]})],
+)
+DETAIL = inline_serializer("Detail", {"detail": serializers.CharField()})
+THROTTLED = OpenApiResponse(
+    response=DETAIL,
+    description="Too many requests from this client (or for this address); see the Retry-After header.",
+    examples=[
+        OpenApiExample("throttled", value={"detail": "Request was throttled. Expected available in 42 seconds."})
+    ],
+)
+
+
 class UserCreateApi(APIView):
     """``POST /api/users/``: sign up; the verification email is queued after commit.
 
@@ -26,7 +66,8 @@ class UserCreateApi(APIView):
 
     throttle_classes = [SignupThrottle]
 
-    class InputSerializer(serializers.Serializer):
+    @extend_schema_serializer(component_name="Signup")
+    class InputSerializer(StrictInputSerializer):
         username = serializers.RegexField(
             r"^[\w.@+-]+\Z",
             max_length=150,
@@ -46,11 +87,47 @@ class UserCreateApi(APIView):
                 raise ValidationError({"password": list(exc.messages)}) from exc
             return attrs
 
+    @extend_schema_serializer(component_name="SignupOutput")
     class OutputSerializer(serializers.ModelSerializer):
         class Meta:
             model = User
             fields = ["username", "full_name", "email", "is_email_verified", "created_at"]
 
+    @extend_schema(
+        operation_id="signup",
+        summary="Sign up",
+        description=(
+            "Creates the user and queues the verification email once the sign-up is committed. An email "
+            "address that already has an account gets exactly the same answer (no account is created; that "
+            "address is told by email instead)."
+        ),
+        request=InputSerializer,
+        responses={201: OutputSerializer, 400: FIELD_ERRORS, 429: THROTTLED},
+        examples=[
+            OpenApiExample(
+                "sign-up",
+                request_only=True,
+                value={
+                    "username": "ada",
+                    "full_name": "Ada Lovelace",
+                    "email": "ada@example.com",
+                    "password": "correct horse battery staple",
+                },
+            ),
+            OpenApiExample(
+                "created",
+                response_only=True,
+                status_codes=["201"],
+                value={
+                    "username": "ada",
+                    "full_name": "Ada Lovelace",
+                    "email": "ada@example.com",
+                    "is_email_verified": False,
+                    "created_at": "2026-11-28T12:00:00Z",
+                },
+            ),
+        ],
+    )
     def post(self, request: Request) -> Response:
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -66,10 +143,43 @@ class EmailVerifyApi(APIView):
 
     throttle_classes = [VerifyThrottle]
 
-    class InputSerializer(serializers.Serializer):
+    @extend_schema_serializer(component_name="VerifyEmail")
+    class InputSerializer(StrictInputSerializer):
         email_id = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
         secret_code = serializers.CharField(max_length=512, trim_whitespace=True)
 
+    @extend_schema(
+        operation_id="verify_email",
+        summary="Verify an email address",
+        request=InputSerializer,
+        responses={
+            200: inline_serializer("Verified", {"is_verified": serializers.BooleanField()}),
+            400: OpenApiResponse(
+                response=inline_serializer(
+                    "VerifyEmailError",
+                    {
+                        "detail": serializers.CharField(required=False),
+                        "email_id": serializers.ListField(child=serializers.CharField(), required=False),
+                        "secret_code": serializers.ListField(child=serializers.CharField(), required=False),
+                    },
+                ),
+                description=(
+                    "A wrong, used, expired or replaced code: one identical `detail` for all of them. "
+                    "Malformed input: field errors."
+                ),
+                examples=[OpenApiExample("invalid", value={"detail": INVALID_LINK})],
+            ),
+            429: THROTTLED,
+        },
+        examples=[
+            OpenApiExample(
+                "verify",
+                request_only=True,
+                value={"email_id": 42, "secret_code": "bf4RglFzO99W0gZi8b4ptDzy1O51Vh8jxcnmVdhhI9w"},
+            ),
+            OpenApiExample("verified", response_only=True, status_codes=["200"], value={"is_verified": True}),
+        ],
+    )
     def post(self, request: Request) -> Response:
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -91,9 +201,22 @@ class ResendVerificationApi(APIView):
 
     throttle_classes = [ResendThrottle, ResendAddressThrottle]
 
-    class InputSerializer(serializers.Serializer):
+    @extend_schema_serializer(component_name="ResendVerification")
+    class InputSerializer(StrictInputSerializer):
         email = serializers.EmailField(max_length=254)
 
+    @extend_schema(
+        operation_id="resend_verification",
+        summary="Send a new verification link",
+        description="Always 202, whether or not the address is known or already verified; at most one email "
+        "per address per cooldown (180 s by default). A new link replaces older unused ones.",
+        request=InputSerializer,
+        responses={202: DETAIL, 400: FIELD_ERRORS, 429: THROTTLED},
+        examples=[
+            OpenApiExample("resend", request_only=True, value={"email": "ada@example.com"}),
+            OpenApiExample("accepted", response_only=True, status_codes=["202"], value={"detail": RESEND_ACCEPTED}),
+        ],
+    )
     def post(self, request: Request) -> Response:
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

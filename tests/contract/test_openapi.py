@@ -1,0 +1,44 @@
+"""The API keeps the promises of its OpenAPI document: schemathesis generates requests from
+/api/schema/ and checks every answer (no 5xx, documented status codes, bodies match the schema)."""
+
+import pytest
+import schemathesis
+from django.core.signals import request_finished, request_started
+from django.core.wsgi import get_wsgi_application
+from django.db import close_old_connections
+from hypothesis import HealthCheck, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_throttling", "keep_test_connection")]
+
+
+@pytest.fixture
+def keep_test_connection():
+    """As Django's test client does: requests must not close the test's database connection."""
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
+# Loaded at collection (pytest-django has configured Django by then); /api/schema/ needs no database.
+schema = schemathesis.openapi.from_wsgi("/api/schema/", get_wsgi_application())
+
+
+@schema.parametrize()
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+def test_api_conforms_to_its_schema(case):
+    # A well-formed request may still be refused: a code that is wrong, a username that is taken.
+    case.call_and_validate(excluded_checks=[positive_data_acceptance])
+
+
+def test_schema_and_docs_are_served(client):
+    document = client.get("/api/schema/?format=json").json()
+    assert document["openapi"].startswith("3.")
+    assert set(document["paths"]) == {"/api/users/", "/api/verify-email/", "/api/users/resend-verification/"}
+    signup = document["paths"]["/api/users/"]["post"]["responses"]
+    assert set(signup) == {"201", "400", "429"}
+    docs = client.get("/api/docs/")
+    assert docs.status_code == 200 and b"swagger-ui" in docs.content
+    assert "unsafe-inline" not in docs["Content-Security-Policy"]
