@@ -33,6 +33,7 @@ test: install-dev lint
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy users tasks bankproject
 	PYTHON=$(BIN)/python ./scripts/check_compose.sh
 
 format: install-dev

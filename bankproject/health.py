@@ -7,6 +7,7 @@ from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+from dramatiq.brokers.redis import RedisBroker
 
 
 @never_cache
@@ -19,7 +20,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
 @never_cache
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
-    """The database and the broker's Redis answer; 503 names the ones that don't."""
+    """The database and the broker (Redis, or RabbitMQ) answer; 503 names the ones that don't."""
     checks: dict[str, str] = {}
     try:
         with connection.cursor() as cursor:
@@ -27,10 +28,15 @@ def readyz(request: HttpRequest) -> JsonResponse:
         checks["database"] = "ok"
     except Exception as exc:  # any failure means not ready
         checks["database"] = f"error: {type(exc).__name__}"
+    broker = dramatiq.get_broker()
+    name = "redis" if isinstance(broker, RedisBroker) else "broker"
     try:
-        dramatiq.get_broker().client.ping()  # type: ignore[attr-defined]
-        checks["redis"] = "ok"
+        if isinstance(broker, RedisBroker):
+            broker.client.ping()
+        elif not broker.connection.is_open:  # type: ignore[attr-defined]  # RabbitMQ
+            raise ConnectionError("closed")
+        checks[name] = "ok"
     except Exception as exc:
-        checks["redis"] = f"error: {type(exc).__name__}"
+        checks[name] = f"error: {type(exc).__name__}"
     ready = all(value == "ok" for value in checks.values())
     return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)

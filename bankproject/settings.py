@@ -7,7 +7,11 @@ safe for development; with ``DJANGO_DEBUG=false`` insecure values are refused at
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import dj_database_url
 from csp.constants import NONE, SELF
@@ -66,6 +70,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    "django_prometheus",
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -79,6 +84,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "bankproject.request_id.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -88,6 +95,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "bankproject.urls"
@@ -112,7 +120,7 @@ ASGI_APPLICATION = "bankproject.asgi.application"
 
 # --- Database -----------------------------------------------------------------------------------
 DATABASE_URL = os.environ.get("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
-DATABASES = {
+DATABASES: dict[str, Any] = {
     "default": dj_database_url.parse(
         DATABASE_URL,
         conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
@@ -181,15 +189,37 @@ REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 # Keys are prefixed with this namespace; tests use their own so they never eat a dev's messages.
 DRAMATIQ_NAMESPACE = os.environ.get("DRAMATIQ_NAMESPACE", "dramatiq")
 
-DRAMATIQ_BROKER = {
-    "BROKER": "dramatiq.brokers.redis.RedisBroker",
-    "OPTIONS": {
-        "url": REDIS_URL,
-        "namespace": DRAMATIQ_NAMESPACE,
-        # Fail fast instead of hanging a web request when Redis does not answer.
-        "socket_connect_timeout": 2,
-        "socket_timeout": 5,
-    },
+
+def _with_timeouts(url: str) -> str:
+    """redis-py ignores timeout arguments next to a URL, so they go into the URL."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    # Fail fast instead of hanging a web request when Redis does not answer.
+    query.setdefault("socket_connect_timeout", "2")
+    query.setdefault("socket_timeout", "5")
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+# The broker: Redis at REDIS_URL by default; Redis through Sentinel when REDIS_SENTINELS is set;
+# RabbitMQ when DRAMATIQ_BROKER_URL is an amqp:// URL.
+DRAMATIQ_BROKER_URL = os.environ.get("DRAMATIQ_BROKER_URL", "")
+REDIS_SENTINELS = env_list("REDIS_SENTINELS", "")
+REDIS_SENTINEL_MASTER = os.environ.get("REDIS_SENTINEL_MASTER", "mymaster")
+_broker_options: dict[str, Any]
+if DRAMATIQ_BROKER_URL.startswith(("amqp://", "amqps://")):
+    _broker, _broker_options = "dramatiq.brokers.rabbitmq.RabbitmqBroker", {"url": DRAMATIQ_BROKER_URL}
+elif REDIS_SENTINELS:
+    _broker = "tasks.brokers.SentinelRedisBroker"
+    _broker_options = {"sentinels": REDIS_SENTINELS, "master": REDIS_SENTINEL_MASTER, "namespace": DRAMATIQ_NAMESPACE}
+elif DRAMATIQ_BROKER_URL and not DRAMATIQ_BROKER_URL.startswith(("redis://", "rediss://")):
+    raise ImproperlyConfigured("DRAMATIQ_BROKER_URL must be a redis://, rediss://, amqp:// or amqps:// URL.")
+else:
+    _redis = _with_timeouts(DRAMATIQ_BROKER_URL or REDIS_URL)
+    _broker, _broker_options = "dramatiq.brokers.redis.RedisBroker", {"url": _redis, "namespace": DRAMATIQ_NAMESPACE}
+
+DRAMATIQ_BROKER: dict[str, Any] = {
+    "BROKER": _broker,
+    "OPTIONS": _broker_options,
     # Without an explicit list the broker gets no middleware at all (and `throws=` breaks).
     "MIDDLEWARE": [
         "dramatiq.middleware.AgeLimit",
@@ -201,8 +231,20 @@ DRAMATIQ_BROKER = {
         "dramatiq.middleware.CurrentMessage",
         "django_dramatiq.middleware.AdminMiddleware",
         "django_dramatiq.middleware.DbConnectionsMiddleware",
+        "bankproject.request_id.DramatiqRequestIdMiddleware",
     ],
 }
+# The worker's Prometheus exporter (messages, errors, retries, durations, in flight) on
+# dramatiq_prom_port (9191); it only works under the `rundramatiq` command line.
+if env_bool("DRAMATIQ_PROMETHEUS", True):
+    DRAMATIQ_BROKER["MIDDLEWARE"].insert(0, "dramatiq.middleware.prometheus.Prometheus")
+    if Path(sys.argv[0]).name in {"dramatiq", "dramatiq-gevent"}:
+        # Worker processes share their counters through files, and prometheus_client picks that
+        # mode when it is first imported (by Django's apps, before the middleware boots).
+        os.environ.setdefault(
+            "PROMETHEUS_MULTIPROC_DIR",
+            os.environ.get("dramatiq_prom_db", f"{tempfile.gettempdir()}/dramatiq-prometheus"),  # noqa: SIM112 - dramatiq's name
+        )
 # Our actors live in the app named `tasks`, in `tasks/tasks.py`, which django-dramatiq's default
 # discovery ("<app>.tasks") finds.
 DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
@@ -211,7 +253,7 @@ DRAMATIQ_TASKS_DATABASE = "default"
 DRAMATIQ_CRONTAB = {"REDIS_URL": REDIS_URL}
 
 # --- Cache (throttles and cooldowns; shared by every web process) ---------------------------------
-CACHES = {
+CACHES: dict[str, Any] = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": os.environ.get("CACHE_URL", REDIS_URL),
@@ -221,7 +263,7 @@ CACHES = {
 }
 
 # --- DRF ----------------------------------------------------------------------------------------
-REST_FRAMEWORK = {
+REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
@@ -246,7 +288,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT: Path | None = BASE_DIR / "staticfiles"
 # In development static files are served straight from the apps, without collectstatic.
 WHITENOISE_USE_FINDERS = DEBUG
 WHITENOISE_AUTOREFRESH = DEBUG
@@ -303,14 +345,26 @@ CONTENT_SECURITY_POLICY = {
 
 # --- Logging ------------------------------------------------------------------------------------
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
-LOGGING = {
+# "json": one JSON object per line (for log shippers); anything else: human-readable lines.
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "text")
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "bankproject.request_id.RequestIdFilter"}},
     "formatters": {
-        "fields": {"()": "bankproject.logging.FieldsFormatter"},
+        "text": {"()": "bankproject.logging.FieldsFormatter"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "fields"},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "text",
+            "filters": ["request_id"],
+        },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {

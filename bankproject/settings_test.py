@@ -9,6 +9,8 @@ os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key-0123456789-abcd
 os.environ.setdefault("DJANGO_DEBUG", "false")
 os.environ.setdefault("DJANGO_HTTPS", "false")
 os.environ.setdefault("EMAIL_BACKEND", "django.core.mail.backends.locmem.EmailBackend")
+# In-process test workers have no exporter process; the metrics test turns it on for its worker.
+os.environ.setdefault("DRAMATIQ_PROMETHEUS", "false")
 # One namespace per test run, so a developer's `make run` worker never eats test messages.
 os.environ.setdefault("DRAMATIQ_NAMESPACE", f"simplebank-test-{os.getpid()}")
 
@@ -20,8 +22,9 @@ from bankproject.settings import DATABASES, DRAMATIQ_BROKER
 DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ.get("TEST_CONN_MAX_AGE", "0"))
 
 # Fault tests make a killed worker's messages come back within seconds instead of a minute.
-DRAMATIQ_BROKER["OPTIONS"]["heartbeat_timeout"] = int(os.environ.get("TEST_DRAMATIQ_HEARTBEAT_TIMEOUT_MS", "60000"))
-DRAMATIQ_BROKER["OPTIONS"]["maintenance_chance"] = int(os.environ.get("TEST_DRAMATIQ_MAINTENANCE_CHANCE", "1000"))
+if "Redis" in DRAMATIQ_BROKER["BROKER"]:
+    DRAMATIQ_BROKER["OPTIONS"]["heartbeat_timeout"] = int(os.environ.get("TEST_DRAMATIQ_HEARTBEAT_TIMEOUT_MS", "60000"))
+    DRAMATIQ_BROKER["OPTIONS"]["maintenance_chance"] = int(os.environ.get("TEST_DRAMATIQ_MAINTENANCE_CHANCE", "1000"))
 
 # Throttle counters and cooldowns of this run live under their own prefix in the shared Redis.
 CACHES["default"]["KEY_PREFIX"] = os.environ["DRAMATIQ_NAMESPACE"]  # noqa: F405

@@ -7,6 +7,7 @@ The Redis broker keeps them for 7 days in ``<namespace>:<queue>.XQ`` (ids, by ti
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
@@ -29,8 +30,8 @@ def _keys(broker: RedisBroker, queue_name: str) -> tuple[str, str]:
 
 def dead_letters(broker: RedisBroker, queue_name: str) -> list[dramatiq.Message]:
     xq, msgs = _keys(broker, queue_name)
-    ids = broker.client.zrange(xq, 0, -1)
-    raw = broker.client.hmget(msgs, ids) if ids else []
+    ids = cast("list[bytes]", broker.client.zrange(xq, 0, -1))
+    raw = cast("list[bytes | None]", broker.client.hmget(msgs, ids) if ids else [])
     return [dramatiq.Message.decode(data) for data in raw if data is not None]
 
 

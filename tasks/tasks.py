@@ -6,6 +6,7 @@ Discovered by django-dramatiq as ``tasks.tasks`` (it imports ``<app>.tasks`` of 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import dramatiq
@@ -29,7 +30,7 @@ EMAIL_ACTOR_OPTIONS: dict[str, Any] = {
 }
 
 
-def _require_id(value: object, *, actor_name: str, payload: dict[str, object]) -> int:
+def _require_id(value: object, *, actor_name: str, payload: Mapping[str, object]) -> int:
     """The argument must be a positive integer id; anything else will never work: SkipRetry."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         logger.warning("skip retry: malformed argument", extra={"type": actor_name, "payload": payload})
@@ -37,7 +38,7 @@ def _require_id(value: object, *, actor_name: str, payload: dict[str, object]) -
     return value
 
 
-def _skip(exc: Exception, *, actor_name: str, payload: dict[str, object]) -> SkipRetry:
+def _skip(exc: Exception, *, actor_name: str, payload: Mapping[str, object]) -> SkipRetry:
     logger.warning("skip retry: %s", exc, extra={"type": actor_name, "payload": payload, "reason": type(exc).__name__})
     return SkipRetry(str(exc))
 

@@ -28,7 +28,7 @@ class EmailVerificationInline(admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = True
-    fields = ["id", "email", "state", "attempts", "last_error", "created_at", "sent_at", "verified_at", "expires_at"]
+    fields = ("id", "email", "state", "attempts", "last_error", "created_at", "sent_at", "verified_at", "expires_at")
     readonly_fields = fields
     ordering = ["-created_at"]
 
@@ -37,13 +37,13 @@ class EmailVerificationInline(admin.TabularInline):
 
 
 class ChangeForm(UserChangeForm):
-    class Meta(UserChangeForm.Meta):
+    class Meta(UserChangeForm.Meta):  # type: ignore[name-defined]
         model = User
         fields = "__all__"
 
 
 class CreationForm(AdminUserCreationForm):
-    class Meta(AdminUserCreationForm.Meta):
+    class Meta(AdminUserCreationForm.Meta):  # type: ignore[name-defined]
         model = User
         fields = ["username", "email", "full_name"]
 
@@ -102,7 +102,7 @@ class EmailVerificationAdmin(admin.ModelAdmin):
     search_fields = ["email", "user__username"]
     list_select_related = ["user"]
     # The nonce is deliberately absent: with the SECRET_KEY it would give the link away.
-    fields = [
+    fields = (
         "user",
         "email",
         "state",
@@ -113,7 +113,7 @@ class EmailVerificationAdmin(admin.ModelAdmin):
         "claimed_at",
         "sent_at",
         "verified_at",
-    ]
+    )
     readonly_fields = fields
     actions = ["resend", "retry_failed"]
 

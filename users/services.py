@@ -23,6 +23,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 from redis.exceptions import RedisError
 
+from bankproject import request_id
 from users import tokens
 from users.models import EmailVerification, User
 
@@ -214,8 +215,10 @@ def verification_dispatch(verification_id: int) -> None:
 
 
 def _enqueue(actor, argument: int, *, payload: dict) -> None:
+    # The request id rides along so the worker's log lines for this email carry it too.
+    options = {"request_id": rid} if (rid := request_id.current()) else {}
     try:
-        message = actor.send(argument)
+        message = actor.send_with_options(args=(argument,), **options)
     except Exception:
         logger.warning("enqueue failed", exc_info=True, extra={"type": actor.actor_name, "payload": payload})
         return

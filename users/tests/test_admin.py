@@ -2,6 +2,7 @@
 
 import pytest
 
+from tasks import send_verify_email
 from users import services
 from users.models import EmailVerification, User
 from users.tests.factories import UserFactory, create_verification
@@ -75,3 +76,17 @@ def test_failed_verifications_are_listed_with_their_error_and_can_be_retried(
     assert len(callbacks) == 1
     row = EmailVerification.objects.get(pk=failed.pk)
     assert row.state == "pending" and row.nonce == failed.nonce  # same link
+
+
+def test_queue_overview_shows_depths_dead_letters_and_states(staff_client, redis_broker):
+    create_verification()  # pending (this test never commits, so nothing is queued for it)
+    send_verify_email.send(1)  # one message waiting in Redis
+    index = staff_client.get("/admin/").content.decode()
+    assert "/admin/queues/" in index
+    page = staff_client.get("/admin/queues/").content.decode()
+    assert "<td>critical</td><td>1</td>" in page
+    assert "pending" in page and "Oldest email not sent yet" in page
+
+
+def test_queue_overview_is_for_staff_only(client):
+    assert client.get("/admin/queues/").status_code == 302

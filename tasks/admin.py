@@ -1,0 +1,21 @@
+"""An overview for operators in the admin: queue depths, dead letters, verification emails."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+
+from tasks.metrics import queue_stats, verification_stats
+
+
+def queue_overview(request: HttpRequest) -> HttpResponse:
+    by_state, oldest_age = verification_stats()
+    context = {
+        **admin.site.each_context(request),
+        "title": "Queues and verification emails",
+        "queues": queue_stats(),
+        "by_state": by_state,
+        "oldest_age": oldest_age,
+    }
+    return TemplateResponse(request, "admin/queue_overview.html", context)
