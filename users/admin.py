@@ -5,6 +5,8 @@ from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
 
 from users import services
 from users.models import EmailVerification, User
@@ -97,7 +99,18 @@ class UserAdmin(DjangoUserAdmin):
 
 @admin.register(EmailVerification)
 class EmailVerificationAdmin(admin.ModelAdmin):
-    list_display = ["id", "user", "email", "state", "attempts", "created_at", "sent_at", "verified_at", "expires_at"]
+    list_display = [
+        "id",
+        "user_link",
+        "email",
+        "state",
+        "attempts",
+        "last_error_short",
+        "created_at",
+        "sent_at",
+        "verified_at",
+        "expires_at",
+    ]
     list_filter = ["state", "created_at"]
     search_fields = ["email", "user__username"]
     list_select_related = ["user"]
@@ -122,6 +135,15 @@ class EmailVerificationAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    @admin.display(description="user", ordering="user__username")
+    def user_link(self, obj: EmailVerification) -> str:
+        url = reverse("admin:users_user_change", args=[obj.user_id])
+        return format_html('<a href="{}">{}</a>', url, obj.user.username)
+
+    @admin.display(description="last error")
+    def last_error_short(self, obj: EmailVerification) -> str:
+        return obj.last_error if len(obj.last_error) <= 80 else obj.last_error[:79] + "…"
 
     @admin.action(description="Send the user a new verification email")
     def resend(self, request: HttpRequest, queryset: QuerySet[EmailVerification]) -> None:

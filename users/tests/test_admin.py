@@ -64,7 +64,8 @@ def test_failed_verifications_are_listed_with_their_error_and_can_be_retried(
     failed = create_verification()
     EmailVerification.objects.filter(pk=failed.pk).update(state="failed", last_error="550 5.1.1 User unknown")
     page = staff_client.get("/admin/users/emailverification/?state__exact=failed").content.decode()
-    assert failed.email in page
+    assert failed.email in page and "550 5.1.1 User unknown" in page
+    assert f'href="/admin/users/user/{failed.user_id}/change/"' in page
     assert (
         "550 5.1.1 User unknown"
         in staff_client.get(f"/admin/users/emailverification/{failed.pk}/change/").content.decode()
