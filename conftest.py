@@ -127,6 +127,8 @@ class SmtpSink:
     reject: set[str] = field(default_factory=set)
     # Seconds to hold each DATA before answering (a slow server keeps sends in flight).
     data_delay: float = 0.0
+    # If set, DATA waits until the test sets it (holds a send in flight for as long as needed).
+    data_gate: threading.Event | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
@@ -142,6 +144,8 @@ class SmtpSink:
     async def handle_DATA(self, server, session, envelope):  # noqa: N802
         if self.data_delay:
             await asyncio.sleep(self.data_delay)
+        if self.data_gate is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.data_gate.wait, 60)
         message = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
         with self.lock:
             self.messages.append(message)  # type: ignore[arg-type]

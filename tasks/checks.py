@@ -1,12 +1,12 @@
 from django.conf import settings
-from django.core.checks import Error, register
+from django.core.checks import CheckMessage, Error, Warning, register
 
 from tasks import retry_policy
 
 
 @register()
 def retries_fit_in_link_lifetime(app_configs, **kwargs):
-    errors = []
+    errors: list[CheckMessage] = []
     span_s = retry_policy.worst_case_retry_span_ms() / 1000
     if span_s >= settings.EMAIL_VERIFICATION_MAX_AGE:
         errors.append(
@@ -30,6 +30,16 @@ def retries_fit_in_link_lifetime(app_configs, **kwargs):
             Error(
                 "VERIFY_EMAIL_MAX_ATTEMPTS must exceed VERIFY_EMAIL_MAX_RETRIES (one first attempt plus retries).",
                 id="tasks.E003",
+            )
+        )
+    longest_send_ms = retry_policy.TIME_LIMIT_MS + settings.EMAIL_TIMEOUT * 1000
+    if longest_send_ms >= settings.VERIFY_EMAIL_CLAIM_TIMEOUT * 1000:
+        errors.append(
+            Warning(
+                f"VERIFY_EMAIL_CLAIM_TIMEOUT={settings.VERIFY_EMAIL_CLAIM_TIMEOUT}s is not longer than a send "
+                f"may take ({longest_send_ms / 1000:.0f}s): a slow send's claim could be taken over and the "
+                "email sent twice.",
+                id="tasks.W004",
             )
         )
     return errors

@@ -50,7 +50,7 @@ class CreationForm(AdminUserCreationForm):
         fields = ["username", "email", "full_name"]
 
 
-@admin.action(description="Send a new verification email")
+@admin.action(description="Send a new verification email", permissions=["change"])
 def resend_verification(modeladmin, request: HttpRequest, queryset: QuerySet[User]) -> None:
     sent = sum(1 for user in queryset if services.verification_resend(user=user) is not None)
     skipped = queryset.count() - sent
@@ -87,6 +87,11 @@ class UserAdmin(DjangoUserAdmin):
     add_fieldsets = (
         (None, {"classes": ("wide",), "fields": ("username", "email", "full_name", "password1", "password2")}),
     )
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if change and "email" in form.changed_data:
+            services.user_email_changed(user=obj)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[User]:
         latest = EmailVerification.objects.filter(user=OuterRef("pk")).order_by("-created_at", "-id")
@@ -133,9 +138,6 @@ class EmailVerificationAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
-    def has_change_permission(self, request, obj=None):
-        return False
-
     @admin.display(description="user", ordering="user__username")
     def user_link(self, obj: EmailVerification) -> str:
         url = reverse("admin:users_user_change", args=[obj.user_id])
@@ -145,12 +147,12 @@ class EmailVerificationAdmin(admin.ModelAdmin):
     def last_error_short(self, obj: EmailVerification) -> str:
         return obj.last_error if len(obj.last_error) <= 80 else obj.last_error[:79] + "…"
 
-    @admin.action(description="Send the user a new verification email")
+    @admin.action(description="Send the user a new verification email", permissions=["change"])
     def resend(self, request: HttpRequest, queryset: QuerySet[EmailVerification]) -> None:
         users = User.objects.filter(pk__in=queryset.values("user_id"))
         resend_verification(self, request, users)
 
-    @admin.action(description="Retry failed emails (same link)")
+    @admin.action(description="Retry failed emails (same link)", permissions=["change"])
     def retry_failed(self, request: HttpRequest, queryset: QuerySet[EmailVerification]) -> None:
         ids = list(queryset.filter(state=EmailVerification.State.FAILED).values_list("pk", flat=True))
         retried = sum(services.verification_retry(verification_id=pk) for pk in ids)

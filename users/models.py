@@ -121,3 +121,18 @@ class EmailVerification(models.Model):
     @property
     def is_expired(self) -> bool:
         return self.expires_at <= timezone.now()
+
+
+class UsernameReservation(models.Model):
+    """A username given out in an answer to a sign-up that created no account.
+
+    When an address already has an account, sign-up answers as if it had created one, with the
+    username that was asked for. Were that username still free afterwards, signing up with it again
+    would tell an attacker the address is registered; so it is kept, like a real account's.
+    """
+
+    username = models.CharField(max_length=150, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.username

@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 
 from bankproject import request_id
 from users import tokens
-from users.models import EmailVerification, User
+from users.models import EmailVerification, User, UsernameReservation
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def user_create(*, username: str, full_name: str, email: str, password: str) -> 
     ``ValidationError`` (usernames are public handles).
     """
     email = User.objects.normalize_email(email)
-    if User.objects.filter(username=username).exists():
+    if _username_taken(username):
         raise ValidationError({"username": [USERNAME_TAKEN]})
     existing = User.objects.filter(email__iexact=email).first()
     if existing is None:
@@ -84,19 +84,28 @@ def user_create(*, username: str, full_name: str, email: str, password: str) -> 
             return user
         except IntegrityError:
             # Lost a race with a concurrent sign-up for the same username or address.
-            if User.objects.filter(username=username).exists():
+            if _username_taken(username):
                 raise ValidationError({"username": [USERNAME_TAKEN]}) from None
             existing = User.objects.filter(email__iexact=email).first()
             if existing is None:
                 raise
     else:
         make_password(password)  # the work a real sign-up does, so timing tells nothing
+    # The answer gave this username out: keep it, or trying it again would tell the two cases apart.
+    UsernameReservation.objects.get_or_create(username=username)
     if cooldown_acquire(f"account-exists:{existing.pk}", settings.VERIFY_EMAIL_RESEND_COOLDOWN):
         transaction.on_commit(partial(account_exists_dispatch, existing.pk), robust=True)
     return User(username=username, full_name=full_name, email=email, created_at=timezone.now())
 
 
 USERNAME_TAKEN = "A user with that username already exists."
+
+
+def _username_taken(username: str) -> bool:
+    return (
+        User.objects.filter(username=username).exists()
+        or UsernameReservation.objects.filter(username=username).exists()
+    )
 
 
 def cooldown_acquire(key: str, seconds: int) -> bool:
@@ -263,52 +272,65 @@ def verification_email_build(verification: EmailVerification) -> EmailMultiAlter
     )
 
 
-def _claim(verification_id: int) -> EmailVerification:
-    """Take the right to send this verification, with one conditional UPDATE."""
-    now = timezone.now()
-    stale = now - timedelta(seconds=settings.VERIFY_EMAIL_CLAIM_TIMEOUT)
-    claimable = Q(state=State.PENDING) | Q(state=State.SENDING, claimed_at__lt=stale)
-    claimed = EmailVerification.objects.filter(
-        claimable, pk=verification_id, expires_at__gt=now, attempts__lt=settings.VERIFY_EMAIL_MAX_ATTEMPTS
-    ).update(state=State.SENDING, claimed_at=now, attempts=F("attempts") + 1)
-    verification = EmailVerification.objects.select_related("user").filter(pk=verification_id).first()
-    if verification is None:
-        raise VerificationGone(f"verification {verification_id} does not exist")
-    if claimed:
-        return verification
-    if verification.state == State.SENT:
-        return verification
-    if verification.state == State.VERIFIED or verification.user.is_email_verified:
-        raise AlreadyVerified(f"verification {verification_id} is already verified")
-    if verification.state == State.SUPERSEDED:
-        raise VerificationGone(f"verification {verification_id} was replaced by a newer one")
-    if verification.state == State.FAILED:
-        raise PermanentSendError(f"verification {verification_id} already failed: {verification.last_error}")
-    if verification.attempts >= settings.VERIFY_EMAIL_MAX_ATTEMPTS:
-        # Counts every delivery, redeliveries of a killed worker's message included.
-        error = f"gave up after {verification.attempts} attempts: {verification.last_error or 'no answer'}"
-        _mark_failed(verification_id, error)
-        raise PermanentSendError(error)
-    if verification.state == State.SENDING:
-        raise VerificationBusy(f"verification {verification_id} is being sent by another worker")
-    # Pending but expired: never mail a dead link.
-    _mark_failed(verification_id, "expired before it could be sent")
-    raise VerificationExpired(f"verification {verification_id} expired before it could be sent")
+def _claim(verification_id: int) -> tuple[EmailVerification, datetime | None]:
+    """Take the right to send this verification, with one conditional UPDATE.
+
+    Returns the row and the claim's token (the ``claimed_at`` it wrote), or no token when the row
+    was already sent. Every later write of this attempt is fenced by that token, so a worker whose
+    claim went stale can never release or finish a claim another worker has since taken.
+    """
+    for _ in range(3):  # the row may change between the UPDATE and the read: look again
+        now = timezone.now()
+        stale = now - timedelta(seconds=settings.VERIFY_EMAIL_CLAIM_TIMEOUT)
+        claimable = Q(state=State.PENDING) | Q(state=State.SENDING, claimed_at__lt=stale)
+        claimed = EmailVerification.objects.filter(
+            claimable, pk=verification_id, expires_at__gt=now, attempts__lt=settings.VERIFY_EMAIL_MAX_ATTEMPTS
+        ).update(state=State.SENDING, claimed_at=now, attempts=F("attempts") + 1)
+        verification = EmailVerification.objects.select_related("user").filter(pk=verification_id).first()
+        if verification is None:
+            raise VerificationGone(f"verification {verification_id} does not exist")
+        if claimed:
+            return verification, now
+        if verification.state == State.SENT:
+            return verification, None
+        if verification.state == State.VERIFIED or verification.user.is_email_verified:
+            raise AlreadyVerified(f"verification {verification_id} is already verified")
+        if verification.state == State.SUPERSEDED:
+            raise VerificationGone(f"verification {verification_id} was replaced by a newer one")
+        if verification.state == State.FAILED:
+            raise PermanentSendError(f"verification {verification_id} already failed: {verification.last_error}")
+        if verification.state == State.SENDING and verification.claimed_at and verification.claimed_at >= stale:
+            raise VerificationBusy(f"verification {verification_id} is being sent by another delivery")
+        if verification.is_expired:
+            _mark_failed(verification_id, "expired before it could be sent")  # never mail a dead link
+            raise VerificationExpired(f"verification {verification_id} expired before it could be sent")
+        if verification.attempts >= settings.VERIFY_EMAIL_MAX_ATTEMPTS:
+            # Counts every delivery, redeliveries of a killed worker's message included.
+            error = f"gave up after {verification.attempts} attempts: {verification.last_error or 'no answer'}"
+            _mark_failed(verification_id, error)
+            raise PermanentSendError(error)
+    raise VerificationBusy(f"verification {verification_id} keeps changing under this delivery")
 
 
-def _mark_failed(verification_id: int, error: str) -> None:
-    EmailVerification.objects.filter(pk=verification_id).exclude(
-        state__in=[State.SENT, State.VERIFIED, State.SUPERSEDED]
-    ).update(state=State.FAILED, last_error=error[:2000])
+def _mark_failed(verification_id: int, error: str) -> int:
+    """Fail a row nobody is sending: pending, or claimed by a worker whose claim went stale."""
+    stale = timezone.now() - timedelta(seconds=settings.VERIFY_EMAIL_CLAIM_TIMEOUT)
+    unclaimed = Q(state=State.PENDING) | Q(state=State.SENDING, claimed_at__lt=stale)
+    return EmailVerification.objects.filter(unclaimed, pk=verification_id).update(
+        state=State.FAILED, last_error=error[:2000]
+    )
 
 
 def _is_permanent_smtp_error(exc: BaseException) -> bool:
-    """5xx answers are permanent; 4xx, timeouts and connection errors are worth retrying."""
+    """Only the server refusing the recipient for good (5xx on RCPT) is permanent.
+
+    4xx, timeouts and connection errors are retried, and so are 5xx answers about us rather than
+    the address (bad credentials, sender refused): a configuration mistake must not fail every
+    sign-up for good; it shows as retries and errors, and sends once it is fixed.
+    """
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         codes = [code for code, _ in exc.recipients.values()]
         return bool(codes) and all(code >= 500 for code in codes)
-    if isinstance(exc, smtplib.SMTPResponseException):
-        return exc.smtp_code >= 500
     return False
 
 
@@ -319,28 +341,35 @@ def verification_send(*, verification_id: int) -> tuple[EmailVerification, bool]
     another delivery holds a fresh claim); SMTP transient errors and database errors propagate so
     the caller can retry.
     """
-    verification = _claim(verification_id)
-    if verification.state == State.SENT:
+    verification, token = _claim(verification_id)
+    if token is None:  # already sent
         return verification, False
-    if verification.user.is_email_verified:
-        _release(verification_id, state=State.VERIFIED, error="")
+    if verification.user.is_email_verified:  # verified some other way (e.g. by staff) meanwhile
+        _finish(verification_id, token, state=State.VERIFIED)
         raise AlreadyVerified(f"user of verification {verification_id} is already verified")
-
     try:
         _send(verification_email_build(verification))
     except PermanentSendError as exc:
-        _mark_failed(verification_id, str(exc))
+        _finish(verification_id, token, state=State.FAILED, last_error=str(exc)[:2000])
         raise
-    except (smtplib.SMTPException, OSError) as exc:
-        _release(verification_id, state=State.PENDING, error=_describe_smtp_error(exc))
+    except BaseException as exc:
+        # Transient SMTP trouble, or anything else (a template error, the time limit): give the
+        # row back so the retry can claim it at once.
+        error = _describe_smtp_error(exc) if isinstance(exc, smtplib.SMTPException | OSError) else repr(exc)
+        _finish(verification_id, token, state=State.PENDING, last_error=error[:2000])
         raise
-
-    verification.sent_at = _mark_sent(verification_id)
+    verification.sent_at = _mark_sent(verification_id, token)
     verification.state = State.SENT
     return verification, True
 
 
-def _mark_sent(verification_id: int) -> datetime:
+def _finish(verification_id: int, token: datetime, **fields: object) -> int:
+    """Update the row only if this attempt's claim still holds it (fenced by ``claimed_at``)."""
+    # claimed_at stays: it is when the last attempt was made, which the sweep looks at.
+    return EmailVerification.objects.filter(pk=verification_id, state=State.SENDING, claimed_at=token).update(**fields)
+
+
+def _mark_sent(verification_id: int, token: datetime) -> datetime:
     """Record an email the SMTP server accepted; keep trying through a short database outage.
 
     Giving up here would leave the row claimed, and once the claim went stale the email would be
@@ -353,10 +382,8 @@ def _mark_sent(verification_id: int) -> datetime:
     delay = 0.1
     while True:
         try:
-            EmailVerification.objects.filter(pk=verification_id, state=State.SENDING).update(
-                state=State.SENT, sent_at=now, last_error=""
-            )
-            return now
+            marked = _finish(verification_id, token, state=State.SENT, sent_at=now, last_error="")
+            break
         except (OperationalError, InterfaceError):
             if time.monotonic() + delay > deadline:
                 raise
@@ -364,13 +391,12 @@ def _mark_sent(verification_id: int) -> datetime:
             db_connection.close()  # drop the broken connection; the next query opens a new one
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
-
-
-def _release(verification_id: int, *, state: str, error: str) -> None:
-    # claimed_at stays: it is when the last attempt was made, which the sweep looks at.
-    EmailVerification.objects.filter(pk=verification_id, state=State.SENDING).update(
-        state=state, last_error=error[:2000]
-    )
+    if not marked:
+        logger.error(
+            "email sent after this attempt's claim was taken over: it may go out twice",
+            extra={"verification_id": verification_id},
+        )
+    return now
 
 
 def _describe_smtp_error(exc: BaseException) -> str:
@@ -385,9 +411,10 @@ def _describe_smtp_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def verification_mark_failed(*, verification_id: int, error: str) -> None:
-    """Record that no more attempts will be made (e.g. retries exhausted)."""
-    _mark_failed(verification_id, error)
+def verification_mark_failed(*, verification_id: int, error: str) -> bool:
+    """Record that no more attempts will be made (retries exhausted). Leaves a row alone that is
+    being sent (a duplicate may be delivering it right now) or is already done."""
+    return bool(_mark_failed(verification_id, error))
 
 
 def verification_retry(*, verification_id: int) -> bool:
@@ -452,13 +479,14 @@ def verification_redispatch_due() -> dict[str, int]:
 # --- Verifying ----------------------------------------------------------------------------------
 def verification_check(*, verification_id: int, code: str) -> EmailVerification:
     """Check a link without consuming it (for the confirm page). Raises ``InvalidVerificationCode``."""
-    verification = EmailVerification.objects.filter(pk=verification_id).first()
+    verification = EmailVerification.objects.select_related("user").filter(pk=verification_id).first()
     if (
         verification is None
         or not tokens.check_code(verification.pk, verification.nonce, code)
         or verification.verified_at is not None
         or verification.state == State.SUPERSEDED
         or verification.is_expired
+        or verification.email.lower() != verification.user.email.lower()  # the address changed since
     ):
         raise InvalidVerificationCode
     return verification
@@ -480,5 +508,19 @@ def email_verify(*, verification_id: int, code: str) -> User:
         )
         if not consumed:
             raise InvalidVerificationCode
-        User.objects.filter(pk=verification.user_id).update(is_email_verified=True)
+        # Only if the account still has the address this link was sent to.
+        if not User.objects.filter(pk=verification.user_id, email__iexact=verification.email).update(
+            is_email_verified=True
+        ):
+            raise InvalidVerificationCode
     return User.objects.get(pk=verification.user_id)
+
+
+def user_email_changed(*, user: User) -> None:
+    """Staff changed an address: it is unverified until the person proves the new one."""
+    with transaction.atomic():
+        User.objects.filter(pk=user.pk).update(is_email_verified=False)
+        user.is_email_verified = False
+        EmailVerification.objects.filter(user=user, state__in=[State.PENDING, State.SENDING, State.SENT]).update(
+            state=State.SUPERSEDED
+        )

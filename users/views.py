@@ -63,7 +63,7 @@ def verify_email(request: HttpRequest) -> HttpResponse:
 
 
 def _verify_email(request: HttpRequest) -> HttpResponse:
-    if request.method == "POST" and (wait := throttle_wait(request, [VerifyThrottle])):
+    if wait := throttle_wait(request, [VerifyThrottle]):  # GET checks the code too
         return _too_many(request, wait)
     form = VerifyEmailForm(request.POST if request.method == "POST" else request.GET)
     if not form.is_valid():

@@ -10,7 +10,9 @@ sweep as its management command. Every test ends by counting the emails each add
 
 from __future__ import annotations
 
+import signal
 import subprocess
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -117,6 +119,7 @@ def test_concurrent_deliveries_of_one_verification_make_one_smtp_call(signup_dat
     _sent(1)
     broker.join("critical", timeout=60_000)
     assert worker.terminate() == 0
+    assert "being sent by another delivery" in worker.output()  # they really did overlap
     assert smtp_server.attempts == 1
     _exactly_once(smtp_server, [person])
 
@@ -277,13 +280,16 @@ def test_load_1000_concurrent_signups_1000_emails(signup_data, broker, start_wor
 def test_sigterm_finishes_the_email_in_flight_and_returns_the_prefetched(
     signup_data, broker, start_worker, smtp_server
 ):
-    smtp_server.data_delay = 1.5
+    smtp_server.data_gate = threading.Event()  # the SMTP server holds the first DATA until told
     people = [signup_data() for _ in range(4)]
     for person in people:
         _signup(person)
     worker = start_worker(threads=1)
     wait_for(lambda: smtp_server.attempts >= 1, what="one email in flight")
-    assert worker.terminate() == 0
+    worker.process.send_signal(signal.SIGTERM)
+    wait_for(lambda: "Shutting down..." in worker.output(), what="the worker to stop taking messages")
+    smtp_server.data_gate.set()  # the email in flight completes during the shutdown
+    assert worker.process.wait(timeout=60) == 0
     assert EmailVerification.objects.filter(state="sent").count() == 1  # finished, not cut off
     assert len(smtp_server.messages) == 1
     assert not EmailVerification.objects.filter(state="sending").exists()

@@ -21,6 +21,7 @@ class UserFactory(factory.django.DjangoModelFactory):
 
 
 def create_verification(user: User | None = None):
-    """A user with a committed-style verification (the dispatch callback is not run)."""
+    """A user and a verification, through the service (in ``transaction=True`` tests its message
+    is queued on commit, as in production; in plain ``django_db`` tests it is not)."""
     user = user or UserFactory()
     return services.verification_create(user=user)

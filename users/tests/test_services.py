@@ -217,3 +217,65 @@ def links_in_outbox():
 
     message = email_lib.message_from_bytes(mail.outbox[-1].message().as_bytes(), policy=email_lib.policy.default)
     return links_in(message)
+
+
+# --- Races around the claim (each interleaving forced by hand) -------------------------------------
+def test_a_duplicate_at_the_attempt_cap_leaves_a_live_send_alone(settings):
+    verification = create_verification()
+    EmailVerification.objects.filter(pk=verification.pk).update(
+        state=State.SENDING, claimed_at=timezone.now(), attempts=settings.VERIFY_EMAIL_MAX_ATTEMPTS
+    )
+    with pytest.raises(services.VerificationBusy):
+        services.verification_send(verification_id=verification.pk)
+    assert EmailVerification.objects.get(pk=verification.pk).state == State.SENDING
+
+
+def test_retries_exhausted_leaves_a_row_being_sent_or_sent_alone():
+    sending, sent, pending = create_verification(), create_verification(), create_verification()
+    EmailVerification.objects.filter(pk=sending.pk).update(state=State.SENDING, claimed_at=timezone.now())
+    EmailVerification.objects.filter(pk=sent.pk).update(state=State.SENT, sent_at=timezone.now())
+    assert not services.verification_mark_failed(verification_id=sending.pk, error="gave up")
+    assert not services.verification_mark_failed(verification_id=sent.pk, error="gave up")
+    assert services.verification_mark_failed(verification_id=pending.pk, error="gave up")
+    states = dict(EmailVerification.objects.values_list("pk", "state"))
+    assert states == {sending.pk: State.SENDING, sent.pk: State.SENT, pending.pk: State.FAILED}
+
+
+def test_a_stale_worker_cannot_release_or_finish_a_claim_taken_over(settings):
+    verification = create_verification()
+    _, old_token = services._claim(verification.pk)
+    stale = timezone.now() - timedelta(seconds=settings.VERIFY_EMAIL_CLAIM_TIMEOUT + 1)
+    EmailVerification.objects.filter(pk=verification.pk).update(claimed_at=stale)
+    _, new_token = services._claim(verification.pk)  # a second worker takes the stale claim over
+    EmailVerification.objects.filter(pk=verification.pk).update(claimed_at=new_token)
+    assert services._finish(verification.pk, stale, state=State.PENDING) == 0  # the first one's token
+    assert old_token != new_token
+    row = EmailVerification.objects.get(pk=verification.pk)
+    assert row.state == State.SENDING and row.claimed_at == new_token and row.attempts == 2
+
+
+def test_a_template_error_gives_the_row_back_for_the_retry(settings):
+    verification = create_verification()
+    settings.TEMPLATES = [{**settings.TEMPLATES[0], "DIRS": [], "APP_DIRS": False}]  # no email templates
+    with pytest.raises(Exception, match="verify_email_subject"):
+        services.verification_send(verification_id=verification.pk)
+    row = EmailVerification.objects.get(pk=verification.pk)
+    assert row.state == State.PENDING and "TemplateDoesNotExist" in row.last_error and mail.outbox == []
+
+
+def test_verifying_after_the_address_changed_is_refused():
+    verification = create_verification()
+    code = tokens.make_code(verification.pk, verification.nonce)
+    User.objects.filter(pk=verification.user_id).update(email="someone-else@example.com")
+    with pytest.raises(services.InvalidVerificationCode):
+        services.email_verify(verification_id=verification.pk, code=code)
+    assert not User.objects.get(pk=verification.user_id).is_email_verified
+
+
+def test_an_address_that_already_has_an_account_keeps_the_username_it_was_answered_with():
+    _signup()
+    stand_in = _signup(username="probe", email="alice@EXAMPLE.com")
+    assert stand_in.pk is None
+    with pytest.raises(ValidationError) as excinfo:  # exactly as if "probe" had been created
+        _signup(username="probe", email="fresh@example.com")
+    assert "username" in excinfo.value.message_dict
