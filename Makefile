@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format install install-dev clean
+.PHONY: run test lint format install install-dev clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ run: install
 ## make test: lint, then the whole suite against PostgreSQL and Redis.
 test: install-dev lint
 	$(BIN)/pytest
+
+## make bench: the pipeline benchmark (python -m bench; BENCH_ARGS=--quick for a short run).
+bench: install-dev
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: install-dev
 	$(BIN)/ruff check .

@@ -236,6 +236,10 @@ DRAMATIQ_BROKER: dict[str, Any] = {
 }
 # The worker's Prometheus exporter (messages, errors, retries, durations, in flight) on
 # dramatiq_prom_port (9191); it only works under the `rundramatiq` command line.
+# django-dramatiq's task table (admin → Tasks): a database write per enqueue and two per message
+# processed. The benchmark measures what it costs; turn it off where throughput matters more.
+if not env_bool("DRAMATIQ_TASK_ADMIN", True):
+    DRAMATIQ_BROKER["MIDDLEWARE"].remove("django_dramatiq.middleware.AdminMiddleware")
 if env_bool("DRAMATIQ_PROMETHEUS", True):
     DRAMATIQ_BROKER["MIDDLEWARE"].insert(0, "dramatiq.middleware.prometheus.Prometheus")
     if Path(sys.argv[0]).name in {"dramatiq", "dramatiq-gevent"}:

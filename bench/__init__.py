@@ -1,0 +1,1 @@
+"""`python -m bench`: measures the pipeline on this machine (see the README's Performance section)."""
