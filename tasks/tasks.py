@@ -79,19 +79,15 @@ def send_account_exists_email(user_id: int) -> None:
 def verify_email_retries_exhausted(message_data: dict[str, Any], retry_info: dict[str, Any]) -> None:
     """Record a verification email whose retries ran out as failed, so the admin shows it."""
     args = message_data.get("args") or [None]
-    verification_id = args[0]
-    if isinstance(verification_id, bool) or not isinstance(verification_id, int):
-        raise SkipRetry(f"malformed message {message_data.get('message_id')!r}")
+    payload = {"verification_id": args[0]}
+    verification_id = _require_id(args[0], actor_name="verify_email_retries_exhausted", payload=payload)
     traceback = message_data.get("options", {}).get("traceback", "") or ""
     last_line = traceback.strip().splitlines()[-1] if traceback.strip() else "unknown error"
     services.verification_mark_failed(
         verification_id=verification_id,
         error=f"gave up after {retry_info.get('retries', 0) + 1} attempts: {last_line}",
     )
-    logger.error(
-        "retries exhausted",
-        extra={"type": "send_verify_email", "payload": {"verification_id": verification_id}},
-    )
+    logger.error("retries exhausted", extra={"type": "send_verify_email", "payload": payload})
 
 
 @cron("* * * * *")

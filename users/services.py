@@ -74,27 +74,27 @@ def user_create(*, username: str, full_name: str, email: str, password: str) -> 
     email = User.objects.normalize_email(email)
     if _username_taken(username):
         raise ValidationError({"username": [USERNAME_TAKEN]})
-    existing = User.objects.filter(email__iexact=email).first()
+    existing = User.objects.filter(email__iexact=email).values_list("pk", flat=True).first()
     if existing is None:
         try:
             with transaction.atomic():
                 user = User.objects.create_user(username=username, email=email, password=password, full_name=full_name)
-                verification_create(user=user)
+                _verification_insert(user)  # a new user has no older link to supersede
             cooldown_acquire(_resend_key(email), settings.VERIFY_EMAIL_RESEND_COOLDOWN)
             return user
         except IntegrityError:
             # Lost a race with a concurrent sign-up for the same username or address.
             if _username_taken(username):
                 raise ValidationError({"username": [USERNAME_TAKEN]}) from None
-            existing = User.objects.filter(email__iexact=email).first()
+            existing = User.objects.filter(email__iexact=email).values_list("pk", flat=True).first()
             if existing is None:
                 raise
     else:
         make_password(password)  # the work a real sign-up does, so timing tells nothing
     # The answer gave this username out: keep it, or trying it again would tell the two cases apart.
     UsernameReservation.objects.get_or_create(username=username)
-    if cooldown_acquire(f"account-exists:{existing.pk}", settings.VERIFY_EMAIL_RESEND_COOLDOWN):
-        transaction.on_commit(partial(account_exists_dispatch, existing.pk), robust=True)
+    if cooldown_acquire(f"account-exists:{existing}", settings.VERIFY_EMAIL_RESEND_COOLDOWN):
+        transaction.on_commit(partial(account_exists_dispatch, existing), robust=True)
     return User(username=username, full_name=full_name, email=email, created_at=timezone.now())
 
 
@@ -102,10 +102,9 @@ USERNAME_TAKEN = "A user with that username already exists."
 
 
 def _username_taken(username: str) -> bool:
-    return (
-        User.objects.filter(username=username).exists()
-        or UsernameReservation.objects.filter(username=username).exists()
-    )
+    """Held by an account or by an earlier answer (see ``UsernameReservation``); one query."""
+    held = User.objects.filter(username=username).values("username")
+    return held.union(UsernameReservation.objects.filter(username=username).values("username")).exists()
 
 
 def cooldown_acquire(key: str, seconds: int) -> bool:
@@ -117,8 +116,13 @@ def cooldown_acquire(key: str, seconds: int) -> bool:
         return True
 
 
+def address_digest(email: str) -> str:
+    """A key for an address in the shared cache: case-insensitive, and not the address itself."""
+    return hashlib.sha256(email.strip().lower().encode()).hexdigest()
+
+
 def _resend_key(email: str) -> str:
-    return "resend:" + hashlib.sha256(email.strip().lower().encode()).hexdigest()
+    return "resend:" + address_digest(email)
 
 
 def account_exists_dispatch(user_id: int) -> None:
@@ -171,20 +175,25 @@ def _send(message: EmailMultiAlternatives) -> None:
 # --- Verification emails ------------------------------------------------------------------------
 def verification_create(*, user: User) -> EmailVerification:
     """Replace any unused verification of ``user`` with a new one and queue it after commit."""
-    now = timezone.now()
     with transaction.atomic():
         EmailVerification.objects.filter(user=user, verified_at__isnull=True).exclude(
             state__in=[State.SUPERSEDED, State.VERIFIED]
         ).update(state=State.SUPERSEDED)
-        verification = EmailVerification.objects.create(
-            user=user,
-            email=user.email,
-            nonce=tokens.new_nonce(),
-            created_at=now,
-            dispatched_at=now,
-            expires_at=now + timedelta(seconds=settings.EMAIL_VERIFICATION_MAX_AGE),
-        )
-        transaction.on_commit(partial(verification_dispatch, verification.pk), robust=True)
+        return _verification_insert(user)
+
+
+def _verification_insert(user: User) -> EmailVerification:
+    """Insert a pending verification and queue its email once the caller's transaction commits."""
+    now = timezone.now()
+    verification = EmailVerification.objects.create(
+        user=user,
+        email=user.email,
+        nonce=tokens.new_nonce(),
+        created_at=now,
+        dispatched_at=now,
+        expires_at=now + timedelta(seconds=settings.EMAIL_VERIFICATION_MAX_AGE),
+    )
+    transaction.on_commit(partial(verification_dispatch, verification.pk), robust=True)
     return verification
 
 

@@ -6,7 +6,6 @@ because a Redis outage must not turn sign-ups into errors.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from typing import Any, cast
 
@@ -14,6 +13,8 @@ from django.http import HttpRequest
 from redis.exceptions import RedisError
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
+
+from users.services import address_digest
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +57,7 @@ class ResendAddressThrottle(_FailOpenIPThrottle):
         email = data.get("email") if hasattr(data, "get") else None
         if not isinstance(email, str) or not email.strip():
             return None  # malformed: the view answers 400
-        digest = hashlib.sha256(email.strip().lower().encode()).hexdigest()
-        return self.cache_format % {"scope": self.scope, "ident": digest}
+        return self.cache_format % {"scope": self.scope, "ident": address_digest(email)}
 
 
 def throttle_wait(request: HttpRequest, throttle_classes: list[type[SimpleRateThrottle]]) -> int | None:
