@@ -63,8 +63,13 @@ def test_worker_metrics_and_one_request_id_from_signup_to_inbox(signup_data, smt
         wait_for(lambda: smtp_server.to(person["email"]), what="the email")
         wait_for(lambda: EmailVerification.objects.filter(state="sent").exists(), what="row sent")
 
-        lines = [json.loads(line) for line in worker.output().splitlines() if line.startswith("{")]
-        [processed] = [line for line in lines if line.get("message") == "processed task"]
+        def logged() -> list[dict]:
+            # Worker processes log through a pipe that the parent copies to its output, so the line can
+            # trail the email and the row by a moment.
+            lines = [json.loads(line) for line in worker.output().splitlines() if line.startswith("{")]
+            return [line for line in lines if line.get("message") == "processed task"]
+
+        [processed] = wait_for(logged, what="the 'processed task' log line")
         assert processed["request_id"] == "trace-7f3a9c" and processed["email"] == person["email"]
         assert processed["level"] == "INFO" and processed["logger"] == "tasks.tasks"
 
@@ -72,11 +77,11 @@ def test_worker_metrics_and_one_request_id_from_signup_to_inbox(signup_data, smt
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as answer:
                 return answer.read().decode()
 
-        def processed() -> float:
+        def counted() -> float:
             counts = _samples(exported(), "dramatiq_messages_total")
             return sum(v for k, v in counts.items() if 'actor_name="send_verify_email"' in k)
 
-        wait_for(lambda: processed() == 1.0, what="the worker's exporter to count the message")
+        wait_for(lambda: counted() == 1.0, what="the worker's exporter to count the message")
         assert "dramatiq_message_duration_milliseconds" in exported()
 
         out = io.StringIO()
