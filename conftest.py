@@ -130,6 +130,25 @@ class SmtpSink:
     # If set, DATA waits until the test sets it (holds a send in flight for as long as needed).
     data_gate: threading.Event | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # SMTP sessions opened by clients (EHLO count), and the open ones (to drop them on purpose).
+    connections: int = 0
+    sessions: list[Any] = field(default_factory=list)
+    loop: Any = None
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: N802
+        session.host_name = hostname
+        with self.lock:
+            self.connections += 1
+            self.sessions.append(server)
+        return responses
+
+    def drop_connections(self) -> None:
+        """Close every open client connection from the server side, as an idle timeout would."""
+        with self.lock:
+            servers, self.sessions = self.sessions, []
+        for server in servers:
+            self.loop.call_soon_threadsafe(server.transport.close)
+        wait_for(lambda: all(s.transport is None or s.transport.is_closing() for s in servers), what="drops")
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
         with self.lock:
@@ -180,6 +199,7 @@ def smtp_server(settings) -> Iterator[SmtpSink]:
     sink = SmtpSink(port=free_port())
     controller = Controller(sink, hostname=sink.host, port=sink.port)
     controller.start()
+    sink.loop = controller.loop
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     settings.EMAIL_HOST = sink.host
     settings.EMAIL_PORT = sink.port

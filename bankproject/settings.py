@@ -181,6 +181,10 @@ EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 # Never let a hung SMTP server hold a worker thread forever; a timeout is a transient error.
 EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 30)
+# Each worker thread keeps its SMTP connection open between emails (see users/mail.py): one idle
+# this many seconds is checked with a NOOP before use, and it is renewed after so many messages.
+EMAIL_CONNECTION_IDLE_CHECK = env_int("EMAIL_CONNECTION_IDLE_CHECK", 1)
+EMAIL_CONNECTION_MAX_MESSAGES = env_int("EMAIL_CONNECTION_MAX_MESSAGES", 100)
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "noreply@localhost")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
@@ -232,13 +236,17 @@ DRAMATIQ_BROKER: dict[str, Any] = {
         "django_dramatiq.middleware.AdminMiddleware",
         "django_dramatiq.middleware.DbConnectionsMiddleware",
         "bankproject.request_id.DramatiqRequestIdMiddleware",
+        "tasks.middleware.SmtpConnections",
     ],
 }
 # The worker's Prometheus exporter (messages, errors, retries, durations, in flight) on
 # dramatiq_prom_port (9191); it only works under the `rundramatiq` command line.
-# django-dramatiq's task table (admin → Tasks): a database write per enqueue and two per message
-# processed. The benchmark measures what it costs; turn it off where throughput matters more.
-if not env_bool("DRAMATIQ_TASK_ADMIN", True):
+# django-dramatiq's task table (admin → Tasks): six statements in the sign-up request per enqueue
+# (2.3 ms of its 2.5 ms) and more per message processed (noop drain 481/s with it, ~3,000/s
+# without; see docs/performance.md). Off by default: the admin's verification list and queue
+# overview show what operators need. Turn it on to browse every message the queue carried.
+DRAMATIQ_TASK_ADMIN = env_bool("DRAMATIQ_TASK_ADMIN", False)
+if not DRAMATIQ_TASK_ADMIN:
     DRAMATIQ_BROKER["MIDDLEWARE"].remove("django_dramatiq.middleware.AdminMiddleware")
 if env_bool("DRAMATIQ_PROMETHEUS", True):
     DRAMATIQ_BROKER["MIDDLEWARE"].insert(0, "dramatiq.middleware.prometheus.Prometheus")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django_dramatiq.models import Task
 
 from tasks.metrics import queue_stats, verification_stats
 
@@ -19,3 +21,8 @@ def queue_overview(request: HttpRequest) -> HttpResponse:
         "oldest_age": oldest_age,
     }
     return TemplateResponse(request, "admin/queue_overview.html", context)
+
+
+if not settings.DRAMATIQ_TASK_ADMIN and admin.site.is_registered(Task):
+    # Nothing fills the task table then; an always-empty list would only mislead.
+    admin.site.unregister(Task)

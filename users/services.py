@@ -14,7 +14,7 @@ from django.conf import settings
 from django.contrib.auth.hashers import make_password
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
-from django.core.mail import EmailMultiAlternatives, get_connection
+from django.core.mail import EmailMultiAlternatives
 from django.db import IntegrityError, InterfaceError, OperationalError, transaction
 from django.db import connection as db_connection
 from django.db.models import F, Q, Value
@@ -24,7 +24,7 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from bankproject import request_id
-from users import tokens
+from users import mail, tokens
 from users.models import EmailVerification, User, UsernameReservation
 
 logger = logging.getLogger(__name__)
@@ -164,8 +164,7 @@ def _render_email(prefix: str, context: dict, *, to: str, headers: dict | None =
 def _send(message: EmailMultiAlternatives) -> None:
     """Send one email; a permanent SMTP refusal becomes ``PermanentSendError``."""
     try:
-        with get_connection(fail_silently=False) as connection:
-            connection.send_messages([message])
+        mail.send(message)
     except (smtplib.SMTPException, OSError) as exc:  # OSError covers timeouts and refusals
         if _is_permanent_smtp_error(exc):
             raise PermanentSendError(_describe_smtp_error(exc)) from exc

@@ -91,3 +91,21 @@ def test_queue_overview_shows_depths_dead_letters_and_states(staff_client, redis
 
 def test_queue_overview_is_for_staff_only(client):
     assert client.get("/admin/queues/").status_code == 302
+
+
+def test_task_list_is_hidden_while_the_task_table_is_off(staff_client, settings):
+    assert settings.DRAMATIQ_TASK_ADMIN is False  # the default: see Performance in the README
+    assert staff_client.get("/admin/django_dramatiq/task/").status_code == 404
+    assert staff_client.get("/admin/queues/").status_code == 200  # the overview operators use
+
+
+@pytest.mark.django_db(transaction=True)
+def test_opting_into_the_task_table_records_each_message_with_its_id_only(stub_broker):
+    from django_dramatiq.middleware import AdminMiddleware
+    from django_dramatiq.models import Task
+
+    stub_broker.add_middleware(AdminMiddleware())  # what DRAMATIQ_TASK_ADMIN=true adds
+    verification = create_verification(UserFactory())  # queues its email once committed
+    [task] = Task.tasks.filter(actor_name="send_verify_email")
+    assert task.status == Task.STATUS_ENQUEUED
+    assert task.message.args == (verification.pk,) and task.message.kwargs == {}

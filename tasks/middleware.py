@@ -1,0 +1,16 @@
+"""Dramatiq middleware of our own (listed in ``DRAMATIQ_BROKER`` in settings)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dramatiq import Middleware
+
+from users import mail
+
+
+class SmtpConnections(Middleware):
+    """Each worker thread keeps its SMTP connection between emails; say QUIT when it stops."""
+
+    def before_worker_thread_shutdown(self, broker: Any, thread: Any) -> None:
+        mail.close()

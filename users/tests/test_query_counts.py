@@ -1,0 +1,35 @@
+"""The statements a sign-up and an email cost, kept fixed: a new query on a hot path shows here."""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from rest_framework.test import APIClient
+
+from tasks.tasks import send_verify_email
+from users.models import EmailVerification
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _statements(captured: CaptureQueriesContext) -> list[str]:
+    return [query["sql"].split()[0].upper() for query in captured.captured_queries]
+
+
+def test_an_api_signup_costs_six_statements(signup_data, stub_broker, no_throttling):
+    with CaptureQueriesContext(connection) as captured:
+        response = APIClient().post("/api/users/", signup_data(), format="json")
+    assert response.status_code == 201
+    # username free? address known? then the user and its verification in one transaction
+    assert _statements(captured) == ["(SELECT", "SELECT", "BEGIN", "INSERT", "INSERT", "COMMIT"], (
+        captured.captured_queries
+    )
+
+
+def test_sending_one_verification_email_costs_three_statements(signup_data, stub_broker, no_throttling):
+    assert APIClient().post("/api/users/", signup_data(), format="json").status_code == 201
+    verification = EmailVerification.objects.get()
+    with CaptureQueriesContext(connection) as captured:
+        send_verify_email(verification.pk)  # the actor's body, as the worker runs it
+    assert EmailVerification.objects.get().state == "sent"
+    # claim (conditional UPDATE), read the row and its user, mark sent (fenced UPDATE)
+    assert _statements(captured) == ["UPDATE", "SELECT", "UPDATE"], captured.captured_queries
