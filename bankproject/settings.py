@@ -219,7 +219,9 @@ elif DRAMATIQ_BROKER_URL and not DRAMATIQ_BROKER_URL.startswith(("redis://", "re
     raise ImproperlyConfigured("DRAMATIQ_BROKER_URL must be a redis://, rediss://, amqp:// or amqps:// URL.")
 else:
     _redis = _with_timeouts(DRAMATIQ_BROKER_URL or REDIS_URL)
-    _broker, _broker_options = "dramatiq.brokers.redis.RedisBroker", {"url": _redis, "namespace": DRAMATIQ_NAMESPACE}
+    _broker, _broker_options = "tasks.brokers.WakingRedisBroker", {"url": _redis, "namespace": DRAMATIQ_NAMESPACE}
+    if not env_bool("DRAMATIQ_REDIS_WAKEUP", True):  # Dramatiq's plain polling consumer (benchmarks)
+        _broker = "dramatiq.brokers.redis.RedisBroker"
 
 DRAMATIQ_BROKER: dict[str, Any] = {
     "BROKER": _broker,
