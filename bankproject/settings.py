@@ -124,7 +124,7 @@ DATABASES: dict[str, Any] = {
     "default": dj_database_url.parse(
         DATABASE_URL,
         conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
-        conn_health_checks=True,
+        conn_health_checks=env_bool("DATABASE_CONN_HEALTH_CHECKS", True),
     )
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -239,6 +239,7 @@ DRAMATIQ_BROKER: dict[str, Any] = {
         "django_dramatiq.middleware.DbConnectionsMiddleware",
         "bankproject.request_id.DramatiqRequestIdMiddleware",
         "tasks.middleware.SmtpConnections",
+        "tasks.middleware.WarmUp",
     ],
 }
 # The worker's Prometheus exporter (messages, errors, retries, durations, in flight) on

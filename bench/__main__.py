@@ -167,6 +167,7 @@ class Bench:
         self.quick = args.quick
         self.procs = Processes()
         self.results: dict = {}
+        self.latencies: dict[str, list[float]] = {}
 
     def env(self, **extra: str) -> dict[str, str]:
         return {**os.environ, **extra}
@@ -257,7 +258,15 @@ class Bench:
 
     def start_workers(self) -> subprocess.Popen:
         worker = self.procs.start(
-            [PY, "manage.py", "rundramatiq", "--processes", str(self.args.processes), "--threads", "8"],
+            [
+                PY,
+                "manage.py",
+                "rundramatiq",
+                "--processes",
+                str(self.args.processes),
+                "--threads",
+                str(self.args.threads),
+            ],
             self.env(),
             "worker.log",
         )
@@ -409,7 +418,7 @@ class Bench:
         self.procs.stop(web)
         self.procs.stop(worker)
         self.results["idle_latency_ms"] = percentiles(latencies)
-        self.latencies = {"idle": latencies}
+        self.latencies["idle"] = latencies
         log(f"    {self.results['idle_latency_ms']}")
 
     def load_latency(self) -> None:
@@ -507,12 +516,13 @@ class Bench:
         r["settings"] = {
             "quick": self.quick,
             "worker_processes": self.args.processes,
-            "worker_threads": 8,
+            "worker_threads": self.args.threads,
             "task_admin": os.environ.get("DRAMATIQ_TASK_ADMIN", "false"),
             "redis_wakeup": os.environ.get("DRAMATIQ_REDIS_WAKEUP", "true"),
             "dramatiq_worker_timeout_ms": os.environ.get("dramatiq_worker_timeout", "1000"),  # noqa: SIM112
         }
         r["when"] = datetime.now(UTC).isoformat(timespec="seconds")
+        r["latency_samples_ms"] = {name: [round(v, 2) for v in values] for name, values in self.latencies.items()}
         rows = [
             ("noop_drain_per_s", r["noop_drain_per_s"]),
             ("body_loop_per_s", r["body_loop_per_s"]),
@@ -587,20 +597,39 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller counts: under 3 minutes")
     parser.add_argument("--json", help="write the figures to this file")
     parser.add_argument("--processes", type=int, default=2, help="worker and web processes (default 2)")
+    parser.add_argument("--threads", type=int, default=8, help="threads per worker process (default 8)")
+    parser.add_argument(
+        "--only",
+        help=f"comma-separated phases to run ({','.join(PHASES)}); prints their figures, records nothing",
+    )
     args = parser.parse_args()
+    chosen = args.only.split(",") if args.only else list(PHASES)
+    if unknown := set(chosen) - set(PHASES):
+        parser.error(f"unknown phases: {', '.join(sorted(unknown))}")
     bench = Bench(args)
     try:
         bench.setup()
-        bench.noop_drain()
-        bench.body_loop()
-        bench.verify_drain()
-        bench.idle_latency()
-        bench.load_latency()
-        bench.enqueue_cost()
-        bench.signups_vs_hashing()
-        bench.report()
+        for name in PHASES:
+            if name in chosen:
+                getattr(bench, PHASES[name])()
+        if args.only:
+            samples = {name: [round(v, 1) for v in values] for name, values in bench.latencies.items()}
+            print(json.dumps(bench.results | {"latency_samples_ms": samples}, indent=2))
+        else:
+            bench.report()
     finally:
         bench.procs.stop_all()
+
+
+PHASES = {
+    "noop": "noop_drain",
+    "body": "body_loop",
+    "verify": "verify_drain",
+    "idle": "idle_latency",
+    "load": "load_latency",
+    "enqueue": "enqueue_cost",
+    "signup": "signups_vs_hashing",
+}
 
 
 if __name__ == "__main__":

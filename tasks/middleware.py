@@ -14,3 +14,12 @@ class SmtpConnections(Middleware):
 
     def before_worker_thread_shutdown(self, broker: Any, thread: Any) -> None:
         mail.close()
+
+
+class WarmUp(Middleware):
+    """Render the emails once when a worker process boots, not on the first sign-up it serves."""
+
+    def after_process_boot(self, broker: Any) -> None:
+        from users import services  # models: only once the app registry is ready
+
+        services.emails_warm_up()

@@ -137,6 +137,11 @@ def account_exists_send(*, user_id: int) -> User:
     user = User.objects.filter(pk=user_id).first()
     if user is None:
         raise VerificationGone(f"user {user_id} does not exist")
+    _send(account_exists_email_build(user))
+    return user
+
+
+def account_exists_email_build(user: User) -> EmailMultiAlternatives:
     context = {
         "full_name": user.full_name,
         "username": user.username,
@@ -144,9 +149,21 @@ def account_exists_send(*, user_id: int) -> User:
         "resend_url": f"{settings.SITE_URL}/verify-email/resend/",
         "site_url": settings.SITE_URL,
     }
-    message = _render_email("account_exists", context, to=user.email)
-    _send(message)
-    return user
+    return _render_email("account_exists", context, to=user.email)
+
+
+def emails_warm_up() -> None:
+    """Build each kind of email once for a made-up user, so a worker's first real email is quick.
+
+    The first render loads and compiles the templates (~50 ms here); a worker process does it
+    at boot instead of on the first sign-up it serves. Nothing is saved or sent.
+    """
+    user = User(pk=1, username="warm-up", full_name="Warm Up", email="warm-up@example.invalid")
+    verification = EmailVerification(
+        pk=1, user=user, email=user.email, nonce="warm-up", expires_at=timezone.now() + timedelta(days=1)
+    )
+    for message in (verification_email_build(verification), account_exists_email_build(user)):
+        message.message().as_bytes()
 
 
 def _render_email(prefix: str, context: dict, *, to: str, headers: dict | None = None) -> EmailMultiAlternatives:

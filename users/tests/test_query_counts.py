@@ -33,3 +33,14 @@ def test_sending_one_verification_email_costs_three_statements(signup_data, stub
     assert EmailVerification.objects.get().state == "sent"
     # claim (conditional UPDATE), read the row and its user, mark sent (fenced UPDATE)
     assert _statements(captured) == ["UPDATE", "SELECT", "UPDATE"], captured.captured_queries
+
+
+def test_the_worker_boot_warm_up_touches_no_table_and_sends_nothing(mailoutbox):
+    from django.conf import settings
+
+    from users import services
+
+    assert "tasks.middleware.WarmUp" in settings.DRAMATIQ_BROKER["MIDDLEWARE"]
+    with CaptureQueriesContext(connection) as captured:
+        services.emails_warm_up()
+    assert captured.captured_queries == [] and mailoutbox == []
