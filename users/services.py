@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import smtplib
@@ -307,15 +308,13 @@ def _claim(verification_id: int) -> tuple[EmailVerification, datetime | None]:
     for _ in range(3):  # the row may change between the UPDATE and the read: look again
         now = timezone.now()
         stale = now - timedelta(seconds=settings.VERIFY_EMAIL_CLAIM_TIMEOUT)
-        claimable = Q(state=State.PENDING) | Q(state=State.SENDING, claimed_at__lt=stale)
-        claimed = EmailVerification.objects.filter(
-            claimable, pk=verification_id, expires_at__gt=now, attempts__lt=settings.VERIFY_EMAIL_MAX_ATTEMPTS
-        ).update(state=State.SENDING, claimed_at=now, attempts=F("attempts") + 1)
+        claimed = _claim_update(verification_id, now, stale)
+        if claimed is not None:
+            return claimed, now
+        # Not claimable: find out why (the uncommon path, one more read).
         verification = EmailVerification.objects.select_related("user").filter(pk=verification_id).first()
         if verification is None:
             raise VerificationGone(f"verification {verification_id} does not exist")
-        if claimed:
-            return verification, now
         if verification.state == State.SENT:
             return verification, None
         if verification.state == State.VERIFIED or verification.user.is_email_verified:
@@ -335,6 +334,73 @@ def _claim(verification_id: int) -> tuple[EmailVerification, datetime | None]:
             _mark_failed(verification_id, error)
             raise PermanentSendError(error)
     raise VerificationBusy(f"verification {verification_id} keeps changing under this delivery")
+
+
+def _claim_update(verification_id: int, now: datetime, stale: datetime) -> EmailVerification | None:
+    """The conditional UPDATE that takes a claimable row; returns it (with its user) if it did."""
+    if _update_returning_supported():
+        return _claim_update_returning(verification_id, now, stale)
+    claimable = Q(state=State.PENDING) | Q(state=State.SENDING, claimed_at__lt=stale)
+    claimed = EmailVerification.objects.filter(
+        claimable, pk=verification_id, expires_at__gt=now, attempts__lt=settings.VERIFY_EMAIL_MAX_ATTEMPTS
+    ).update(state=State.SENDING, claimed_at=now, attempts=F("attempts") + 1)
+    return EmailVerification.objects.select_related("user").filter(pk=verification_id).first() if claimed else None
+
+
+def _update_returning_supported() -> bool:
+    return db_connection.vendor == "postgresql"
+
+
+def _claim_update_returning(verification_id: int, now: datetime, stale: datetime) -> EmailVerification | None:
+    """PostgreSQL: the same UPDATE, returning the row and its user in the same statement.
+
+    The ORM has no UPDATE ... RETURNING; this saves the worker a round trip and a query build on
+    every email (a test pins the statements per email; the portable path above is tested too).
+    """
+    v_fields, u_fields = EmailVerification._meta.concrete_fields, User._meta.concrete_fields
+    sql = _claim_returning_sql()
+    sending, pending, max_attempts = State.SENDING.value, State.PENDING.value, settings.VERIFY_EMAIL_MAX_ATTEMPTS
+    params = (sending, now, verification_id, now, max_attempts, pending, sending, stale)
+    with db_connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    # from_db applies each field's database converters, as a normal query would.
+    verification = EmailVerification.from_db(
+        db_connection.alias, [f.attname for f in v_fields], _converted(v_fields, row[: len(v_fields)])
+    )
+    verification.user = User.from_db(
+        db_connection.alias, [f.attname for f in u_fields], _converted(u_fields, row[len(v_fields) :])
+    )
+    return verification
+
+
+@functools.cache
+def _claim_returning_sql() -> str:
+    # Only identifiers from the models' metadata (quoted) go into the text; values are parameters.
+    qn = db_connection.ops.quote_name
+    v_columns = [f"v.{qn(f.column)}" for f in EmailVerification._meta.concrete_fields]
+    u_columns = [f"u.{qn(f.column)}" for f in User._meta.concrete_fields]
+    return (
+        f"UPDATE {qn(EmailVerification._meta.db_table)} AS v "  # noqa: S608 - identifiers, not input
+        "SET state = %s, claimed_at = %s, attempts = v.attempts + 1 "
+        f"FROM {qn(User._meta.db_table)} AS u "
+        "WHERE v.id = %s AND u.id = v.user_id AND v.expires_at > %s AND v.attempts < %s "
+        "AND (v.state = %s OR (v.state = %s AND v.claimed_at < %s)) "
+        f"RETURNING {', '.join(v_columns + u_columns)}"
+    )
+
+
+def _converted(fields, values) -> list:
+    out = []
+    for field, value in zip(fields, values, strict=True):
+        column = field.get_col(field.model._meta.db_table)
+        converters = db_connection.ops.get_db_converters(column) + column.get_db_converters(db_connection)
+        for converter in converters:
+            value = converter(value, column, db_connection)
+        out.append(value)
+    return out
 
 
 def _mark_failed(verification_id: int, error: str) -> int:

@@ -1,9 +1,11 @@
 """Idle workers are woken by the enqueue itself (tasks.brokers.WakingRedisBroker), on real Redis."""
 
 import threading
+import uuid
 
 import pytest
 import redis
+from django.conf import settings
 from dramatiq import Message
 
 from tasks.brokers import WakingRedisBroker
@@ -20,9 +22,12 @@ def _message() -> Message:
 @pytest.fixture
 def broker(redis_broker):
     assert isinstance(redis_broker, WakingRedisBroker)  # what settings configure for a Redis URL
-    redis_broker.declare_queue(QUEUE)
-    yield redis_broker
-    redis_broker.flush(QUEUE)
+    # A broker of its own (same Redis, own namespace): no worker of another test sees this queue.
+    own = WakingRedisBroker(url=settings.REDIS_URL, namespace=f"wakeup-{uuid.uuid4().hex}", middleware=[])
+    own.declare_queue(QUEUE)
+    yield own
+    own.flush_all()
+    own.close()
 
 
 def test_an_idle_consumer_takes_a_new_message_at_once_not_at_its_next_poll(broker, monkeypatch):

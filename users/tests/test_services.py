@@ -19,6 +19,13 @@ pytestmark = pytest.mark.django_db
 State = EmailVerification.State
 
 
+@pytest.fixture(autouse=True, params=["update-returning", "portable"])
+def claim_path(request, monkeypatch):
+    """Every test here runs on both ways of claiming a row (PostgreSQL's and the portable one)."""
+    if request.param == "portable":
+        monkeypatch.setattr(services, "_update_returning_supported", lambda: False)
+
+
 def _signup(**overrides):
     data = {
         "username": "alice",
