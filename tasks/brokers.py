@@ -70,12 +70,13 @@ class _WakingConsumer(_RedisConsumer):
                     message = Message.decode(data)
                     self.queued_message_ids.add(message.message_id)
                     return MessageProxy(message)
-                if self.outstanding_message_count >= self.prefetch:
-                    time.sleep(BUSY_RECHECK_S)
-                    return None
                 if self.pubsub is None:  # subscribe before fetching, so no publish goes unseen
                     self.pubsub = self.broker.client.pubsub()
                     self.pubsub.subscribe(self.broker.wake_channel(self.queue_name))
+                self._drop_pending_wakeups()
+                if self.outstanding_message_count >= self.prefetch:
+                    time.sleep(BUSY_RECHECK_S)
+                    return None
                 wanted = self.prefetch - self.outstanding_message_count
                 self.message_cache = self.broker.do_fetch(self.queue_name, wanted)
                 if not self.message_cache:
@@ -84,6 +85,13 @@ class _WakingConsumer(_RedisConsumer):
                     return None
         except redis.ConnectionError as exc:
             raise ConnectionClosed(exc) from None
+
+    def _drop_pending_wakeups(self) -> None:
+        # A consumer always fetches before it waits, so wake-ups that came while it was busy are
+        # answered already; reading them keeps them from piling up in Redis's output buffer
+        # for this client (which Redis would cut off) during a long busy stretch.
+        while self.pubsub.get_message(timeout=0) is not None:
+            pass
 
     def _wait(self, seconds: float) -> None:
         """Until a wake-up arrives on the channel, or ``seconds`` pass."""
