@@ -496,6 +496,9 @@ class Bench:
             self.results["hash_limit_per_s"] = round(hashed / (time.monotonic() - start), 2)
         log(f"    sign-ups {self.results['signup_per_s']}/s, hashing alone {self.results['hash_limit_per_s']}/s")
 
+    def latency_samples(self) -> dict[str, list[float]]:
+        return {name: [round(v, 2) for v in values] for name, values in self.latencies.items()}
+
     # Report ----------------------------------------------------------------------------------------
     def report(self) -> None:
         import django
@@ -522,7 +525,7 @@ class Bench:
             "dramatiq_worker_timeout_ms": os.environ.get("dramatiq_worker_timeout", "1000"),  # noqa: SIM112
         }
         r["when"] = datetime.now(UTC).isoformat(timespec="seconds")
-        r["latency_samples_ms"] = {name: [round(v, 2) for v in values] for name, values in self.latencies.items()}
+        r["latency_samples_ms"] = self.latency_samples()
         rows = [
             ("noop_drain_per_s", r["noop_drain_per_s"]),
             ("body_loop_per_s", r["body_loop_per_s"]),
@@ -613,8 +616,7 @@ def main() -> None:
             if name in chosen:
                 getattr(bench, PHASES[name])()
         if args.only:
-            samples = {name: [round(v, 1) for v in values] for name, values in bench.latencies.items()}
-            print(json.dumps(bench.results | {"latency_samples_ms": samples}, indent=2))
+            print(json.dumps(bench.results | {"latency_samples_ms": bench.latency_samples()}, indent=2))
         else:
             bench.report()
     finally:

@@ -20,12 +20,18 @@ def _fresh_connection():
     mail.close()
 
 
-def test_consecutive_emails_share_one_connection(smtp_server, settings):
+@pytest.mark.parametrize(
+    ("max_messages", "connections"),
+    [(100, 1), (2, 3)],
+    ids=["consecutive emails share one connection", "it is renewed after max messages"],
+)
+def test_five_emails_on_one_thread(smtp_server, settings, max_messages, connections):
     settings.EMAIL_CONNECTION_IDLE_CHECK = 3600
+    settings.EMAIL_CONNECTION_MAX_MESSAGES = max_messages
     for n in range(5):
         mail.send(_message(n))
     assert len(smtp_server.messages) == 5
-    assert smtp_server.connections == 1
+    assert smtp_server.connections == connections
 
 
 def test_each_thread_has_its_own_connection(smtp_server, settings):
@@ -37,15 +43,6 @@ def test_each_thread_has_its_own_connection(smtp_server, settings):
         thread.join(timeout=30)
     assert len(smtp_server.messages) == 6
     assert smtp_server.connections == 2
-
-
-def test_connection_is_renewed_after_max_messages(smtp_server, settings):
-    settings.EMAIL_CONNECTION_IDLE_CHECK = 3600
-    settings.EMAIL_CONNECTION_MAX_MESSAGES = 2
-    for n in range(5):
-        mail.send(_message(n))
-    assert len(smtp_server.messages) == 5
-    assert smtp_server.connections == 3
 
 
 def test_a_connection_the_server_dropped_while_idle_is_replaced_before_sending(smtp_server, settings):
