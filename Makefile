@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format install install-dev clean bench
+.PHONY: run test test-stress lint format install install-dev clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ run: install
 ## make test: lint, then the whole suite against PostgreSQL and Redis.
 test: install-dev lint
 	$(BIN)/pytest
+
+## make test-stress: the same suite beside two busy loops pinned to the CPUs (a busy CI machine).
+test-stress: install-dev
+	./scripts/stress.sh
 
 ## make bench: the pipeline benchmark (python -m bench; BENCH_ARGS=--quick for a short run).
 bench: install-dev

@@ -7,6 +7,7 @@ import contextlib
 import email
 import email.policy
 import html
+import http.client
 import os
 import re
 import signal
@@ -31,15 +32,42 @@ from dramatiq.brokers.stub import StubBroker
 LINK_RE = re.compile(r"https?://[^\s\"'<>]+/verify-email/\?email_id=(\d+)&secret_code=([A-Za-z0-9_-]+)")
 
 
-def wait_for(predicate: Callable[[], Any], *, timeout: float = 15.0, interval: float = 0.02, what: str = "") -> Any:
-    """Poll until ``predicate()`` is truthy or the deadline passes (then fail with ``what``)."""
+# What a process that is starting, restarting or failing over answers before it is ready.
+NOT_READY_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, timed out, unreachable (urllib's URLError is one too)
+    http.client.HTTPException,  # a server that closed the connection mid-answer
+    redis.exceptions.ConnectionError,  # includes BusyLoadingError (an AOF still loading)
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,  # an old master that came back as a replica
+)
+
+
+def wait_for(
+    predicate: Callable[[], Any],
+    *,
+    timeout: float = 15.0,
+    interval: float = 0.02,
+    what: str = "",
+    errors: tuple[type[BaseException], ...] = NOT_READY_ERRORS,
+) -> Any:
+    """Poll until ``predicate()`` is truthy or the deadline passes, then fail saying ``what``.
+
+    An exception in ``errors`` (by default, what a server that is still starting gives: refused,
+    reset, timeouts) counts as "not yet"; the last one is named in the failure. Anything else
+    (an assertion, a bug in the test) fails at once.
+    """
     deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
     while True:
-        value = predicate()
+        try:
+            value = predicate()
+        except errors as exc:
+            value, last_error = None, exc
         if value:
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what or predicate}")
+            detail = f"; last error: {type(last_error).__name__}: {last_error}" if last_error else ""
+            pytest.fail(f"timed out after {timeout}s waiting for {what or predicate}{detail}")
         time.sleep(interval)
 
 
@@ -246,8 +274,15 @@ class PrivateRedis:
             cwd=self.directory,
             stdout=subprocess.DEVNULL,
         )
-        client = redis.Redis.from_url(self.url)
-        wait_for(lambda: self.answers(client), timeout=10, what="private redis-server")
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=1, socket_timeout=2)
+        process = self.process
+
+        def ready() -> bool:
+            if process.poll() is not None:
+                pytest.fail(f"redis-server on port {self.port} exited with {process.returncode} while starting")
+            return bool(client.ping())
+
+        wait_for(ready, timeout=30, what=f"the private redis-server on port {self.port}")
 
     def stop(self) -> None:
         if self.process:
@@ -258,13 +293,6 @@ class PrivateRedis:
     def restart(self) -> None:
         self.stop()
         self.start()
-
-    @staticmethod
-    def answers(client: redis.Redis) -> bool:
-        try:
-            return bool(client.ping())
-        except redis.exceptions.ConnectionError:
-            return False
 
 
 @pytest.fixture
@@ -289,6 +317,7 @@ class WorkerProcess:
     def __init__(self, log_path, env: dict[str, str], *, processes: int = 1, threads: int = 2) -> None:
         self.log_path = log_path
         self.env = env
+        self.processes = processes
         self.args = ["--processes", str(processes), "--threads", str(threads)]
         self.process: subprocess.Popen | None = None
 
@@ -302,7 +331,14 @@ class WorkerProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        wait_for(lambda: "Worker process is ready" in self.output(), timeout=60, what="the worker to boot")
+        process = self.process
+
+        def booted() -> bool:
+            if process.poll() is not None:
+                pytest.fail(f"rundramatiq exited with {process.returncode} while starting:\n{self.output()[-3000:]}")
+            return self.output().count("Worker process is ready") >= self.processes
+
+        wait_for(booted, timeout=90, what=f"{self.processes} worker process(es) to boot")
         return self
 
     def output(self) -> str:

@@ -1,10 +1,12 @@
-"""`python -m bench [--quick] [--json FILE] [--processes N]`: the pipeline, measured for real.
+"""`python -m bench [--quick] [--json FILE] [--processes N] [--update-docs]`: the pipeline, measured.
 
 Starts what it measures — a private redis-server, `rundramatiq` worker processes, gunicorn for the
 API phases, an aiosmtpd sink that counts and timestamps every message — against the PostgreSQL at
 BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/simplebank_bench, created if
-missing), prints a table, writes the JSON, appends a row to docs/performance.md and draws
-docs/latency_cdf.png. Figures only, no pass/fail: the machine is noisy, run it more than once.
+missing), prints a table and writes the JSON, a Markdown row and the latency plot to
+bench-results/ (ignored by git). Only with --update-docs does it append the row to
+docs/performance.md and redraw docs/latency_cdf.png, so a run never dirties the checkout by itself.
+Figures only, no pass/fail: the machine is noisy, run it more than once.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# Everything a run writes (logs, JSON, the row, the plot) goes here; git ignores it.
+RESULTS = ROOT / "bench-results"
 PY = sys.executable
 
 
@@ -94,7 +98,7 @@ class Processes:
         self.started: list[subprocess.Popen] = []
 
     def start(self, args: list[str], env: dict[str, str], log_name: str) -> subprocess.Popen:
-        out = open(ROOT / "bench-results" / log_name, "ab")  # noqa: SIM115 - lives as long as the process
+        out = open(RESULTS / log_name, "ab")  # noqa: SIM115 - lives as long as the process
         process = subprocess.Popen(
             args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -173,7 +177,7 @@ class Bench:
         return {**os.environ, **extra}
 
     def setup(self) -> None:
-        (ROOT / "bench-results").mkdir(exist_ok=True)
+        RESULTS.mkdir(exist_ok=True)
         redis_port = free_port()
         self.redis = self.procs.start(
             ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
@@ -207,7 +211,7 @@ class Bench:
         import django
 
         django.setup()
-        self.sink = Sink(ROOT / "bench-results" / "sink.txt")
+        self.sink = Sink(RESULTS / "sink.txt")
         self.procs.start([PY, "-m", "bench.sink", str(self.smtp_port), str(self.sink.path)], self.env(), "sink.log")
         wait_until(lambda: _accepts(self.smtp_port), 30, "the SMTP sink", interval=0.05)
         import dramatiq
@@ -546,14 +550,20 @@ class Bench:
         for name, value in rows:
             print(f"  {name:<{width}}  {value}")
         print()
-        if self.args.json:
-            Path(self.args.json).write_text(json.dumps(r, indent=2) + "\n")
-            log(f"wrote {self.args.json}")
-        self._append_row(r)
-        self._draw_cdf()
+        stamp = r["when"].replace(":", "").replace("-", "")
+        out_json = Path(self.args.json) if self.args.json else RESULTS / f"bench-{stamp}.json"
+        out_json.write_text(json.dumps(r, indent=2) + "\n")
+        log(f"wrote {out_json}")
+        row = RESULTS / f"bench-{stamp}.md"
+        self._append_row(r, row)
+        self._draw_cdf(RESULTS / f"latency_cdf-{stamp}.png")
+        log(f"wrote {row} (the docs/performance.md row)")
+        if self.args.update_docs:
+            self._append_row(r, ROOT / "docs" / "performance.md")
+            self._draw_cdf(ROOT / "docs" / "latency_cdf.png")
+            log("updated docs/performance.md and docs/latency_cdf.png")
 
-    def _append_row(self, r: dict) -> None:
-        path = ROOT / "docs" / "performance.md"
+    def _append_row(self, r: dict, path: Path) -> None:
         if not path.exists():
             path.write_text(
                 "# Performance runs\n\nOne row per `python -m bench` run (`make bench`); see the README.\n\n"
@@ -575,7 +585,7 @@ class Bench:
                 f"{r['emails_received']}/{r['duplicates']} |\n"
             )
 
-    def _draw_cdf(self) -> None:
+    def _draw_cdf(self, path: Path) -> None:
         import matplotlib
 
         matplotlib.use("Agg")
@@ -591,14 +601,19 @@ class Bench:
         axes.grid(True, which="both", alpha=0.3)
         axes.legend()
         figure.tight_layout()
-        figure.savefig(ROOT / "docs" / "latency_cdf.png", dpi=120)
-        log("drew docs/latency_cdf.png")
+        figure.savefig(path, dpi=120)
+        plt.close(figure)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="smaller counts: under 3 minutes")
-    parser.add_argument("--json", help="write the figures to this file")
+    parser.add_argument("--json", help="write the figures to this file (default: bench-results/bench-<when>.json)")
+    parser.add_argument(
+        "--update-docs",
+        action="store_true",
+        help="also append the row to docs/performance.md and redraw docs/latency_cdf.png",
+    )
     parser.add_argument("--processes", type=int, default=2, help="worker and web processes (default 2)")
     parser.add_argument("--threads", type=int, default=8, help="threads per worker process (default 8)")
     parser.add_argument(

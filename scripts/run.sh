@@ -8,6 +8,17 @@ export PATH="$PWD/.venv/bin:$PATH"
 export DJANGO_DEBUG="${DJANGO_DEBUG:-true}"
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
 export PYTHONUNBUFFERED=1
+# runserver's address ("8080" alone means 127.0.0.1:8080); the emailed links follow it unless
+# SITE_URL says otherwise, and a wildcard bind mails links to this machine's loopback.
+WEB_ADDRESS="${WEB_ADDRESS:-127.0.0.1:8000}"
+[[ "$WEB_ADDRESS" == *:* ]] || WEB_ADDRESS="127.0.0.1:$WEB_ADDRESS"
+export WEB_ADDRESS
+link_host="${WEB_ADDRESS%:*}"
+case "$link_host" in 0.0.0.0 | "[::]" | "") link_host=127.0.0.1 ;; esac
+export SITE_URL="${SITE_URL:-http://$link_host:${WEB_ADDRESS##*:}}"
+# The worker's Prometheus exporter binds a fixed port (9191): off here, so a second checkout or
+# another worker on this machine does not collide with it. DRAMATIQ_PROMETHEUS=true turns it on.
+export DRAMATIQ_PROMETHEUS="${DRAMATIQ_PROMETHEUS:-false}"
 
 redis_answers() {
   python - "$REDIS_URL" <<'PY'
@@ -56,5 +67,5 @@ MSG
 fi
 
 python manage.py migrate --noinput
-echo "run: web on http://${WEB_ADDRESS:-127.0.0.1:8000}/signup/ — verification emails print below (console backend)"
+echo "run: web on http://$WEB_ADDRESS/signup/, links to $SITE_URL — verification emails print below (console backend)"
 honcho start -f Procfile

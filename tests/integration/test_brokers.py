@@ -5,10 +5,10 @@ operator would (REDIS_URL; REDIS_SENTINELS + REDIS_SENTINEL_MASTER; DRAMATIQ_BRO
 """
 
 import os
-import socket
 import subprocess
 from collections.abc import Iterator
 
+import pika
 import pytest
 import redis
 from django.conf import settings
@@ -55,9 +55,11 @@ def sentinel(tmp_path, master) -> Iterator[str]:
     client = redis.Redis(port=port, socket_connect_timeout=1)
 
     def knows_master() -> bool:
+        if process.poll() is not None:
+            pytest.fail(f"redis-server --sentinel exited with {process.returncode}")
         try:
             host, port = client.sentinel_get_master_addr_by_name("mymaster")
-        except (TypeError, redis.exceptions.ConnectionError):
+        except TypeError:  # no master known yet
             return False
         return (host.decode() if isinstance(host, bytes) else host, int(port)) == ("127.0.0.1", master.port)
 
@@ -67,12 +69,22 @@ def sentinel(tmp_path, master) -> Iterator[str]:
     process.wait(timeout=10)
 
 
-def _rabbitmq_up() -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", 5672), timeout=2).close()
+def _wait_for_rabbitmq() -> None:
+    """RabbitMQ opens its port before it takes AMQP sessions: wait for a real handshake."""
+    parameters = pika.URLParameters(RABBITMQ_URL)
+    parameters.socket_timeout = parameters.blocked_connection_timeout = 5
+
+    def handshake() -> bool:
+        pika.BlockingConnection(parameters).close()
         return True
-    except OSError:
-        return False
+
+    wait_for(
+        handshake,
+        timeout=60,
+        interval=0.5,
+        errors=(pika.exceptions.AMQPError, OSError),
+        what="RabbitMQ on 127.0.0.1:5672 to take an AMQP session (rabbitmq-server -detached starts it)",
+    )
 
 
 def _signup_to_verified(broker, env: dict[str, str], smtp_server, signup_data, tmp_path) -> None:
@@ -112,8 +124,7 @@ def test_over_redis_sentinel(sentinel, smtp_server, signup_data, tmp_path):
 
 
 def test_over_rabbitmq(smtp_server, signup_data, tmp_path):
-    if not _rabbitmq_up():
-        pytest.fail("RabbitMQ does not answer on 127.0.0.1:5672 (rabbitmq-server -detached starts it)")
+    _wait_for_rabbitmq()
     broker = RabbitmqBroker(url=RABBITMQ_URL, middleware=configured_middleware())
     env = worker_env(redis_url=settings.REDIS_URL, smtp=smtp_server) | {"DRAMATIQ_BROKER_URL": RABBITMQ_URL}
     _signup_to_verified(broker, env, smtp_server, signup_data, tmp_path)

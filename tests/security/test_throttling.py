@@ -1,5 +1,6 @@
 """Rate limits hold across web processes because they are counted in the shared Redis."""
 
+import contextlib
 import json
 import os
 import subprocess
@@ -28,13 +29,12 @@ def _post(url: str, body: dict, headers: dict | None = None) -> tuple[int, dict[
         return error.code, dict(error.headers), error.read()
 
 
-def _answers(url: str) -> bool:
-    try:
-        urllib.request.urlopen(url, timeout=1)
-    except urllib.error.HTTPError:
-        return True
-    except OSError:
-        return False
+def _answers(url: str, process: subprocess.Popen) -> bool:
+    """True once the server answers at all; a refused connection raises (``wait_for`` polls on)."""
+    if process.poll() is not None:
+        pytest.fail(f"gunicorn exited with {process.returncode} while starting")
+    with contextlib.suppress(urllib.error.HTTPError):  # an answer, even a 4xx, means it is up
+        urllib.request.urlopen(url, timeout=2).close()
     return True
 
 
@@ -74,8 +74,8 @@ def two_web_processes(tmp_path) -> Iterator[list[str]]:
             )
         )
         urls.append(f"http://127.0.0.1:{port}")
-    for url in urls:
-        wait_for(lambda url=url: _answers(f"{url}/signup/"), timeout=30, what=f"gunicorn at {url}")
+    for url, (process, _) in zip(urls, servers, strict=True):
+        wait_for(lambda u=url, p=process: _answers(f"{u}/signup/", p), timeout=60, what=f"gunicorn at {url}")
     yield urls
     for process, log in servers:
         process.terminate()
