@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from email.message import EmailMessage
 from typing import Any
 
@@ -78,7 +79,7 @@ def free_port() -> int:
 
 
 def _actors() -> list[dramatiq.Actor]:
-    from tasks import tasks as actors_module
+    from users import tasks as actors_module
 
     return [value for value in vars(actors_module).values() if isinstance(value, dramatiq.Actor)]
 
@@ -378,22 +379,26 @@ def worker_env(*, redis_url: str, smtp: SmtpSink, **extra: str) -> dict[str, str
 
 def _delete_cache_keys(pattern: str) -> None:
     """Delete this run's cache keys matching ``pattern`` (after the run's key prefix)."""
-    from django.core.cache import cache
+    from django_redis import get_redis_connection
 
-    client = cache._cache.get_client(write=True)
+    client = get_redis_connection("default")
     keys = list(client.scan_iter(match=f"{settings.CACHES['default']['KEY_PREFIX']}:{pattern}", count=1000))
     if keys:
         client.delete(*keys)
 
 
 def expire_cooldowns() -> None:
-    """As if every email cooldown had run out."""
-    _delete_cache_keys("*cooldown:*")
+    """As if every email cooldown had run out: the cooldowns are read from the email rows."""
+    from django.db.models import F
+
+    from users.models import OutboundEmail
+
+    OutboundEmail.objects.update(created_at=F("created_at") - timedelta(seconds=settings.VERIFY_EMAIL_RESEND_COOLDOWN))
 
 
 @pytest.fixture(autouse=True)
 def _clear_cache() -> Iterator[None]:
-    """Throttle counters and cooldowns start empty in every test (only this run's keys)."""
+    """Throttle counters start empty in every test (only this run's keys)."""
     yield
     _delete_cache_keys("*")
 

@@ -238,8 +238,8 @@ DRAMATIQ_BROKER: dict[str, Any] = {
         "django_dramatiq.middleware.AdminMiddleware",
         "django_dramatiq.middleware.DbConnectionsMiddleware",
         "bankproject.request_id.DramatiqRequestIdMiddleware",
-        "tasks.middleware.SmtpConnections",
-        "tasks.middleware.WarmUp",
+        "users.worker_middleware.SmtpConnections",
+        "users.worker_middleware.WarmUp",
     ],
 }
 # The worker's Prometheus exporter (messages, errors, retries, durations, in flight) on
@@ -253,6 +253,9 @@ if not DRAMATIQ_TASK_ADMIN:
     DRAMATIQ_BROKER["MIDDLEWARE"].remove("django_dramatiq.middleware.AdminMiddleware")
 if env_bool("DRAMATIQ_PROMETHEUS", True):
     DRAMATIQ_BROKER["MIDDLEWARE"].insert(0, "dramatiq.middleware.prometheus.Prometheus")
+    # Dramatiq's exporter binds 0.0.0.0 unless told otherwise; here loopback unless the operator
+    # opens it (compose does, inside its private network, for Prometheus).
+    os.environ.setdefault("dramatiq_prom_host", "127.0.0.1")
     if Path(sys.argv[0]).name in {"dramatiq", "dramatiq-gevent"}:
         # Worker processes share their counters through files, and prometheus_client picks that
         # mode when it is first imported (by Django's apps, before the middleware boots).
@@ -260,20 +263,27 @@ if env_bool("DRAMATIQ_PROMETHEUS", True):
             "PROMETHEUS_MULTIPROC_DIR",
             os.environ.get("dramatiq_prom_db", f"{tempfile.gettempdir()}/dramatiq-prometheus"),  # noqa: SIM112 - dramatiq's name
         )
-# Our actors live in the app named `tasks`, in `tasks/tasks.py`, which django-dramatiq's default
-# discovery ("<app>.tasks") finds.
+# The actors live in `users/tasks.py` (and plumbing's in `tasks/tasks.py`), which django-dramatiq's
+# default discovery ("<app>.tasks") finds.
 DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
 DRAMATIQ_TASKS_DATABASE = "default"
 # `manage.py crontab` (dramatiq-crontab) sends the periodic actors; a Redis lock keeps it to one.
 DRAMATIQ_CRONTAB = {"REDIS_URL": REDIS_URL}
 
-# --- Cache (throttles and cooldowns; shared by every web process) ---------------------------------
+# --- Metrics ------------------------------------------------------------------------------------
+# /metrics (request series) needs this bearer token when set; /metrics/operator (queues, emails by
+# state: series that would tell a registered address from a new one) is served only when it is set.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+
+# --- Cache (throttles; shared by every web process) -------------------------------------------------
 CACHES: dict[str, Any] = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        # django-redis: the same Redis protocol as Django's own backend, plus the raw client the
+        # throttles' atomic counters use (``get_redis_connection``).
+        "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": os.environ.get("CACHE_URL", REDIS_URL),
         "KEY_PREFIX": os.environ.get("CACHE_KEY_PREFIX", "simplebank"),
-        "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 2},
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 2},
     }
 }
 

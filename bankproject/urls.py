@@ -2,15 +2,16 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from bankproject import health
-from tasks.admin import queue_overview
+from bankproject import health, metrics
+from users.admin import queue_overview
 
 admin.site.index_template = "admin/simplebank_index.html"  # adds the queue overview link
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
-    path("", include("django_prometheus.urls")),  # /metrics
+    path("metrics", metrics.public, name="metrics"),
+    path("metrics/operator", metrics.operator, name="metrics-operator"),
     path("admin/queues/", admin.site.admin_view(queue_overview), name="admin-queue-overview"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

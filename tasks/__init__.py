@@ -1,8 +1,8 @@
-"""Dramatiq actors and their plumbing.
+"""Worker plumbing: brokers, the retry policy, SkipRetry, queue metrics, dead letters. It knows
+nothing of users.
 
-``from tasks import send_verify_email`` works once Django is set up (the actor module imports
-models, so it is loaded lazily; the worker loads it through django-dramatiq's discovery of
-``tasks.tasks``).
+``from tasks import send_verify_email`` (the contract's import) works once Django is set up: it
+re-exports the actor the users app declares in ``users/tasks.py``, loaded lazily.
 """
 
 from typing import Any
@@ -12,7 +12,7 @@ __all__ = ["SkipRetry", "send_verify_email"]
 
 def __getattr__(name: str) -> Any:
     if name == "send_verify_email":
-        from tasks.tasks import send_verify_email
+        from users.tasks import send_verify_email
 
         return send_verify_email
     if name == "SkipRetry":

@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 # backoff that starts at 2 ms and doubles (with Dramatiq's jitter) up to this cap. The worker
 # threads' acks, which free slots, are handled between two looks; a prefetch of 2 x threads
 # holds far more than 32 ms of work, so the threads never run dry, while a consumer that stays
-# full loops ~30 times a second instead of ~440 (Dramatiq's own loop: ~3).
+# full loops ~40 times a second instead of ~440 (Dramatiq's own loop: ~3; measured by Dramatiq's suite).
 BUSY_MAX_BACKOFF_MS = 32
 
 

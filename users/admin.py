@@ -1,38 +1,62 @@
+"""The operator's admin: users with the state of their verification email, every email the
+service sent or owes, verification links (never their secret), and the queue overview."""
+
 from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
-from django.db.models import OuterRef, QuerySet, Subquery
-from django.http import HttpRequest
+from django.db.models import Case, CharField, OuterRef, QuerySet, Subquery, Value, When
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
-from users import services
-from users.models import EmailVerification, User
+from tasks.metrics import queue_stats
+from users.metrics import email_stats
+from users.models import EmailVerification, OutboundEmail, User
+from users.services import accounts, delivery, signup
+
+Kind, State = OutboundEmail.Kind, OutboundEmail.State
+VERIFIED = "verified"
 
 
-class LatestVerificationStateFilter(admin.SimpleListFilter):
+class VerificationStateFilter(admin.SimpleListFilter):
     title = "verification email"
     parameter_name = "verification_state"
 
     def lookups(self, request, model_admin):
-        return EmailVerification.State.choices
+        return [*State.choices, (VERIFIED, "verified")]
 
     def queryset(self, request, queryset):
         if self.value():
-            return queryset.filter(latest_verification_state=self.value())
+            return queryset.filter(verification_state=self.value())
         return queryset
+
+
+class OutboundEmailInline(admin.TabularInline):
+    model = OutboundEmail
+    fk_name = "user"
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    fields = ("id", "kind", "recipient", "state", "attempts", "last_error", "created_at", "sent_at", "expires_at")
+    readonly_fields = fields
+    ordering = ["-created_at", "-id"]
+    verbose_name_plural = "emails"
+
+    def has_add_permission(self, request, obj=None):
+        return False
 
 
 class EmailVerificationInline(admin.TabularInline):
     model = EmailVerification
     extra = 0
     can_delete = False
-    show_change_link = True
-    fields = ("id", "email", "state", "attempts", "last_error", "created_at", "sent_at", "verified_at", "expires_at")
+    fields = ("id", "email", "purpose", "state", "created_at", "expires_at", "verified_at")
     readonly_fields = fields
     ordering = ["-created_at"]
+    verbose_name_plural = "verification links"
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -52,7 +76,7 @@ class CreationForm(AdminUserCreationForm):
 
 @admin.action(description="Send a new verification email", permissions=["change"])
 def resend_verification(modeladmin, request: HttpRequest, queryset: QuerySet[User]) -> None:
-    sent = sum(1 for user in queryset if services.verification_resend(user=user) is not None)
+    sent = sum(1 for user in queryset if signup.verification_resend(user=user))
     skipped = queryset.count() - sent
     modeladmin.message_user(
         request, f"Queued {sent} verification email(s); {skipped} already verified.", messages.SUCCESS
@@ -68,16 +92,16 @@ class UserAdmin(DjangoUserAdmin):
         "email",
         "full_name",
         "is_email_verified",
-        "verification_state",
+        "verification_email",
         "created_at",
         "is_staff",
     ]
-    list_filter = ["is_email_verified", LatestVerificationStateFilter, "is_staff", "is_active", "created_at"]
+    list_filter = ["is_email_verified", VerificationStateFilter, "is_staff", "is_active", "created_at"]
     search_fields = ["username", "email", "full_name"]
     ordering = ["-created_at"]
     readonly_fields = ["created_at", "password_changed_at", "last_login"]
     actions = [resend_verification]
-    inlines = [EmailVerificationInline]
+    inlines = [OutboundEmailInline, EmailVerificationInline]
     fieldsets = (
         (None, {"fields": ("username", "password")}),
         ("Personal info", {"fields": ("full_name", "email", "is_email_verified")}),
@@ -89,76 +113,113 @@ class UserAdmin(DjangoUserAdmin):
     )
 
     def save_model(self, request, obj, form, change):
+        old_email = form.initial.get("email", "") if change else ""
         super().save_model(request, obj, form, change)
         if change and "email" in form.changed_data:
-            services.user_email_changed(user=obj)
+            accounts.user_email_changed(user=obj, old_email=old_email)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[User]:
-        latest = EmailVerification.objects.filter(user=OuterRef("pk")).order_by("-created_at", "-id")
-        return super().get_queryset(request).annotate(latest_verification_state=Subquery(latest.values("state")[:1]))
+        latest = OutboundEmail.objects.filter(user=OuterRef("pk"), kind=Kind.VERIFICATION).order_by(
+            "-created_at", "-id"
+        )
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                verification_state=Case(
+                    When(is_email_verified=True, then=Value(VERIFIED)),
+                    default=Subquery(latest.values("state")[:1]),
+                    output_field=CharField(),
+                )
+            )
+        )
 
-    @admin.display(description="verification email", ordering="latest_verification_state")
-    def verification_state(self, obj: User) -> str:
-        return getattr(obj, "latest_verification_state", None) or "—"
+    @admin.display(description="verification email", ordering="verification_state")
+    def verification_email(self, obj: User) -> str:
+        return getattr(obj, "verification_state", None) or "—"
 
 
-@admin.register(EmailVerification)
-class EmailVerificationAdmin(admin.ModelAdmin):
+@admin.register(OutboundEmail)
+class OutboundEmailAdmin(admin.ModelAdmin):
     list_display = [
         "id",
+        "kind",
         "user_link",
-        "email",
+        "recipient",
         "state",
         "attempts",
         "last_error_short",
         "created_at",
         "sent_at",
-        "verified_at",
         "expires_at",
     ]
-    list_filter = ["state", "created_at"]
-    search_fields = ["email", "user__username"]
+    list_filter = ["state", "kind", "created_at"]
+    search_fields = ["recipient", "user__username"]
     list_select_related = ["user"]
-    # The nonce is deliberately absent: with the SECRET_KEY it would give the link away.
     fields = (
+        "kind",
         "user",
-        "email",
+        "recipient",
+        "verification",
         "state",
         "attempts",
         "last_error",
+        "message_id",
         "created_at",
         "expires_at",
+        "dispatched_at",
         "claimed_at",
         "sent_at",
-        "verified_at",
     )
     readonly_fields = fields
-    actions = ["resend", "retry_failed"]
+    actions = ["retry_failed"]
 
     def has_add_permission(self, request):
         return False
 
     @admin.display(description="user", ordering="user__username")
-    def user_link(self, obj: EmailVerification) -> str:
+    def user_link(self, obj: OutboundEmail) -> str:
         url = reverse("admin:users_user_change", args=[obj.user_id])
         return format_html('<a href="{}">{}</a>', url, obj.user.username)
 
     @admin.display(description="last error")
-    def last_error_short(self, obj: EmailVerification) -> str:
+    def last_error_short(self, obj: OutboundEmail) -> str:
         return obj.last_error if len(obj.last_error) <= 80 else obj.last_error[:79] + "…"
 
-    @admin.action(description="Send the user a new verification email", permissions=["change"])
-    def resend(self, request: HttpRequest, queryset: QuerySet[EmailVerification]) -> None:
-        users = User.objects.filter(pk__in=queryset.values("user_id"))
-        resend_verification(self, request, users)
-
     @admin.action(description="Retry failed emails (same link)", permissions=["change"])
-    def retry_failed(self, request: HttpRequest, queryset: QuerySet[EmailVerification]) -> None:
-        ids = list(queryset.filter(state=EmailVerification.State.FAILED).values_list("pk", flat=True))
-        retried = sum(services.verification_retry(verification_id=pk) for pk in ids)
+    def retry_failed(self, request: HttpRequest, queryset: QuerySet[OutboundEmail]) -> None:
+        ids = list(queryset.filter(state=State.FAILED).values_list("pk", flat=True))
+        retried = sum(delivery.email_retry(email_id=pk) for pk in ids)
         self.message_user(
             request,
             f"Queued {retried} failed email(s) again; {queryset.count() - retried} skipped "
-            "(not failed, expired or already verified).",
+            "(not failed, expired, or no longer wanted: the address changed or is verified).",
             messages.SUCCESS,
         )
+
+
+@admin.register(EmailVerification)
+class EmailVerificationAdmin(admin.ModelAdmin):
+    list_display = ["id", "user", "email", "purpose", "state", "created_at", "expires_at", "verified_at"]
+    list_filter = ["state", "purpose"]
+    search_fields = ["email", "user__username"]
+    list_select_related = ["user"]
+    # The nonce is deliberately absent: with the SECRET_KEY it would give the link away.
+    fields = ("user", "email", "purpose", "state", "created_at", "expires_at", "verified_at")
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False
+
+
+def queue_overview(request: HttpRequest) -> HttpResponse:
+    by_kind_state, oldest_age = email_stats()
+    context = {
+        **admin.site.each_context(request),
+        "title": "Queues and emails",
+        "queues": queue_stats(),
+        "states": State.values,
+        "by_kind": [(kind, [(state, by_kind_state[kind, state]) for state in State.values]) for kind in Kind.values],
+        "oldest_age": oldest_age,
+    }
+    return TemplateResponse(request, "admin/queue_overview.html", context)

@@ -18,8 +18,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from users import services
+from users import identity
+from users.errors import InvalidLink
 from users.models import User
+from users.services import links, signup
 from users.throttles import ResendAddressThrottle, ResendThrottle, SignupThrottle, VerifyThrottle
 
 INVALID_LINK = "This verification link is invalid or has expired."
@@ -38,6 +40,18 @@ class StrictInputSerializer(serializers.Serializer):
             if errors:
                 raise ValidationError(errors)
         return super().to_internal_value(data)
+
+
+def _field(normalize):
+    """A serializer ``validate_<field>`` from one of ``users.identity``'s normalisers."""
+
+    def validate(value: str) -> str:
+        try:
+            return normalize(value)
+        except DjangoValidationError as exc:
+            raise ValidationError(list(exc.messages)) from exc
+
+    return validate
 
 
 # Error answers, as DRF renders them: field errors, or a single "detail".
@@ -68,16 +82,16 @@ class UserCreateApi(APIView):
 
     @extend_schema_serializer(component_name="Signup")
     class InputSerializer(StrictInputSerializer):
-        username = serializers.RegexField(
-            r"^[\w.@+-]+\Z",
-            max_length=150,
-            error_messages={"invalid": "Letters, digits and @/./+/-/_ only."},
-        )
+        username = serializers.CharField(max_length=150, help_text="ASCII letters, digits and @/./+/-/_.")
         full_name = serializers.CharField(max_length=255)
         email = serializers.EmailField(max_length=254)
         password = serializers.CharField(
             max_length=settings.PASSWORD_MAX_LENGTH, write_only=True, trim_whitespace=False
         )
+
+        validate_username = staticmethod(_field(identity.normalize_username))
+        validate_full_name = staticmethod(_field(identity.normalize_full_name))
+        validate_email = staticmethod(_field(identity.normalize_email))
 
         def validate(self, attrs: dict) -> dict:
             candidate = User(username=attrs["username"], email=attrs["email"], full_name=attrs["full_name"])
@@ -132,7 +146,7 @@ class UserCreateApi(APIView):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            user = services.user_create(**serializer.validated_data)
+            user = signup.user_create(**serializer.validated_data)
         except DjangoValidationError as exc:
             raise ValidationError(exc.message_dict) from exc
         return Response(self.OutputSerializer(user).data, status=status.HTTP_201_CREATED)
@@ -184,11 +198,11 @@ class EmailVerifyApi(APIView):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            services.email_verify(
+            links.email_verify(
                 verification_id=serializer.validated_data["email_id"],
                 code=serializer.validated_data["secret_code"],
             )
-        except services.InvalidVerificationCode:
+        except InvalidLink:
             return Response({"detail": INVALID_LINK}, status=status.HTTP_400_BAD_REQUEST)
         return Response({"is_verified": True})
 
@@ -205,6 +219,8 @@ class ResendVerificationApi(APIView):
     class InputSerializer(StrictInputSerializer):
         email = serializers.EmailField(max_length=254)
 
+        validate_email = staticmethod(_field(identity.normalize_email))
+
     @extend_schema(
         operation_id="resend_verification",
         summary="Send a new verification link",
@@ -220,5 +236,5 @@ class ResendVerificationApi(APIView):
     def post(self, request: Request) -> Response:
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        services.verification_resend_request(email=serializer.validated_data["email"])
+        signup.verification_resend_request(email=serializer.validated_data["email"])
         return Response({"detail": RESEND_ACCEPTED}, status=status.HTTP_202_ACCEPTED)

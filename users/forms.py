@@ -5,16 +5,15 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.contrib.auth import password_validation
-from django.contrib.auth.validators import UnicodeUsernameValidator
 
+from users import identity
 from users.models import User
 
 
 class SignupForm(forms.Form):
     username = forms.CharField(
         max_length=150,
-        validators=[UnicodeUsernameValidator()],
-        help_text="Letters, digits and @/./+/-/_ only.",
+        help_text="ASCII letters, digits and @/./+/-/_ only.",
         widget=forms.TextInput(attrs={"autocomplete": "username", "autofocus": True}),
     )
     full_name = forms.CharField(max_length=255, widget=forms.TextInput(attrs={"autocomplete": "name"}))
@@ -32,6 +31,15 @@ class SignupForm(forms.Form):
         max_length=settings.PASSWORD_MAX_LENGTH,
         widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
     )
+
+    def clean_username(self) -> str:
+        return identity.normalize_username(self.cleaned_data["username"])
+
+    def clean_full_name(self) -> str:
+        return identity.normalize_full_name(self.cleaned_data["full_name"])
+
+    def clean_email(self) -> str:
+        return identity.normalize_email(self.cleaned_data["email"])
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
@@ -58,3 +66,6 @@ class VerifyEmailForm(forms.Form):
 
 class ResendVerificationForm(forms.Form):
     email = forms.EmailField(max_length=254, widget=forms.EmailInput(attrs={"autocomplete": "email"}))
+
+    def clean_email(self) -> str:
+        return identity.normalize_email(self.cleaned_data["email"])

@@ -1,20 +1,33 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, ClassVar
 
+from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
 from django.contrib.auth.models import PermissionsMixin
-from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.db import models
+from django.db.models import Q
 from django.db.models.functions import Lower
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
+
+from users.identity import (
+    EmailAddressValidator,
+    FullNameValidator,
+    UsernameValidator,
+    canonical_username,
+    normalize_email,
+    normalize_username,
+)
 
 
 class UserManager(BaseUserManager["User"]):
     use_in_migrations = True
 
     def _create(self, username: str, email: str, password: str | None, **extra: Any) -> User:
-        user = self.model(username=username, email=self.normalize_email(email), **extra)
+        user = self.model(username=normalize_username(username), email=normalize_email(email), **extra)
         user.set_password(password)
         user.save(using=self._db)
         return user
@@ -30,6 +43,10 @@ class UserManager(BaseUserManager["User"]):
         extra.setdefault("is_email_verified", True)
         return self._create(username, email, password, **extra)
 
+    def get_by_natural_key(self, username: str | None) -> User:
+        """Log-in by username is case-insensitive and NFKC-blind, like uniqueness."""
+        return self.get(username_canonical=canonical_username(username or ""))
+
 
 class User(AbstractBaseUser, PermissionsMixin):
     """A bank customer (or a member of staff, who may use the admin)."""
@@ -37,13 +54,23 @@ class User(AbstractBaseUser, PermissionsMixin):
     username = models.CharField(
         max_length=150,
         unique=True,
-        validators=[UnicodeUsernameValidator()],
-        help_text="150 characters or fewer. Letters, digits and @/./+/-/_ only.",
+        validators=[UsernameValidator()],
+        help_text="150 characters or fewer. ASCII letters, digits and @/./+/-/_ only.",
         error_messages={"unique": "A user with that username already exists."},
     )
-    full_name = models.CharField(max_length=255)
-    email = models.EmailField(max_length=254)
+    # What uniqueness and log-in compare (users/identity.py): computed by the database, so it can
+    # never disagree with the username or the address it comes from.
+    username_canonical = models.GeneratedField(
+        expression=Lower("username"), output_field=models.CharField(max_length=150), db_persist=True
+    )
+    full_name = models.CharField(max_length=255, validators=[FullNameValidator()])
+    email = models.EmailField(max_length=254, validators=[EmailAddressValidator()])
+    email_canonical = models.GeneratedField(
+        expression=Lower("email"), output_field=models.CharField(max_length=254), db_persist=True
+    )
     is_email_verified = models.BooleanField(default=False)
+    # An address the user asked to switch to, until its link is used (then it replaces ``email``).
+    pending_email = models.EmailField(max_length=254, blank=True, default="")
     password_changed_at = models.DateTimeField(default=timezone.now)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     is_active = models.BooleanField(default=True)
@@ -57,11 +84,15 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     class Meta:
         constraints: ClassVar = [
-            # Addresses compare case-insensitively everywhere, uniqueness included.
             models.UniqueConstraint(
-                Lower("email"),
-                name="users_user_email_ci_unique",
+                fields=["email_canonical"],
+                name="users_user_email_canonical_unique",
                 violation_error_message="A user with that email already exists.",
+            ),
+            models.UniqueConstraint(
+                fields=["username_canonical"],
+                name="users_user_username_canonical_unique",
+                violation_error_message="A user with that username already exists.",
             ),
         ]
 
@@ -73,47 +104,44 @@ class User(AbstractBaseUser, PermissionsMixin):
         self.password_changed_at = timezone.now()
 
 
+class EmailVerificationQuerySet(models.QuerySet["EmailVerification"]):
+    def alive(self, now: datetime | None = None) -> EmailVerificationQuerySet:
+        """Links that still work: not used, not replaced, not expired. The one spelling of it."""
+        return self.filter(state=EmailVerification.State.ACTIVE, expires_at__gt=now or timezone.now())
+
+
 class EmailVerification(models.Model):
-    """One verification email: the source of truth for whether it still has to be sent.
+    """A link that proves its reader controls an address (what a verification email is about).
 
     The secret code itself is never stored: it is an HMAC of ``(id, nonce)`` under the
     ``SECRET_KEY``, recomputed when the email is rendered and when a link is checked. A new
-    nonce (a new verification row) therefore means a new link, and re-rendering the same row
-    always gives the same link.
+    nonce (a new row) therefore means a new link, and re-rendering a row gives the same link.
+    Whether its email went out is the business of its ``OutboundEmail``.
     """
 
     class State(models.TextChoices):
-        PENDING = "pending", "pending"
-        SENDING = "sending", "sending"
-        SENT = "sent", "sent"
-        FAILED = "failed", "failed"
+        ACTIVE = "active", "active"
         VERIFIED = "verified", "verified"
         SUPERSEDED = "superseded", "superseded"
 
+    class Purpose(models.TextChoices):
+        SIGNUP = "signup", "verify the account's address"
+        CHANGE = "change", "switch the account to a new address"
+
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="email_verifications")
     email = models.EmailField(max_length=254, help_text="The address the link was sent to.")
+    purpose = models.CharField(max_length=16, choices=Purpose.choices, default=Purpose.SIGNUP)
     nonce = models.CharField(max_length=64, editable=False)
-    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING, db_index=True)
-    attempts = models.PositiveIntegerField(default=0, help_text="SMTP send attempts so far.")
-    last_error = models.TextField(blank=True, default="")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.ACTIVE, db_index=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     expires_at = models.DateTimeField()
-    dispatched_at = models.DateTimeField(help_text="When a message for it was last put on the queue.")
-    claimed_at = models.DateTimeField(null=True, blank=True, help_text="When a worker last took it to send.")
-    sent_at = models.DateTimeField(null=True, blank=True)
     verified_at = models.DateTimeField(null=True, blank=True)
+
+    objects = EmailVerificationQuerySet.as_manager()
 
     class Meta:
         ordering: ClassVar = ["-created_at", "-id"]
-        indexes: ClassVar = [
-            models.Index(fields=["user", "-created_at"], name="users_verif_user_created"),
-            # The redispatch sweep looks only at unfinished rows.
-            models.Index(
-                fields=["dispatched_at"],
-                name="users_verif_unfinished",
-                condition=models.Q(state__in=["pending", "sending"]),
-            ),
-        ]
+        indexes: ClassVar = [models.Index(fields=["user", "-created_at"], name="users_verif_user_created")]
 
     def __str__(self) -> str:
         return f"verification {self.pk} for {self.email} ({self.state})"
@@ -121,6 +149,101 @@ class EmailVerification(models.Model):
     @property
     def is_expired(self) -> bool:
         return self.expires_at <= timezone.now()
+
+
+class OutboundEmailQuerySet(models.QuerySet["OutboundEmail"]):
+    def unfinished(self) -> OutboundEmailQuerySet:
+        return self.filter(state__in=OutboundEmail.UNFINISHED)
+
+    def claimable(self, *, now: datetime, stale: datetime) -> OutboundEmailQuerySet:
+        """Rows a delivery may take: pending, or claimed by a worker whose claim went stale; still
+        worth sending; under the attempt cap. The one spelling of it (the claim compiles it)."""
+        states = OutboundEmail.State
+        return self.filter(
+            Q(state=states.PENDING) | Q(state=states.SENDING, claimed_at__lt=stale),
+            expires_at__gt=now,
+            attempts__lt=settings.VERIFY_EMAIL_MAX_ATTEMPTS,
+        )
+
+    def unclaimed(self, *, stale: datetime, failed_too: bool = False) -> OutboundEmailQuerySet:
+        """Rows nobody is sending right now (so they may be failed or superseded), and with
+        ``failed_too`` the failed ones (which "retry failed" could otherwise send again)."""
+        states = OutboundEmail.State
+        unclaimed = Q(state=states.PENDING) | Q(state=states.SENDING, claimed_at__lt=stale)
+        return self.filter(unclaimed | Q(state=states.FAILED) if failed_too else unclaimed)
+
+    def to_address(self, canonical: str, *, since: datetime, kinds: Sequence[str]) -> OutboundEmailQuerySet:
+        """Emails of these kinds queued for an address since a moment (the cooldowns)."""
+        return self.filter(recipient_canonical=canonical, created_at__gt=since, kind__in=kinds)
+
+
+class OutboundEmail(models.Model):
+    """One email the service owes someone: the source of truth for whether it still has to go.
+
+    Every kind goes through the same engine (``users/services/delivery.py``): queued after commit,
+    claimed with one conditional UPDATE, fenced by the claim, classified by the SMTP answer,
+    recovered by the sweep. ``pending → sending → sent | failed``; ``superseded`` when it is no
+    longer wanted (a newer link replaced it, the address changed, the address was verified).
+    """
+
+    class Kind(models.TextChoices):
+        VERIFICATION = "verification", "verification link (sign-up)"
+        ACCOUNT_EXISTS = "account_exists", "account exists notice"
+        EMAIL_CHANGE = "email_change", "address change link"
+        EMAIL_CHANGE_NOTICE = "email_change_notice", "address change notice"
+        PASSWORD_RESET = "password_reset", "password reset link"
+
+    class State(models.TextChoices):
+        PENDING = "pending", "pending"
+        SENDING = "sending", "sending"
+        SENT = "sent", "sent"
+        FAILED = "failed", "failed"
+        SUPERSEDED = "superseded", "superseded"
+
+    UNFINISHED: ClassVar = [State.PENDING, State.SENDING]
+
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="emails")
+    # What a link email is about; None for notices and password resets (Django's token).
+    verification = models.OneToOneField(
+        EmailVerification, on_delete=models.CASCADE, null=True, blank=True, related_name="outbound"
+    )
+    recipient = models.EmailField(max_length=254)
+    recipient_canonical = models.GeneratedField(
+        expression=Lower("recipient"), output_field=models.CharField(max_length=254), db_persist=True
+    )
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING, db_index=True)
+    attempts = models.PositiveIntegerField(default=0, help_text="SMTP send attempts so far.")
+    last_error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(help_text="Not sent after this (a dead link is never mailed).")
+    dispatched_at = models.DateTimeField(help_text="When a message for it was last put on the queue.")
+    claimed_at = models.DateTimeField(null=True, blank=True, help_text="When a worker last took it to send.")
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    objects = OutboundEmailQuerySet.as_manager()
+
+    class Meta:
+        ordering: ClassVar = ["-created_at", "-id"]
+        indexes: ClassVar = [
+            models.Index(fields=["user", "-created_at"], name="users_email_user_created"),
+            models.Index(fields=["recipient_canonical", "-created_at"], name="users_email_recipient_created"),
+            # The redispatch sweep looks only at unfinished rows.
+            models.Index(
+                fields=["dispatched_at"], name="users_email_unfinished", condition=Q(state__in=["pending", "sending"])
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} email {self.pk} to {self.recipient} ({self.state})"
+
+    @property
+    def message_id(self) -> str:
+        """Deterministic per email: a re-send is recognisably the same message (and mail systems
+        fold the two); an HMAC, so nobody can forge the id of another person's email."""
+        mac = salted_hmac("users.outbound_email.message_id", str(self.pk), algorithm="sha256").hexdigest()[:24]
+        domain = settings.DEFAULT_FROM_EMAIL.rpartition("@")[2] or "localhost"
+        return f"<{self.kind.replace('_', '-')}.{self.pk}.{mac}@{domain}>"
 
 
 class UsernameReservation(models.Model):
@@ -132,7 +255,15 @@ class UsernameReservation(models.Model):
     """
 
     username = models.CharField(max_length=150, unique=True)
+    username_canonical = models.GeneratedField(
+        expression=Lower("username"), output_field=models.CharField(max_length=150), db_persist=True
+    )
     created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints: ClassVar = [
+            models.UniqueConstraint(fields=["username_canonical"], name="users_reservation_canonical_unique")
+        ]
 
     def __str__(self) -> str:
         return self.username

@@ -1,25 +1,65 @@
-"""Rate limits, counted in the shared cache (Redis) so they hold across web processes.
+"""Rate limits: atomic counters in the shared Redis, so they hold across web processes.
 
-They fail open: if the cache cannot be reached, requests go through (and a warning is logged),
-because a Redis outage must not turn sign-ups into errors.
+Each limit is a fixed window (``THROTTLE_*`` = ``N/period``): one ``INCR`` of the window's key
+(with its expiry set in the same round trip) per request, so concurrent requests can never all
+read "under the limit" and then write, as DRF's read-then-write history list lets them. If the
+cache can't be reached the limit falls back to a counter in this process (logged), so a Redis
+outage neither turns requests into errors nor switches the limits off.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import threading
+import time
 from typing import Any, cast
 
+from django.core.cache import cache
 from django.http import HttpRequest
+from django_redis import get_redis_connection
 from redis.exceptions import RedisError
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 
-from users.services import address_digest
+from users import identity
 
 logger = logging.getLogger(__name__)
 
 
-class _FailOpenIPThrottle(SimpleRateThrottle):
+class _LocalCounters:
+    """The fallback: per-process fixed windows, for while the shared cache is unreachable."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counts: dict[str, tuple[float, int]] = {}
+
+    def incr(self, key: str, expires_at: float) -> int:
+        now = time.time()
+        with self.lock:
+            if len(self.counts) > 10_000:  # forget finished windows
+                self.counts = {k: v for k, v in self.counts.items() if v[0] > now}
+            _, count = self.counts.get(key, (expires_at, 0))
+            self.counts[key] = (expires_at, count + 1)
+            return count + 1
+
+
+_local = _LocalCounters()
+
+
+def _shared_incr(key: str, ttl: int) -> int:
+    client = get_redis_connection("default")
+    with client.pipeline(transaction=True) as pipe:
+        pipe.incr(key)
+        pipe.expire(key, ttl, nx=True)
+        count, _ = pipe.execute()
+    return int(count)
+
+
+class _WindowThrottle(SimpleRateThrottle):
+    duration: int  # set by SimpleRateThrottle from the rate
+    num_requests: int
+
     def get_rate(self) -> str | None:
         # Read at use, not at import, so settings overrides (and tests) take effect.
         return cast("str | None", api_settings.DEFAULT_THROTTLE_RATES[str(self.scope)])
@@ -28,36 +68,50 @@ class _FailOpenIPThrottle(SimpleRateThrottle):
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
 
     def allow_request(self, request: Any, view: Any) -> bool:
-        try:
-            return super().allow_request(request, view)
-        except (RedisError, OSError):
-            logger.warning("throttle cache unreachable; allowing the request", extra={"scope": self.scope})
+        if self.rate is None:
             return True
+        ident = self.get_cache_key(request, view)
+        if ident is None:
+            return True
+        window = int(time.time() // self.duration)
+        self.window_ends = (window + 1) * self.duration
+        key = cache.make_key(f"{ident}:{window}")
+        try:
+            count = _shared_incr(key, int(self.duration) + 1)
+        except (RedisError, OSError):
+            logger.warning("throttle cache unreachable; counting in this process", extra={"scope": self.scope})
+            count = _local.incr(key, self.window_ends)
+        return count <= self.num_requests
+
+    def wait(self) -> float | None:
+        return max(1.0, self.window_ends - time.time())
 
 
-class SignupThrottle(_FailOpenIPThrottle):
+class SignupThrottle(_WindowThrottle):
     scope = "signup"
 
 
-class VerifyThrottle(_FailOpenIPThrottle):
+class VerifyThrottle(_WindowThrottle):
     scope = "verify"
 
 
-class ResendThrottle(_FailOpenIPThrottle):
+class ResendThrottle(_WindowThrottle):
     scope = "resend"
 
 
-class ResendAddressThrottle(_FailOpenIPThrottle):
-    """Per address asked for (case-insensitive), whoever asks."""
+class ResendAddressThrottle(_WindowThrottle):
+    """Per address asked for (canonical form), whoever asks."""
 
     scope = "resend_address"
 
     def get_cache_key(self, request: Any, view: Any) -> str | None:
         data = getattr(request, "data", None) or getattr(request, "POST", {})
         email = data.get("email") if hasattr(data, "get") else None
-        if not isinstance(email, str) or not email.strip():
+        canonical = identity.canonical_email(email) if isinstance(email, str) else None
+        if canonical is None:
             return None  # malformed: the view answers 400
-        return self.cache_format % {"scope": self.scope, "ident": address_digest(email)}
+        digest = hashlib.sha256(canonical.encode()).hexdigest()  # not the address itself
+        return self.cache_format % {"scope": self.scope, "ident": digest}
 
 
 def throttle_wait(request: HttpRequest, throttle_classes: list[type[SimpleRateThrottle]]) -> int | None:

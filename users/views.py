@@ -8,8 +8,10 @@ from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
-from users import services
+from users.errors import InvalidLink
 from users.forms import ResendVerificationForm, SignupForm, VerifyEmailForm
+from users.services import links
+from users.services import signup as signups
 from users.throttles import ResendAddressThrottle, ResendThrottle, SignupThrottle, VerifyThrottle, throttle_wait
 
 
@@ -27,7 +29,7 @@ def signup(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
-            services.user_create(
+            signups.user_create(
                 username=data["username"],
                 full_name=data["full_name"],
                 email=data["email"],
@@ -71,10 +73,10 @@ def _verify_email(request: HttpRequest) -> HttpResponse:
     verification_id, code = form.cleaned_data["email_id"], form.cleaned_data["secret_code"]
     try:
         if request.method == "POST":
-            user = services.email_verify(verification_id=verification_id, code=code)
+            user = links.email_verify(verification_id=verification_id, code=code)
             return render(request, "users/verify_email_done.html", {"email": user.email})
-        services.verification_check(verification_id=verification_id, code=code)
-    except services.InvalidVerificationCode:
+        links.verification_check(verification_id=verification_id, code=code)
+    except InvalidLink:
         return _invalid(request)
     return render(request, "users/verify_email_confirm.html", {"form": form})
 
@@ -86,6 +88,6 @@ def resend_verification(request: HttpRequest) -> HttpResponse:
         return _too_many(request, wait)
     form = ResendVerificationForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        services.verification_resend_request(email=form.cleaned_data["email"])
+        signups.verification_resend_request(email=form.cleaned_data["email"])
         return render(request, "users/resend_done.html")
     return render(request, "users/resend.html", {"form": form}, status=400 if form.errors else 200)

@@ -1,7 +1,7 @@
 """The promise, tested by breaking real components.
 
-> Every committed sign-up gets its verification email exactly once, unless SMTP refuses the
-> address permanently — and then the admin says so.
+> Every email the service owes a person (a sign-up's link, an "account exists" notice, …) arrives
+> exactly once, unless SMTP refuses it permanently — and then the admin says so.
 
 Real PostgreSQL, a private ``redis-server`` with AOF (started, stopped and restarted by the test),
 ``manage.py rundramatiq`` worker processes, a real SMTP server (aiosmtpd) and the redispatch
@@ -24,8 +24,8 @@ from rest_framework.test import APIClient
 from conftest import wait_for
 from tasks import send_verify_email
 from tests.fault.conftest import emails_per_address
-from users import services
-from users.models import EmailVerification
+from users.models import EmailVerification, OutboundEmail
+from users.services import signup
 
 pytestmark = [pytest.mark.fault, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_throttling")]
 
@@ -39,9 +39,9 @@ def _signup(data: dict[str, str]) -> None:
 
 def _sent(count: int, *, timeout: float = 60) -> None:
     wait_for(
-        lambda: EmailVerification.objects.filter(state="sent").count() >= count,
+        lambda: OutboundEmail.objects.filter(state="sent").count() >= count,
         timeout=timeout,
-        what=f"{count} verification(s) marked sent",
+        what=f"{count} email(s) marked sent",
     )
 
 
@@ -55,7 +55,7 @@ def test_redis_down_at_signup_then_back_and_swept(signup_data, redis_server, bro
     people = [signup_data() for _ in range(3)]
     for person in people:
         _signup(person)  # 201 although the enqueue fails
-    assert set(EmailVerification.objects.values_list("state", flat=True)) == {"pending"}
+    assert set(OutboundEmail.objects.values_list("state", flat=True)) == {"pending"}
 
     redis_server.start()
     worker = start_worker()
@@ -66,12 +66,36 @@ def test_redis_down_at_signup_then_back_and_swept(signup_data, redis_server, bro
     _exactly_once(smtp_server, people)
 
 
+def test_redis_down_when_an_account_exists_notice_commits_then_swept(
+    signup_data, redis_server, broker, start_worker, sweep, smtp_server
+):
+    """The notice has the same promise as the link: a lost enqueue is found by its row."""
+    owner = signup_data()
+    worker = start_worker()
+    _signup(owner)
+    _sent(1)
+    assert worker.terminate() == 0
+    redis_server.stop()
+    _signup(signup_data(email=owner["email"].upper()))  # 201 although the enqueue fails
+    [notice] = OutboundEmail.objects.filter(kind="account_exists")
+    assert notice.state == "pending" and notice.recipient == owner["email"]
+
+    redis_server.start()
+    worker = start_worker()
+    assert "redispatched=1" in sweep()
+    _sent(2)
+    assert "redispatched=0" in sweep()
+    assert worker.terminate() == 0
+    kinds = sorted(str(m["Subject"]) for m in smtp_server.to(owner["email"]))
+    assert kinds == ["Someone tried to use your address at Simple Bank", "Verify your email address for Simple Bank"]
+
+
 # 2 -----------------------------------------------------------------------------------------------
 def test_rollback_after_on_commit_was_registered_sends_nothing(signup_data, broker, start_worker, smtp_server):
     worker = start_worker()
     doomed = signup_data()
     with pytest.raises(RuntimeError), transaction.atomic():
-        services.user_create(**doomed)
+        signup.user_create(**doomed)
         raise RuntimeError("the surrounding transaction fails after the sign-up")
     control = signup_data()
     _signup(control)
@@ -90,8 +114,8 @@ def test_worker_killed_mid_task_before_smtp_is_redelivered_once(
     person = signup_data()
     _signup(person)
     assert silent_smtp.accepted.wait(30), "the worker never reached the SMTP server"
-    verification = EmailVerification.objects.get(user__username=person["username"])
-    assert verification.state == "sending" and verification.attempts == 1
+    email = OutboundEmail.objects.get(user__username=person["username"])
+    assert email.state == "sending" and email.attempts == 1
     doomed.kill()  # SIGKILL: no ack, no cleanup, the row stays claimed
 
     healthy = start_worker()
@@ -101,8 +125,8 @@ def test_worker_killed_mid_task_before_smtp_is_redelivered_once(
     wait_for(lambda: "being sent by another delivery" in healthy.output(), what="the redelivery")
     wait_for(lambda: "redispatched=1" in sweep(), timeout=30, interval=1.0, what="the sweep to take the row")
     _sent(1)
-    verification.refresh_from_db()
-    assert verification.attempts == 2
+    email.refresh_from_db()
+    assert email.attempts == 2
     assert healthy.terminate() == 0
     _exactly_once(smtp_server, [person])
 
@@ -145,7 +169,7 @@ def test_redis_restart_with_unacked_and_delayed_messages_loses_nothing(
     # Dramatiq may drop the retries it held in memory and leave unacked messages stuck (#527);
     # the sweep finds each unsent row once its retry is overdue (RETRY_STALL_AFTER, 8 s here).
     wait_for(
-        lambda: "redispatched=" in sweep() and EmailVerification.objects.filter(state="sent").count() == 8,
+        lambda: "redispatched=" in sweep() and OutboundEmail.objects.filter(state="sent").count() == 8,
         timeout=60,
         interval=1.0,
         what="all 8 sent after the restart",
@@ -169,8 +193,8 @@ def test_smtp_451_for_a_while_then_accepting_delivers_once(signup_data, broker, 
     person = signup_data()
     _signup(person)
     _sent(1)
-    verification = EmailVerification.objects.get(user__username=person["username"])
-    assert verification.attempts == 5 and verification.last_error == ""
+    email = OutboundEmail.objects.get(user__username=person["username"])
+    assert email.attempts == 5 and email.last_error == ""
     _exactly_once(smtp_server, [person])
 
 
@@ -180,19 +204,19 @@ def test_smtp_550_fails_without_retry_and_the_admin_shows_it(signup_data, broker
     smtp_server.reject.add(person["email"])
     worker = start_worker()
     _signup(person)
-    verification = wait_for(
-        lambda: EmailVerification.objects.filter(user__username=person["username"], state="failed").first(),
-        what="the verification to fail",
+    email = wait_for(
+        lambda: OutboundEmail.objects.filter(user__username=person["username"], state="failed").first(),
+        what="the email to fail",
     )
-    assert verification.attempts == 1 and smtp_server.attempts == 1
-    assert "550 5.1.1" in verification.last_error
+    assert email.attempts == 1 and smtp_server.attempts == 1
+    assert "550 5.1.1" in email.last_error
     assert worker.terminate() == 0
     assert smtp_server.messages == []
     admin = User.objects.create_superuser(username="ops", email="ops@example.com", password="pw", full_name="Ops")
     client.force_login(admin)
-    page = client.get("/admin/users/emailverification/?state__exact=failed").content.decode()
+    page = client.get("/admin/users/outboundemail/?state__exact=failed").content.decode()
     assert person["email"] in page
-    assert "550 5.1.1" in client.get(f"/admin/users/emailverification/{verification.pk}/change/").content.decode()
+    assert "550 5.1.1" in client.get(f"/admin/users/outboundemail/{email.pk}/change/").content.decode()
 
 
 # 8 -----------------------------------------------------------------------------------------------
@@ -239,7 +263,7 @@ def _try_signup(person: dict[str, str]) -> bool:
 def test_malformed_argument_and_deleted_user_skip_retry_and_log_once(signup_data, broker, start_worker, smtp_server):
     person = signup_data()
     with transaction.atomic():
-        user = services.user_create(**person)
+        user = signup.user_create(**person)
         user_id = user.pk
     User.objects.filter(pk=user_id).delete()  # gone before the worker gets to it
     send_verify_email.send("not-an-id")
@@ -249,7 +273,7 @@ def test_malformed_argument_and_deleted_user_skip_retry_and_log_once(signup_data
     assert worker.terminate() == 0
     output = worker.output()
     assert output.count("skip retry: malformed argument") == 1
-    assert output.count("skip retry: verification") == 1
+    assert output.count("skip retry: no email for") == 1  # the user and their email are gone
     assert "Retrying message" not in output
     assert smtp_server.attempts == 0
 
@@ -290,9 +314,9 @@ def test_sigterm_finishes_the_email_in_flight_and_returns_the_prefetched(
     wait_for(lambda: "Shutting down..." in worker.output(), what="the worker to stop taking messages")
     smtp_server.data_gate.set()  # the email in flight completes during the shutdown
     assert worker.process.wait(timeout=60) == 0
-    assert EmailVerification.objects.filter(state="sent").count() == 1  # finished, not cut off
+    assert OutboundEmail.objects.filter(state="sent").count() == 1  # finished, not cut off
     assert len(smtp_server.messages) == 1
-    assert not EmailVerification.objects.filter(state="sending").exists()
+    assert not OutboundEmail.objects.filter(state="sending").exists()
     # The others went back to Redis, not lost: a new worker sends each of them once.
     start_worker(threads=2)
     _sent(4)

@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
 from conftest import WorkerProcess, free_port, wait_for, worker_env
-from users.models import EmailVerification
+from users.models import OutboundEmail
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -24,23 +24,59 @@ def _samples(text: str, name: str) -> dict[str, float]:
     }
 
 
-def test_web_metrics_show_requests_queue_depth_and_verification_states(client, signup_data, redis_broker):
+def _scrape(client, path: str = "/metrics", token: str | None = None) -> dict[str, float]:
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {token}"} if token else {}
+    response = client.get(path, **headers)
+    assert response.status_code == 200, response.status_code
+    return _samples(response.content.decode(), "")
+
+
+# Series that measure time (not who signed up), and Python's own bookkeeping.
+_CLOCK_OR_RUNTIME = ("_sum", "_created", "_bucket", "process_", "python_gc_", "python_info")
+
+
+def _moves(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {
+        name: after.get(name, 0.0) - before.get(name, 0.0)
+        for name in set(before) | set(after)
+        if not any(part in name for part in _CLOCK_OR_RUNTIME) and after.get(name, 0.0) != before.get(name, 0.0)
+    }
+
+
+def test_public_metrics_move_alike_for_a_new_and_a_registered_address(client, signup_data, redis_broker, no_throttling):
+    owner = signup_data()
+    api = APIClient()
+    assert api.post("/api/users/", owner, format="json").status_code == 201
+
+    def moves_of(body: dict, url: str = "/api/users/") -> dict[str, float]:
+        before = _scrape(client)
+        api.post(url, body, format="json")
+        return _moves(before, _scrape(client))
+
+    new = moves_of(signup_data())
+    registered = moves_of(signup_data(email=owner["email"].upper()))
+    assert new == registered and new  # requests, responses by status: the same series, the same steps
+    assert not [name for name in _scrape(client) if name.startswith("simplebank_")]
+    resend_new = moves_of({"email": "nobody@example.com"}, "/api/users/resend-verification/")
+    resend_registered = moves_of({"email": owner["email"]}, "/api/users/resend-verification/")
+    assert resend_new == resend_registered
+
+
+def test_operator_metrics_need_the_token_and_show_queues_and_emails(client, signup_data, redis_broker, settings):
+    assert client.get("/metrics/operator").status_code == 404  # not served without METRICS_TOKEN
+    settings.METRICS_TOKEN = "scrape-secret-0123456789"
+    assert client.get("/metrics").status_code == 403
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 403
+    assert _scrape(client, token=settings.METRICS_TOKEN)  # the request series, with the token
+    assert client.get("/metrics/operator").status_code == 403
+
     assert APIClient().post("/api/users/", signup_data(), format="json").status_code == 201  # no worker runs
-    text = client.get("/metrics").content.decode()
-    assert _samples(text, "simplebank_queue_messages")['simplebank_queue_messages{queue="critical"}'] == 1.0
-    assert _samples(text, "simplebank_dead_letters")['simplebank_dead_letters{queue="critical"}'] == 0.0
-    states = _samples(text, "simplebank_verification_emails")
-    assert states['simplebank_verification_emails{state="pending"}'] == 1.0
-    assert states['simplebank_verification_emails{state="sent"}'] == 0.0
-    assert (
-        _samples(text, "simplebank_verification_oldest_unsent_age_seconds")[
-            "simplebank_verification_oldest_unsent_age_seconds"
-        ]
-        > 0
-    )
-    posts = _samples(text, "django_http_requests_total_by_method_total")
-    assert posts['django_http_requests_total_by_method_total{method="POST"}'] >= 1
-    assert "django_http_requests_latency_seconds_by_view_method_bucket" in text
+    text = _scrape(client, "/metrics/operator", settings.METRICS_TOKEN)
+    assert text['simplebank_queue_messages{queue="critical"}'] == 1.0
+    assert text['simplebank_dead_letters{queue="critical"}'] == 0.0
+    assert text['simplebank_emails{kind="verification",state="pending"}'] == 1.0
+    assert text['simplebank_emails{kind="verification",state="sent"}'] == 0.0
+    assert text["simplebank_email_oldest_unsent_age_seconds"] > 0
 
 
 def test_worker_metrics_and_one_request_id_from_signup_to_inbox(signup_data, smtp_server, redis_broker, tmp_path):
@@ -61,7 +97,7 @@ def test_worker_metrics_and_one_request_id_from_signup_to_inbox(signup_data, smt
         response = APIClient().post("/api/users/", person, format="json", HTTP_X_REQUEST_ID="trace-7f3a9c")
         assert response.status_code == 201 and response["X-Request-ID"] == "trace-7f3a9c"
         wait_for(lambda: smtp_server.to(person["email"]), what="the email")
-        wait_for(lambda: EmailVerification.objects.filter(state="sent").exists(), what="row sent")
+        wait_for(lambda: OutboundEmail.objects.filter(state="sent").exists(), what="row sent")
 
         def logged() -> list[dict]:
             # Worker processes log through a pipe that the parent copies to its output, so the line can
@@ -71,7 +107,7 @@ def test_worker_metrics_and_one_request_id_from_signup_to_inbox(signup_data, smt
 
         [processed] = wait_for(logged, what="the 'processed task' log line")
         assert processed["request_id"] == "trace-7f3a9c" and processed["email"] == person["email"]
-        assert processed["level"] == "INFO" and processed["logger"] == "tasks.tasks"
+        assert processed["level"] == "INFO" and processed["logger"] == "users.tasks"
 
         def exported() -> str:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as answer:

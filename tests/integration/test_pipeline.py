@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 from conftest import html_links_in, links_in, wait_for
 from tasks import send_verify_email
 from users import tokens
-from users.models import EmailVerification, User
+from users.models import OutboundEmail, User
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -29,8 +29,9 @@ def fast_retries(monkeypatch):
     monkeypatch.setitem(send_verify_email.options, "max_backoff", 200)
 
 
-def _verification(username: str) -> EmailVerification:
-    return EmailVerification.objects.get(user__username=username)
+def _verification(username: str) -> OutboundEmail:
+    """The user's verification email (its delivery record; ``verification_id`` is the link's id)."""
+    return OutboundEmail.objects.get(user__username=username, kind="verification")
 
 
 def test_signup_email_link_verified(api, signup_data, smtp_server, worker):
@@ -47,8 +48,8 @@ def test_signup_email_link_verified(api, signup_data, smtp_server, worker):
     verification = wait_for(
         lambda: _verification(data["username"]) if _verification(data["username"]).sent_at else None
     )
-    assert email_id == verification.pk and verification.state == "sent"
-    assert message["Message-ID"].startswith(f"<verify-email.{email_id}.")
+    assert email_id == verification.verification_id and verification.state == "sent"
+    assert message["Message-ID"] == verification.message_id
 
     verified = api.post("/api/verify-email/", {"email_id": email_id, "secret_code": code}, format="json")
     assert verified.status_code == 200 and verified.json() == {"is_verified": True}
@@ -61,7 +62,7 @@ def test_signup_email_link_verified(api, signup_data, smtp_server, worker):
 def test_the_message_in_redis_carries_the_verification_id_and_nothing_else(api, signup_data, redis_broker):
     data = signup_data()
     assert api.post("/api/users/", data, format="json").status_code == 201  # no worker: it waits in Redis
-    verification = _verification(data["username"])
+    verification = _verification(data["username"]).verification
     [raw] = redis_broker.client.hvals(f"{redis_broker.namespace}:critical.msgs")
     message = Message.decode(raw)
     assert (message.actor_name, message.args, message.kwargs) == ("send_verify_email", (verification.pk,), {})
@@ -75,7 +76,7 @@ def test_many_signups_each_get_exactly_one_email(api, signup_data, smtp_server, 
     for data in people:
         assert api.post("/api/users/", data, format="json").status_code == 201
     wait_for(lambda: len(smtp_server.messages) >= len(people), what="20 emails")
-    wait_for(lambda: EmailVerification.objects.filter(state="sent").count() == len(people), what="all marked sent")
+    wait_for(lambda: OutboundEmail.objects.filter(state="sent").count() == len(people), what="all marked sent")
     assert sorted(str(m["To"]) for m in smtp_server.messages) == sorted(d["email"] for d in people)
 
 
@@ -99,14 +100,14 @@ def test_smtp_550_fails_at_once_and_the_admin_says_why(api, client, signup_data,
     # Aborted, not retried: the message sits in the dead-letter set with no retry count.
     [dead_id] = wait_for(lambda: redis_broker.client.zrange(f"{redis_broker.namespace}:critical.XQ", 0, -1))
     dead = Message.decode(redis_broker.client.hget(f"{redis_broker.namespace}:critical.XQ.msgs", dead_id))
-    assert dead.args == (verification.pk,) and dead.options.get("retries") is None
+    assert dead.args == (verification.verification_id,) and dead.options.get("retries") is None
     assert smtp_server.messages == []
 
     admin = User.objects.create_superuser(username="ops", email="ops@example.com", password="pw", full_name="Ops")
     client.force_login(admin)
     page = client.get("/admin/users/user/?verification_state=failed").content.decode()
     assert data["username"] in page and "failed" in page
-    detail = client.get(f"/admin/users/emailverification/{verification.pk}/change/").content.decode()
+    detail = client.get(f"/admin/users/outboundemail/{verification.pk}/change/").content.decode()
     assert "550 5.1.1" in detail
 
 

@@ -1,6 +1,6 @@
 """The worker as operators run it, and the sign-up path when Redis is down.
 
-``python manage.py rundramatiq`` runs as a real subprocess (discovery of ``tasks.tasks``
+``python manage.py rundramatiq`` runs as a real subprocess (discovery of ``users.tasks``
 included); the Redis outage uses a private ``redis-server`` the test starts and stops.
 """
 
@@ -13,8 +13,8 @@ from dramatiq.brokers.redis import RedisBroker
 from rest_framework.test import APIClient
 
 from conftest import WorkerProcess, configured_middleware, links_in, swapped_broker, wait_for, worker_env
-from users import services
-from users.models import EmailVerification, User
+from users import dispatch
+from users.models import EmailVerification, OutboundEmail, User
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -27,12 +27,12 @@ def test_rundramatiq_discovers_the_actor_and_delivers(signup_data, smtp_server, 
         assert APIClient().post("/api/users/", data, format="json").status_code == 201
         [message] = wait_for(lambda: smtp_server.to(data["email"]), timeout=60, what="email from the worker process")
         [(_, email_id, code)] = links_in(message)
-        wait_for(lambda: EmailVerification.objects.get(pk=email_id).state == "sent", what="row marked sent")
+        wait_for(lambda: OutboundEmail.objects.get(verification_id=email_id).state == "sent", what="row marked sent")
         exit_code = worker.terminate()
     finally:
         worker.stop_quietly()
     output = worker.output()
-    assert "tasks.tasks" in output  # django-dramatiq found our actor module
+    assert "users.tasks" in output  # django-dramatiq found our actor module
     assert "processed task" in output and data["email"] in output
     assert code not in output  # the secret never reaches the logs
     assert exit_code == 0, output[-2000:]
@@ -49,12 +49,12 @@ def test_redis_down_at_commit_still_answers_201_and_keeps_the_email_pending(
     )
     with swapped_broker(broker):
         data = signup_data()
-        with caplog.at_level(logging.WARNING, logger="users.services"):
+        with caplog.at_level(logging.WARNING, logger="users.dispatch"):
             response = APIClient().post("/api/users/", data, format="json")
         assert response.status_code == 201
         assert User.objects.filter(username=data["username"]).exists()
         verification = EmailVerification.objects.get(user__username=data["username"])
-        assert verification.state == "pending"
+        assert OutboundEmail.objects.get(verification=verification).state == "pending"
         assert any(r.getMessage().startswith("enqueue failed") for r in caplog.records)
 
         # Redis is back; dispatching the committed row again (what the redispatch sweep does)
@@ -63,8 +63,8 @@ def test_redis_down_at_commit_still_answers_201_and_keeps_the_email_pending(
         worker = dramatiq.Worker(broker, worker_timeout=50, worker_threads=1)
         worker.start()
         try:
-            services.verification_dispatch(verification.pk)
-            services.verification_dispatch(verification.pk)  # a second sweep before the first ran
+            dispatch.enqueue(dispatch.SEND_VERIFY_EMAIL, verification.pk)
+            dispatch.enqueue(dispatch.SEND_VERIFY_EMAIL, verification.pk)  # a second sweep before the first ran
             wait_for(lambda: smtp_server.to(data["email"]), what="the email once Redis is back")
             broker.join("critical")
             worker.join()

@@ -9,8 +9,8 @@ from django.contrib.auth.hashers import Argon2PasswordHasher
 from rest_framework.test import APIClient
 
 from conftest import expire_cooldowns, links_in, message_text, wait_for
-from users import services
-from users.models import EmailVerification, User
+from users.models import OutboundEmail, User
+from users.services import signup
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -60,14 +60,17 @@ def test_existing_email_is_indistinguishable_and_gets_a_notice(
     gap = abs(new_median - existing_median)
     print(f"median new={new_median:.1f} ms existing={existing_median:.1f} ms gap={gap:.1f} ms")
     assert gap < max(15.0, 0.25 * new_median), (new_median, existing_median)
-    assert User.objects.filter(email__iexact="owner@example.com").count() == 1
+    assert User.objects.filter(email_canonical="owner@example.com").count() == 1
 
     # The owner hears about it once per cooldown, with no verification link in it.
     notices = wait_for(
         lambda: [m for m in smtp_server.to("owner@example.com") if "already has an account" in message_text(m)],
         what="the account-exists notice",
     )
-    wait_for(lambda: EmailVerification.objects.filter(state="sent").count() == 21, what="the 20 new sign-ups' emails")
+    wait_for(
+        lambda: OutboundEmail.objects.filter(kind="verification", state="sent").count() == 21,
+        what="the 20 new sign-ups' emails",
+    )
     assert len(notices) == 1
     assert links_in(notices[0]) == [] and "secret_code" not in notices[0].as_string()
     assert "/verify-email/resend/" in message_text(notices[0])
@@ -86,7 +89,7 @@ def test_resend_storm_sends_one_email_and_answers_alike(api, signup_data, smtp_s
     assert {a.status_code for a in answers} == {202}
     assert len({a.content for a in answers}) == 1
     wait_for(lambda: len(smtp_server.to(person["email"])) >= 2, what="the new link")
-    wait_for(lambda: EmailVerification.objects.filter(state="sent").count() == 1, what="the new row sent")
+    wait_for(lambda: OutboundEmail.objects.filter(state="sent").count() == 2, what="the new email sent")
     [first, second] = smtp_server.to(person["email"])
     [(_, old_id, old_code)] = links_in(first)
     [(_, new_id, new_code)] = links_in(second)
@@ -113,7 +116,7 @@ def test_resend_for_unknown_or_verified_addresses_answers_the_same_and_sends_not
     assert {a.status_code for a in answers} == {202} and answers[0].content == answers[1].content
     # A control request that does send proves the worker was running while we looked.
     person = signup_data()
-    services.user_create(**person)
+    signup.user_create(**person)
     wait_for(lambda: smtp_server.to(person["email"]), what="the control email")
     assert smtp_server.to("nobody@example.com") == [] and smtp_server.to(verified.email) == []
 

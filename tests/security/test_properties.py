@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
-from users.models import EmailVerification, User
+from users.models import EmailVerification, OutboundEmail, User
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_throttling")]
 
@@ -22,8 +22,10 @@ HYPOTHESIS = settings(max_examples=60, deadline=None, suppress_health_check=[Hea
 
 
 def _consistent() -> None:
+    """Every user has exactly one link and its one email; nothing else was written."""
     assert User.objects.count() == EmailVerification.objects.values("user").distinct().count()
     assert EmailVerification.objects.count() == User.objects.count()
+    assert OutboundEmail.objects.filter(kind="verification").count() == User.objects.count()
 
 
 @HYPOTHESIS

@@ -5,12 +5,15 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.conf import settings
+from django.db import connections
 from rest_framework.test import APIClient
 
 from conftest import database_url, free_port, wait_for
@@ -120,12 +123,35 @@ def test_resend_is_limited_per_address_whoever_asks(settings):
     assert api.post(url, {"email": "other@example.com"}, format="json").status_code == 202
 
 
-def test_throttles_fail_open_when_the_cache_is_down(settings, signup_data):
+def test_with_the_cache_down_requests_are_answered_and_limited_in_this_process(settings, signup_data, caplog):
     settings.CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
-            "OPTIONS": {"socket_connect_timeout": 0.5},
-        }
+        "default": settings.CACHES["default"]
+        | {"LOCATION": f"redis://127.0.0.1:{free_port()}/0", "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5}}
+    }  # nothing listens there
+    settings.REST_FRAMEWORK = settings.REST_FRAMEWORK | {
+        "DEFAULT_THROTTLE_RATES": settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] | {"signup": "3/min"}
     }
-    assert APIClient().post("/api/users/", signup_data(), format="json").status_code == 201
+    statuses = [APIClient().post("/api/users/", signup_data(), format="json").status_code for _ in range(4)]
+    assert statuses == [201, 201, 201, 429]
+    assert any("throttle cache unreachable" in r.getMessage() for r in caplog.records)
+
+
+def test_concurrent_requests_never_pass_a_limit_together(settings):
+    """45 requests at once from one address against 20/min: exactly 20 get through (an atomic
+    INCR per request; DRF's read-then-write history let all 45 pass)."""
+    settings.REST_FRAMEWORK = settings.REST_FRAMEWORK | {
+        "DEFAULT_THROTTLE_RATES": settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] | {"verify": "20/min"}
+    }
+    start = threading.Barrier(45)
+
+    def attempt(_: int) -> int:
+        start.wait(timeout=30)
+        body = {"email_id": 1, "secret_code": "not-a-code"}
+        try:
+            return APIClient().post("/api/verify-email/", body, format="json").status_code
+        finally:
+            connections.close_all()  # this thread's own connection
+
+    with ThreadPoolExecutor(max_workers=45) as pool:
+        statuses = list(pool.map(attempt, range(45)))
+    assert statuses.count(400) == 20 and statuses.count(429) == 25, statuses

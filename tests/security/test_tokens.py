@@ -11,7 +11,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from conftest import links_in, wait_for
-from users.models import EmailVerification, User
+from users.models import EmailVerification, OutboundEmail, User
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -23,7 +23,7 @@ def _signed_up_with_link(signup_data, smtp_server) -> tuple[dict, int, str]:
     assert APIClient().post("/api/users/", person, format="json").status_code == 201
     [message] = wait_for(lambda: smtp_server.to(person["email"]), what="the verification email")
     [(_, email_id, code)] = links_in(message)
-    wait_for(lambda: EmailVerification.objects.get(pk=email_id).state == "sent", what="row sent")
+    wait_for(lambda: OutboundEmail.objects.get(verification_id=email_id).state == "sent", what="row sent")
     return person, email_id, code
 
 

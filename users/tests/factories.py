@@ -1,7 +1,8 @@
 import factory
+from django.db import transaction
 
-from users import services
-from users.models import User
+from users.models import OutboundEmail, User
+from users.services import delivery, links
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -24,4 +25,18 @@ def create_verification(user: User | None = None):
     """A user and a verification, through the service (in ``transaction=True`` tests its message
     is queued on commit, as in production; in plain ``django_db`` tests it is not)."""
     user = user or UserFactory()
-    return services.verification_create(user=user)
+    with transaction.atomic():
+        links.verifications_supersede(user=user, reason="replaced by a newer link")
+        return links.verification_insert(user=user, email=user.email)
+
+
+def email_of(verification) -> OutboundEmail:
+    """The delivery record of a verification link's email."""
+    return OutboundEmail.objects.get(verification_id=verification.pk)
+
+
+def create_notice(user: User | None = None, *, kind: str = OutboundEmail.Kind.ACCOUNT_EXISTS) -> OutboundEmail:
+    """An email of a kind without a link, through the engine (queued on commit)."""
+    user = user or UserFactory()
+    with transaction.atomic():
+        return delivery.email_queue(kind=kind, user=user, recipient=user.email)

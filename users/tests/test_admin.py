@@ -3,9 +3,9 @@
 import pytest
 
 from tasks import send_verify_email
-from users import services
-from users.models import EmailVerification, User
-from users.tests.factories import UserFactory, create_verification
+from users.models import OutboundEmail, User
+from users.services import delivery
+from users.tests.factories import UserFactory, create_notice, create_verification, email_of
 
 pytestmark = pytest.mark.django_db
 
@@ -19,7 +19,7 @@ def staff_client(client):
 
 def test_user_list_shows_verification_state_and_filters(staff_client):
     sent = create_verification(UserFactory(username="sentuser"))
-    services.verification_send(verification_id=sent.pk)
+    delivery.deliver(verification_id=sent.pk)
     create_verification(UserFactory(username="pendinguser"))
     page = staff_client.get("/admin/users/user/").content.decode()
     assert "sentuser" in page and "pendinguser" in page
@@ -35,8 +35,12 @@ def test_user_page_shows_history_without_the_secret(staff_client):
     page = staff_client.get(f"/admin/users/user/{verification.user_id}/change/").content.decode()
     assert verification.email in page and "pending" in page
     assert verification.nonce not in page
-    detail = staff_client.get(f"/admin/users/emailverification/{verification.pk}/change/").content.decode()
-    assert verification.nonce not in detail
+    for url in (
+        f"/admin/users/emailverification/{verification.pk}/change/",
+        f"/admin/users/outboundemail/{email_of(verification).pk}/change/",
+    ):
+        detail = staff_client.get(url).content.decode()
+        assert verification.nonce not in detail and "secret_code" not in detail
 
 
 def test_resend_action_replaces_the_link(staff_client, django_capture_on_commit_callbacks):
@@ -48,8 +52,8 @@ def test_resend_action_replaces_the_link(staff_client, django_capture_on_commit_
     assert response.status_code == 302
     assert len(callbacks) == 1
     first.refresh_from_db()
-    assert first.state == "superseded"
-    assert EmailVerification.objects.filter(user_id=first.user_id, state="pending").count() == 1
+    assert first.state == "superseded" and email_of(first).state == "superseded"
+    assert OutboundEmail.objects.filter(user_id=first.user_id, state="pending").count() == 1
 
 
 def test_admin_requires_staff(client):
@@ -61,22 +65,20 @@ def test_admin_requires_staff(client):
 def test_failed_verifications_are_listed_with_their_error_and_can_be_retried(
     staff_client, django_capture_on_commit_callbacks
 ):
-    failed = create_verification()
-    EmailVerification.objects.filter(pk=failed.pk).update(state="failed", last_error="550 5.1.1 User unknown")
-    page = staff_client.get("/admin/users/emailverification/?state__exact=failed").content.decode()
-    assert failed.email in page and "550 5.1.1 User unknown" in page
+    verification = create_verification()
+    failed = email_of(verification)
+    OutboundEmail.objects.filter(pk=failed.pk).update(state="failed", last_error="550 5.1.1 User unknown")
+    page = staff_client.get("/admin/users/outboundemail/?state__exact=failed").content.decode()
+    assert failed.recipient in page and "550 5.1.1 User unknown" in page
     assert f'href="/admin/users/user/{failed.user_id}/change/"' in page
     assert (
-        "550 5.1.1 User unknown"
-        in staff_client.get(f"/admin/users/emailverification/{failed.pk}/change/").content.decode()
+        "550 5.1.1 User unknown" in staff_client.get(f"/admin/users/outboundemail/{failed.pk}/change/").content.decode()
     )
     with django_capture_on_commit_callbacks() as callbacks:
-        staff_client.post(
-            "/admin/users/emailverification/", {"action": "retry_failed", "_selected_action": [failed.pk]}
-        )
+        staff_client.post("/admin/users/outboundemail/", {"action": "retry_failed", "_selected_action": [failed.pk]})
     assert len(callbacks) == 1
-    row = EmailVerification.objects.get(pk=failed.pk)
-    assert row.state == "pending" and row.nonce == failed.nonce  # same link
+    row = OutboundEmail.objects.get(pk=failed.pk)
+    assert row.state == "pending" and row.verification.nonce == verification.nonce  # same link
 
 
 def test_queue_overview_shows_depths_dead_letters_and_states(staff_client, redis_broker):
@@ -87,6 +89,13 @@ def test_queue_overview_shows_depths_dead_letters_and_states(staff_client, redis
     page = staff_client.get("/admin/queues/").content.decode()
     assert "<td>critical</td><td>1</td>" in page
     assert "pending" in page and "Oldest email not sent yet" in page
+
+
+def test_queue_overview_says_so_when_nothing_waits(staff_client, redis_broker):
+    notice = create_notice()
+    OutboundEmail.objects.filter(pk=notice.pk).update(state="sent")
+    page = staff_client.get("/admin/queues/").content.decode()
+    assert "Every email has gone out" in page and "0 s old" not in page
 
 
 def test_queue_overview_is_for_staff_only(client):

@@ -4,7 +4,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from users import tokens
-from users.models import EmailVerification, User
+from users.models import OutboundEmail, User
 from users.tests.factories import create_verification
 
 pytestmark = pytest.mark.django_db
@@ -26,7 +26,7 @@ def test_signup_returns_201_with_public_fields_only(api, signup_data, django_cap
     assert data["password"] not in response.content.decode()
     assert "pbkdf2" not in response.content.decode() and "md5" not in response.content.decode()
     assert len(callbacks) == 1
-    assert EmailVerification.objects.filter(user__username=data["username"], state="pending").exists()
+    assert OutboundEmail.objects.filter(user__username=data["username"], kind="verification", state="pending").exists()
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,11 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
-from tasks.tasks import send_verify_email
-from users import services
-from users.models import EmailVerification, User
+from tasks import send_verify_email
+from users.models import EmailVerification, OutboundEmail, User
+from users.services import delivery, emails
+from users.tasks import send_email
+from users.tests.factories import create_notice
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -20,46 +22,58 @@ def test_an_api_signup_costs_six_statements(signup_data, stub_broker, no_throttl
     with CaptureQueriesContext(connection) as captured:
         response = APIClient().post("/api/users/", signup_data(), format="json")
     assert response.status_code == 201
-    # username free? address known? then the user and its verification in one transaction
-    assert _statements(captured) == ["(SELECT", "SELECT", "BEGIN", "INSERT", "INSERT", "COMMIT"], (
+    # username free and address unknown (one statement on the two unique indexes), then the user,
+    # its link and the link's email in one transaction
+    assert _statements(captured) == ["(SELECT", "BEGIN", "INSERT", "INSERT", "INSERT", "COMMIT"], (
         captured.captured_queries
     )
 
 
-def test_sending_one_verification_email_costs_three_statements(signup_data, stub_broker, no_throttling):
+def test_sending_one_verification_email_costs_two_statements(signup_data, stub_broker, no_throttling):
     assert APIClient().post("/api/users/", signup_data(), format="json").status_code == 201
     verification = EmailVerification.objects.get()
     with CaptureQueriesContext(connection) as captured:
         send_verify_email(verification.pk)  # the actor's body, as the worker runs it
-    assert EmailVerification.objects.get().state == "sent"
-    # claim (conditional UPDATE returning the row and its user), mark sent (fenced UPDATE)
+    assert OutboundEmail.objects.get().state == "sent"
+    # claim (conditional UPDATE returning the row, its user and its link), mark sent (fenced UPDATE)
+    assert _statements(captured) == ["UPDATE", "UPDATE"], captured.captured_queries
+
+
+def test_sending_a_notice_costs_two_statements_too(stub_broker):
+    notice = create_notice()
+    with CaptureQueriesContext(connection) as captured:
+        send_email(notice.pk)
+    assert OutboundEmail.objects.get(pk=notice.pk).state == "sent"
     assert _statements(captured) == ["UPDATE", "UPDATE"], captured.captured_queries
 
 
 def test_without_update_returning_an_email_costs_one_more_read(signup_data, stub_broker, no_throttling, monkeypatch):
-    monkeypatch.setattr(services, "_update_returning_supported", lambda: False)  # e.g. SQLite
+    monkeypatch.setattr(delivery, "update_returning_supported", lambda: False)  # e.g. SQLite
     assert APIClient().post("/api/users/", signup_data(), format="json").status_code == 201
     verification = EmailVerification.objects.get()
     with CaptureQueriesContext(connection) as captured:
         send_verify_email(verification.pk)
-    assert EmailVerification.objects.get().state == "sent"
+    assert OutboundEmail.objects.get().state == "sent"
     assert _statements(captured) == ["UPDATE", "SELECT", "UPDATE"], captured.captured_queries
 
 
-def test_both_claims_load_the_same_row_and_user(signup_data, stub_broker, no_throttling, monkeypatch):
+def test_both_claims_load_the_same_row_user_and_link(signup_data, stub_broker, no_throttling, monkeypatch):
     from datetime import timedelta
 
     from django.utils import timezone
 
-    def claim(returning: bool) -> tuple[dict, dict]:
-        EmailVerification.objects.update(state="pending")
-        monkeypatch.setattr(services, "_update_returning_supported", lambda: returning)
+    def claim(returning: bool) -> tuple[dict, dict, dict]:
+        OutboundEmail.objects.update(state="pending")
+        monkeypatch.setattr(delivery, "update_returning_supported", lambda: returning)
         now = timezone.now()
-        claimed = services._claim_update(verification.pk, now, now - timedelta(minutes=3))
+        claimed = delivery._claim_update({"verification_id": verification.pk}, now, now - timedelta(minutes=3))
         assert claimed is not None
-        fields = {f.attname: getattr(claimed, f.attname) for f in EmailVerification._meta.concrete_fields}
-        user = {f.attname: getattr(claimed.user, f.attname) for f in User._meta.concrete_fields}
-        return fields | {"claimed_at": None, "attempts": None}, user
+
+        def fields(obj, model) -> dict:
+            return {f.attname: getattr(obj, f.attname) for f in model._meta.concrete_fields}
+
+        email = fields(claimed, OutboundEmail) | {"claimed_at": None, "attempts": None}
+        return email, fields(claimed.user, User), fields(claimed.verification, EmailVerification)
 
     assert APIClient().post("/api/users/", signup_data(), format="json").status_code == 201
     verification = EmailVerification.objects.get()
@@ -69,9 +83,7 @@ def test_both_claims_load_the_same_row_and_user(signup_data, stub_broker, no_thr
 def test_the_worker_boot_warm_up_touches_no_table_and_sends_nothing(mailoutbox):
     from django.conf import settings
 
-    from users import services
-
-    assert "tasks.middleware.WarmUp" in settings.DRAMATIQ_BROKER["MIDDLEWARE"]
+    assert "users.worker_middleware.WarmUp" in settings.DRAMATIQ_BROKER["MIDDLEWARE"]
     with CaptureQueriesContext(connection) as captured:
-        services.emails_warm_up()
+        emails.warm_up()
     assert captured.captured_queries == [] and mailoutbox == []

@@ -1,4 +1,4 @@
-"""The redispatch sweep: which verifications it queues again, fails, or leaves alone."""
+"""The redispatch sweep: which emails (of every kind) it queues again, fails, or leaves alone."""
 
 from datetime import timedelta
 
@@ -7,22 +7,24 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from users import services
-from users.models import EmailVerification
-from users.tests.factories import create_verification
+from users.errors import PermanentSendError
+from users.models import OutboundEmail
+from users.services import delivery
+from users.tests.factories import create_notice, create_verification, email_of
 
 pytestmark = pytest.mark.django_db
 
-State = EmailVerification.State
+State = OutboundEmail.State
 
 
 def _age(verification, **fields):
-    EmailVerification.objects.filter(pk=verification.pk).update(**fields)
+    OutboundEmail.objects.filter(verification_id=verification.pk).update(**fields)
 
 
-def _queued_ids(broker) -> list[int]:
+def _queued(broker) -> list[tuple[str, int]]:
     queue = broker.queues.get("critical")
-    return sorted(dramatiq.Message.decode(m).args[0] for m in (queue.queue if queue else []))
+    messages = [dramatiq.Message.decode(m) for m in (queue.queue if queue else [])]
+    return sorted((m.actor_name, m.args[0]) for m in messages)
 
 
 def test_sweep_queues_what_should_have_gone_and_nothing_else(stub_broker, settings):
@@ -45,21 +47,25 @@ def test_sweep_queues_what_should_have_gone_and_nothing_else(stub_broker, settin
     _age(expired, dispatched_at=old, expires_at=now - timedelta(seconds=1))
     worn_out = create_verification()
     _age(worn_out, dispatched_at=old, attempts=settings.VERIFY_EMAIL_MAX_ATTEMPTS, claimed_at=now - timedelta(hours=1))
+    lost_notice = create_notice()  # an "account exists" notice whose message was lost: same promise
+    OutboundEmail.objects.filter(pk=lost_notice.pk).update(dispatched_at=old)
 
-    untouched = [fresh, retry_waiting, busy, sent]
-    before = {v.pk: EmailVerification.objects.values_list("state", "dispatched_at").get(pk=v.pk) for v in untouched}
+    untouched = [email_of(v) for v in (fresh, retry_waiting, busy, sent)]
+    before = {e.pk: OutboundEmail.objects.values_list("state", "dispatched_at").get(pk=e.pk) for e in untouched}
 
-    counts = services.verification_redispatch_due()
+    counts = delivery.redispatch_due()
 
-    assert counts == {"redispatched": 3, "expired": 1, "gave_up": 1}
-    assert _queued_ids(stub_broker) == sorted([lost.pk, retry_lost.pk, dead_worker.pk])
-    assert EmailVerification.objects.get(pk=expired.pk).state == State.FAILED
-    worn = EmailVerification.objects.get(pk=worn_out.pk)
+    assert counts == {"redispatched": 4, "expired": 1, "gave_up": 1}
+    assert _queued(stub_broker) == sorted(
+        [("send_verify_email", v.pk) for v in (lost, retry_lost, dead_worker)] + [("send_email", lost_notice.pk)]
+    )
+    assert email_of(expired).state == State.FAILED
+    worn = email_of(worn_out)
     assert worn.state == State.FAILED and worn.last_error.startswith("gave up after the attempt limit")
-    after = {v.pk: EmailVerification.objects.values_list("state", "dispatched_at").get(pk=v.pk) for v in untouched}
+    after = {e.pk: OutboundEmail.objects.values_list("state", "dispatched_at").get(pk=e.pk) for e in untouched}
     assert after == before
     # A second pass right away queues nothing more: each row waits REDISPATCH_AFTER again.
-    assert services.verification_redispatch_due()["redispatched"] == 0
+    assert delivery.redispatch_due()["redispatched"] == 0
 
 
 def test_command_prints_the_counts(stub_broker, capsys):
@@ -70,17 +76,19 @@ def test_command_prints_the_counts(stub_broker, capsys):
 def test_attempt_cap_counts_redeliveries(settings):
     verification = create_verification()
     _age(verification, attempts=settings.VERIFY_EMAIL_MAX_ATTEMPTS)
-    with pytest.raises(services.PermanentSendError):
-        services.verification_send(verification_id=verification.pk)
-    assert EmailVerification.objects.get(pk=verification.pk).state == State.FAILED
+    with pytest.raises(PermanentSendError):
+        delivery.deliver(verification_id=verification.pk)
+    assert email_of(verification).state == State.FAILED
 
 
-def test_retry_of_a_failed_verification_sends_the_same_link(django_capture_on_commit_callbacks):
+def test_retry_of_a_failed_email_sends_the_same_link(django_capture_on_commit_callbacks):
     verification = create_verification()
     _age(verification, state=State.FAILED, attempts=3, last_error="550 nope")
+    email = email_of(verification)
     with django_capture_on_commit_callbacks() as callbacks:
-        assert services.verification_retry(verification_id=verification.pk)
+        assert delivery.email_retry(email_id=email.pk)
     assert len(callbacks) == 1
-    row = EmailVerification.objects.get(pk=verification.pk)
-    assert row.state == State.PENDING and row.attempts == 0 and row.nonce == verification.nonce
-    assert not services.verification_retry(verification_id=verification.pk)  # not failed any more
+    row = email_of(verification)
+    assert row.state == State.PENDING and row.attempts == 0
+    assert row.verification.nonce == verification.nonce  # the same link
+    assert not delivery.email_retry(email_id=email.pk)  # not failed any more

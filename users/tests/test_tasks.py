@@ -1,12 +1,12 @@
-"""Unit tests of the actor on a StubBroker with an in-process worker (no Redis, locmem email)."""
+"""Unit tests of the actors on a StubBroker with an in-process worker (no Redis, locmem email)."""
 
 import pytest
 from django.core import mail
 
 from tasks import SkipRetry, send_verify_email
-from tasks.tasks import verify_email_retries_exhausted
-from users.models import EmailVerification
-from users.tests.factories import create_verification
+from users.models import OutboundEmail
+from users.tasks import email_retries_exhausted, send_email
+from users.tests.factories import create_notice, create_verification, email_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,7 +32,17 @@ def test_actor_sends_the_email_and_marks_it_sent(stub_broker, stub_worker):
     verification = create_verification()
     _run(stub_broker, verification.pk)
     assert [m.to for m in mail.outbox] == [[verification.email]]
-    assert EmailVerification.objects.get(pk=verification.pk).state == "sent"
+    assert email_of(verification).state == "sent"
+
+
+def test_send_email_sends_a_notice_by_its_id_once(stub_broker, stub_worker):
+    notice = create_notice()
+    for _ in range(2):
+        send_email.send(notice.pk)
+        stub_broker.join(send_email.queue_name, fail_fast=False)
+    assert [m.to for m in mail.outbox] == [[notice.recipient]]
+    assert OutboundEmail.objects.get(pk=notice.pk).state == "sent"
+    assert stub_broker.dead_letters == []
 
 
 def test_redelivered_message_does_not_mail_twice(stub_broker, stub_worker):
@@ -61,14 +71,14 @@ def test_deleted_user_fails_at_once_without_retries(stub_broker, stub_worker):
     assert mail.outbox == []
 
 
-def test_retries_exhausted_marks_the_verification_failed():
-    verification = create_verification()
-    message = send_verify_email.message(verification.pk)
-    data = message.asdict() | {"options": {"traceback": "Traceback...\nSMTPServerDisconnected: gone"}}
-    verify_email_retries_exhausted(data, {"retries": 8, "max_retries": 8})
-    verification.refresh_from_db()
-    assert verification.state == "failed"
-    assert verification.last_error == "gave up after 9 attempts: SMTPServerDisconnected: gone"
+def test_retries_exhausted_marks_the_email_failed():
+    verification, notice = create_verification(), create_notice()
+    for message in (send_verify_email.message(verification.pk), send_email.message(notice.pk)):
+        data = message.asdict() | {"options": {"traceback": "Traceback...\nSMTPServerDisconnected: gone"}}
+        email_retries_exhausted(data, {"retries": 8, "max_retries": 8})
+    for email in (email_of(verification), OutboundEmail.objects.get(pk=notice.pk)):
+        assert email.state == "failed"
+        assert email.last_error == "gave up after 9 attempts: SMTPServerDisconnected: gone"
 
 
 def test_retry_policy_fits_inside_the_link_lifetime(settings):

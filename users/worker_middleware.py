@@ -1,4 +1,4 @@
-"""Dramatiq middleware of our own (listed in ``DRAMATIQ_BROKER`` in settings)."""
+"""Dramatiq middleware of the users app (listed in ``DRAMATIQ_BROKER`` in settings)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,6 @@ class WarmUp(Middleware):
     """Render the emails once when a worker process boots, not on the first sign-up it serves."""
 
     def after_process_boot(self, broker: Any) -> None:
-        from users import services  # models: only once the app registry is ready
+        from users.services import emails  # models: only once the app registry is ready
 
-        services.emails_warm_up()
+        emails.warm_up()

@@ -1,0 +1,30 @@
+"""What can go wrong in the users app's use cases, one class each (after ``dramatiq/errors.py``)."""
+
+
+class DeliveryError(Exception):
+    """Base class for the permanent outcomes of sending one email (the actor skips retries)."""
+
+
+class EmailGone(DeliveryError):
+    """The email (or what it is about, or its user) no longer exists."""
+
+
+class EmailNotWanted(DeliveryError):
+    """Sending it would be wrong now: a newer link replaced it, the address changed, or the
+    address was verified already."""
+
+
+class EmailExpired(DeliveryError):
+    """The email's link would already be dead; mailing it would only confuse."""
+
+
+class PermanentSendError(DeliveryError):
+    """The SMTP server refused this email for good (5xx about the recipient or the message)."""
+
+
+class EmailBusy(Exception):
+    """Another delivery holds a fresh claim on this email (the sweep covers it if that one dies)."""
+
+
+class InvalidLink(Exception):
+    """A link's code is wrong, used, expired, replaced or not this row's. One error for all."""

@@ -1,0 +1,168 @@
+# ruff: noqa: RUF002 - the docstring shows the look-alike letters on purpose
+"""What makes two addresses, or two usernames, the same: one stored form of each, and its rules.
+
+**Addresses.** The local part must be plain ASCII (RFC 5321 dot-atom: letters, digits and
+``!#$%&'*+/=?^_`{|}~-`` between dots; no quoted strings, no comments) and at most 64 characters.
+Unicode look-alikes live in the local part (``K`` Kelvin sign, dotless ``ı``, ``İ``, long ``ſ``):
+PostgreSQL's ``LOWER()``/``UPPER()`` and Python's ``lower()`` fold them differently, so any
+case-insensitive comparison of them was an oracle or a way to squat someone's address. Non-ASCII
+local parts also need SMTPUTF8, which most relays and many mailbox providers refuse. So they are
+refused here (a clear ``400``) rather than folded by some rule the database might not share.
+The domain may be typed in Unicode: it is stored as its IDNA A-label (``bücher.de`` →
+``xn--bcher-kva.de``; IDNA's nameprep maps compatibility forms and case), lower-cased. It must be
+a dotted public name: no IP literal (``[127.0.0.1]``), no single label (``localhost``), no
+special-use TLD (``.local``, ``.test``, ``.invalid``, …), a TLD of letters.
+
+So the stored address is pure ASCII, and its canonical form — what uniqueness, look-ups,
+enumeration and cooldowns compare — is simply its lower case, which PostgreSQL (a generated,
+uniquely indexed column, ``users_user.email_canonical``) and Python compute identically.
+
+**Usernames.** NFKC first (fullwidth ``ａｄｍｉｎ`` becomes ``admin``), then ASCII letters, digits and
+``@.+-_`` only, so a Cyrillic ``аdmin`` is refused instead of sitting beside ``admin``; unique
+case-insensitively (``Admin`` is ``admin``) through the generated ``username_canonical``.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from django.contrib.auth.validators import ASCIIUsernameValidator
+from django.core.exceptions import ValidationError
+from django.utils.deconstruct import deconstructible
+
+EMAIL_MAX_LENGTH = 254
+LOCAL_PART_MAX_LENGTH = 64
+USERNAME_MAX_LENGTH = 150
+
+INVALID_EMAIL = "Enter a valid email address."
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_DOT_ATOM = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*\Z")
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
+_TLD = re.compile(r"(?:[a-z]{2,63}|xn--[a-z0-9-]{1,59})\Z")
+# RFC 2606 / 6761 / 6762 special-use names, and private names that never reach the public DNS.
+SPECIAL_USE_TLDS = frozenset(
+    {"alt", "arpa", "corp", "example", "home", "internal", "intranet", "invalid", "lan", "local"}
+    | {"localdomain", "localhost", "onion", "private", "test"}
+)
+
+
+def normalize_email(value: str) -> str:
+    """The stored form of an address: as typed, but the domain as a lower-case A-label.
+
+    Raises ``ValidationError`` for anything that is not a deliverable public address (see the
+    module docstring). Pure ASCII out.
+    """
+    if not isinstance(value, str) or not value or len(value) > EMAIL_MAX_LENGTH * 4:
+        raise ValidationError(INVALID_EMAIL, code="invalid")
+    value = value.strip()
+    local, at, domain = value.rpartition("@")
+    if not at or not local or not domain:
+        raise ValidationError(INVALID_EMAIL, code="invalid")
+    if not local.isascii():
+        raise ValidationError(
+            "Use an address whose part before the @ has only ASCII letters, digits and .!#$%&'*+/=?^_`{|}~-.",
+            code="non_ascii_local_part",
+        )
+    if len(local) > LOCAL_PART_MAX_LENGTH or not _DOT_ATOM.match(local):
+        raise ValidationError(INVALID_EMAIL, code="invalid")
+    domain = _public_domain(domain)
+    address = f"{local}@{domain}"
+    if len(address) > EMAIL_MAX_LENGTH:
+        raise ValidationError(INVALID_EMAIL, code="invalid")
+    return address
+
+
+def _public_domain(domain: str) -> str:
+    if domain.startswith("[") or any(unicodedata.category(ch) in {"Cc", "Cf", "Cs", "Zl", "Zp"} for ch in domain):
+        raise ValidationError(INVALID_EMAIL, code="invalid")
+    try:
+        ascii_domain = domain.rstrip(".").encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        raise ValidationError(INVALID_EMAIL, code="invalid") from None
+    labels = ascii_domain.split(".")
+    if len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
+        raise ValidationError("Use an address at a public domain, such as name@example.com.", code="domain")
+    if not _TLD.match(labels[-1]) or labels[-1] in SPECIAL_USE_TLDS:
+        raise ValidationError("Use an address at a public domain, such as name@example.com.", code="domain")
+    return ascii_domain
+
+
+def canonical_email(value: str) -> str | None:
+    """What two spellings of one address share (``email_canonical``); None if it is not valid."""
+    try:
+        return normalize_email(value).lower()
+    except ValidationError:
+        return None
+
+
+@deconstructible
+class EmailAddressValidator:
+    """Model/form/serializer validator: the address must survive ``normalize_email``."""
+
+    def __call__(self, value: str) -> None:
+        normalize_email(value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, EmailAddressValidator)
+
+
+def normalize_username(value: str) -> str:
+    """NFKC, then the ASCII rule. Raises ``ValidationError``."""
+    if not isinstance(value, str):
+        raise ValidationError("Enter a valid username.", code="invalid")
+    username = unicodedata.normalize("NFKC", value)
+    if not username or len(username) > USERNAME_MAX_LENGTH:
+        raise ValidationError(f"Use 1 to {USERNAME_MAX_LENGTH} characters.", code="invalid")
+    UsernameValidator()(username)
+    return username
+
+
+def canonical_username(value: str) -> str:
+    """What two spellings of one username share (``username_canonical``)."""
+    return unicodedata.normalize("NFKC", value).lower() if isinstance(value, str) else ""
+
+
+@deconstructible
+class UsernameValidator(ASCIIUsernameValidator):
+    message = "Enter a valid username: ASCII letters, digits and @/./+/-/_ only."
+
+
+# --- Names that go into emails and pages -------------------------------------------------------
+_FORBIDDEN_NAME_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+# A scheme (https://, mailto:), "www.", or a dot between letters with no space ("evil.example",
+# "st.john": people write "St. John").
+_LINK_LIKE = re.compile(
+    r"(?:[a-z][a-z0-9+.-]*://|\b(?:mailto|tel|javascript|data):|www\.|[^\W\d_]\.[^\W\d_]{2,})", re.IGNORECASE
+)
+NAME_MAX_LENGTH = 255
+
+
+def normalize_full_name(value: str) -> str:
+    """A person's name as we print it: NFC, single spaces, no control, format or bidi characters,
+    no line breaks and nothing that reads as a link.
+
+    The name is printed in emails and pages; refusing these keeps the bank's own emails from
+    carrying someone else's text ("…\\n\\nYOUR ACCOUNT IS SUSPENDED… https://evil.example").
+    """
+    if not isinstance(value, str):
+        raise ValidationError("Enter your name.", code="invalid")
+    if any(unicodedata.category(ch) in _FORBIDDEN_NAME_CATEGORIES for ch in value):
+        raise ValidationError("Names can't contain line breaks, control or text-direction characters.", code="control")
+    name = " ".join(unicodedata.normalize("NFC", value).split())
+    if not name:
+        raise ValidationError("Enter your name.", code="required")
+    if len(name) > NAME_MAX_LENGTH:
+        raise ValidationError(f"Use at most {NAME_MAX_LENGTH} characters.", code="max_length")
+    if _LINK_LIKE.search(name) or "@" in name:
+        raise ValidationError("Names can't contain web or email addresses.", code="link")
+    return name
+
+
+@deconstructible
+class FullNameValidator:
+    def __call__(self, value: str) -> None:
+        normalize_full_name(value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FullNameValidator)

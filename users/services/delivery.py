@@ -1,0 +1,402 @@
+"""The delivery engine: every email the service owes someone — queue, claim, send, record, sweep.
+
+An email is an ``OutboundEmail`` row first (inserted in the caller's transaction) and a queue
+message second (sent after commit through ``users.dispatch``). A worker claims the row with one
+conditional UPDATE (PostgreSQL: ``UPDATE … RETURNING`` the row, its user and its link, so an email
+costs two statements: the claim and "sent"); the ``claimed_at`` it writes fences every later write
+of that attempt. The SMTP answer decides what happens next (``users.smtp``). Whatever the queue
+loses, ``redispatch_due`` finds by its row and queues again.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import time
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import cast
+
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, transaction
+from django.db import connection as db_connection
+from django.db.models import F, Q, QuerySet, Value
+from django.db.models.functions import Concat
+from django.utils import timezone
+from prometheus_client import Counter
+
+from users import dispatch, mail, smtp
+from users.errors import EmailBusy, EmailExpired, EmailGone, EmailNotWanted, PermanentSendError
+from users.models import EmailVerification, OutboundEmail, OutboundEmailQuerySet, User
+from users.services import emails
+
+logger = logging.getLogger(__name__)
+
+Kind, State = OutboundEmail.Kind, OutboundEmail.State
+LINK_KINDS = (Kind.VERIFICATION, Kind.EMAIL_CHANGE)
+# What counts toward each cooldown (at most one email per address per VERIFY_EMAIL_RESEND_COOLDOWN
+# and flow): sign-up and resend links; "account exists" notices; address-change links to the
+# address; password resets.
+LINK_COOLDOWN = [Kind.VERIFICATION]
+NOTICE_COOLDOWN = [Kind.ACCOUNT_EXISTS]
+CHANGE_COOLDOWN = [Kind.EMAIL_CHANGE]
+RESET_COOLDOWN = [Kind.PASSWORD_RESET]
+
+# Counted where emails are sent: the worker's exporter (its processes share the counters through
+# PROMETHEUS_MULTIPROC_DIR files), not the web's /metrics, so no registry here.
+SMTP_CONFIGURATION_ERRORS = Counter(
+    "simplebank_smtp_configuration_errors",
+    "SMTP answers that blame our side (credentials, sender, HELO): retried, and logged at ERROR.",
+    registry=None,
+)
+
+
+# --- Queueing ------------------------------------------------------------------------------------
+def email_queue(
+    *,
+    kind: str,
+    user: User,
+    recipient: str,
+    verification: EmailVerification | None = None,
+    expires_at: datetime | None = None,
+) -> OutboundEmail:
+    """Record an email owed to ``recipient``; it is queued once the caller's transaction commits."""
+    now = timezone.now()
+    email = OutboundEmail.objects.create(
+        kind=kind,
+        user=user,
+        verification=verification,
+        recipient=recipient,
+        created_at=now,
+        dispatched_at=now,
+        expires_at=expires_at or now + timedelta(seconds=settings.EMAIL_VERIFICATION_MAX_AGE),
+    )
+    dispatch.enqueue_on_commit(*_task(email.pk, email.verification_id))
+    return email
+
+
+def _task(email_id: int, verification_id: int | None) -> tuple[str, int]:
+    """Link emails go by the contract's ``send_verify_email(verification_id)``; the rest by id."""
+    if verification_id is not None:
+        return dispatch.SEND_VERIFY_EMAIL, verification_id
+    return dispatch.SEND_EMAIL, email_id
+
+
+def recently_mailed(canonical: str, kinds: Sequence[str]) -> bool:
+    """Has this address been sent one of these kinds within the cooldown? The rows decide (the
+    cache is not needed, so the cooldown holds when the cache is down); the caller holds the lock
+    on the address's owner, so two requests can't both pass."""
+    since = timezone.now() - timedelta(seconds=settings.VERIFY_EMAIL_RESEND_COOLDOWN)
+    return OutboundEmail.objects.to_address(canonical, since=since, kinds=kinds).exists()
+
+
+def supersede(emails_qs: OutboundEmailQuerySet, reason: str) -> int:
+    """No longer wanted: rows nobody is sending now (pending, stale claims) and failed ones, so a
+    later "retry failed" can't mail them either."""
+    stale = timezone.now() - timedelta(seconds=settings.VERIFY_EMAIL_CLAIM_TIMEOUT)
+    return emails_qs.unclaimed(stale=stale, failed_too=True).update(state=State.SUPERSEDED, last_error=reason)
+
+
+# --- Sending -------------------------------------------------------------------------------------
+def deliver(*, email_id: int | None = None, verification_id: int | None = None) -> tuple[OutboundEmail, bool]:
+    """Send one email at most once, by its id or by its verification's. Returns ``(email, sent_now)``.
+
+    Raises a ``DeliveryError`` subclass for permanent outcomes and ``EmailBusy`` when another
+    delivery holds a fresh claim; transient SMTP and database errors propagate (the actor retries).
+    """
+    key = _key(email_id, verification_id)
+    email, token = _claim(key)
+    if token is None:  # already sent
+        return email, False
+    if reason := _unwanted(email):
+        _finish(email.pk, token, state=State.SUPERSEDED, last_error=reason)
+        raise EmailNotWanted(f"{email.kind} email {email.pk}: {reason}")
+    try:
+        mail.send(emails.build(email))
+    except BaseException as exc:
+        _record_failure(email, token, exc)
+        raise
+    email.sent_at = _mark_sent(email.pk, token)
+    email.state = State.SENT
+    return email, True
+
+
+def _key(email_id: int | None, verification_id: int | None) -> dict[str, int]:
+    if verification_id is not None:
+        return {"verification_id": verification_id}
+    if email_id is None:
+        raise TypeError("an email id or a verification id is needed")
+    return {"pk": email_id}
+
+
+def _unwanted(email: OutboundEmail) -> str:
+    """Why this email must not go out now ('' if it should): checked after the claim, so it sees
+    the latest state of its user and its link."""
+    user, link = email.user, email.verification
+    address = user.email.lower()
+    if email.kind in LINK_KINDS:
+        if link is None or link.state != EmailVerification.State.ACTIVE:
+            return "the link was used or replaced"
+        target = address if email.kind == Kind.VERIFICATION else (user.pending_email).lower()
+        if link.email.lower() != target:
+            return "the address changed"
+        if email.kind == Kind.VERIFICATION and user.is_email_verified:
+            return "the address is verified already"
+    elif email.kind != Kind.EMAIL_CHANGE_NOTICE and email.recipient.lower() != address:
+        return "the address changed"
+    if not user.is_active:
+        return "the account is inactive"
+    return ""
+
+
+def _record_failure(email: OutboundEmail, token: datetime, exc: BaseException) -> None:
+    if not isinstance(exc, Exception) or not _is_smtp_error(exc):
+        # Anything else (a template error, the time limit): give the row back for the retry.
+        _finish(email.pk, token, state=State.PENDING, last_error=repr(exc)[:2000])
+        return
+    answer = smtp.classify(exc)
+    if answer.verdict is smtp.Verdict.PERMANENT:
+        _finish(email.pk, token, state=State.FAILED, last_error=answer.description[:2000])
+        raise PermanentSendError(answer.description) from exc
+    if answer.verdict is smtp.Verdict.CONFIGURATION:
+        SMTP_CONFIGURATION_ERRORS.inc()
+        logger.error(
+            "SMTP configuration problem: the server refuses us, not the address; retrying",
+            extra={"email_id": email.pk, "answer": answer.description},
+        )
+    _finish(email.pk, token, state=State.PENDING, last_error=answer.description[:2000])
+
+
+def _is_smtp_error(exc: Exception) -> bool:
+    return isinstance(exc, smtplib.SMTPException | OSError)  # OSError: timeouts, refusals, TLS
+
+
+def _claim(key: dict[str, int]) -> tuple[OutboundEmail, datetime | None]:
+    """Take the right to send this email, with one conditional UPDATE.
+
+    Returns the row and the claim's token (the ``claimed_at`` it wrote), or no token when it was
+    sent already. Every later write of this attempt is fenced by that token, so a worker whose
+    claim went stale can never release or finish a claim another worker has since taken.
+    """
+    for _ in range(3):  # the row may change between the UPDATE and the read: look again
+        now = timezone.now()
+        stale = now - timedelta(seconds=settings.VERIFY_EMAIL_CLAIM_TIMEOUT)
+        claimed = _claim_update(key, now, stale)
+        if claimed is not None:
+            return claimed, now
+        # Not claimable: find out why (the uncommon path, one more read).
+        email = OutboundEmail.objects.select_related("user", "verification").filter(**key).first()
+        if email is None:
+            raise EmailGone(f"no email for {key}")
+        if email.state == State.SENT:
+            return email, None
+        if email.state == State.SUPERSEDED:
+            raise EmailNotWanted(f"{email.kind} email {email.pk} was superseded: {email.last_error}")
+        if email.state == State.FAILED:
+            raise PermanentSendError(f"{email.kind} email {email.pk} already failed: {email.last_error}")
+        if email.state == State.SENDING and email.claimed_at and email.claimed_at >= stale:
+            raise EmailBusy(f"{email.kind} email {email.pk} is being sent by another delivery")
+        if email.expires_at <= now:
+            _mark_failed(email.pk, "expired before it could be sent")  # never mail a dead link
+            raise EmailExpired(f"{email.kind} email {email.pk} expired before it could be sent")
+        if email.attempts >= settings.VERIFY_EMAIL_MAX_ATTEMPTS:
+            # Counts every delivery, redeliveries of a killed worker's message included.
+            error = f"gave up after {email.attempts} attempts: {email.last_error or 'no answer'}"
+            _mark_failed(email.pk, error)
+            raise PermanentSendError(error)
+    raise EmailBusy(f"email {key} keeps changing under this delivery")
+
+
+def _claim_update(key: dict[str, int], now: datetime, stale: datetime) -> OutboundEmail | None:
+    """The conditional UPDATE that takes a claimable row; returns it (with user and link) if it did."""
+    claimable = OutboundEmail.objects.claimable(now=now, stale=stale).filter(**key)
+    if update_returning_supported():
+        return _claim_update_returning(claimable, with_link="verification_id" in key, now=now)
+    if not claimable.update(state=State.SENDING, claimed_at=now, attempts=F("attempts") + 1):
+        return None
+    return OutboundEmail.objects.select_related("user", "verification").filter(**key).first()
+
+
+def update_returning_supported() -> bool:
+    return db_connection.vendor == "postgresql"
+
+
+def _claim_update_returning(
+    claimable: QuerySet[OutboundEmail], *, with_link: bool, now: datetime
+) -> OutboundEmail | None:
+    """PostgreSQL: the same UPDATE, returning the row, its user (and its link) in the statement.
+
+    The ORM has no UPDATE … RETURNING. The WHERE clause is the ``claimable`` QuerySet compiled by
+    the ORM (one spelling of the rule); only identifiers from the models' metadata go into the
+    text around it, values are parameters. A test pins the statements per email, and the portable
+    path above is tested too.
+    """
+    qn = db_connection.ops.quote_name
+    models_ = [OutboundEmail, User] + ([EmailVerification] if with_link else [])
+    o, u, v = (qn(m._meta.db_table) for m in (OutboundEmail, User, EmailVerification))
+    compiler = claimable.query.get_compiler(connection=db_connection)
+    where, where_params = compiler.compile(claimable.query.where)
+    columns = [f"{qn(m._meta.db_table)}.{qn(f.column)}" for m in models_ for f in m._meta.concrete_fields]
+    sql = (
+        f"UPDATE {o} SET state = %s, claimed_at = %s, attempts = {o}.attempts + 1 "  # noqa: S608 - identifiers
+        f"FROM {u}{f', {v}' if with_link else ''} WHERE {u}.id = {o}.user_id "
+        f"{f'AND {v}.id = {o}.verification_id ' if with_link else ''}AND {where} "
+        f"RETURNING {', '.join(columns)}"
+    )
+    with db_connection.cursor() as cursor:
+        cursor.execute(sql, [State.SENDING.value, now, *where_params])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    loaded = []
+    for model in models_:
+        fields = model._meta.concrete_fields
+        values, row = row[: len(fields)], row[len(fields) :]
+        # from_db applies each field's database converters, as a normal query would.
+        loaded.append(model.from_db(db_connection.alias, [f.attname for f in fields], _converted(fields, values)))
+    email = cast("OutboundEmail", loaded[0])
+    email.user = cast("User", loaded[1])
+    if with_link:
+        email.verification = cast("EmailVerification", loaded[2])
+    return email
+
+
+def _converted(fields, values) -> list:
+    out = []
+    for field, value in zip(fields, values, strict=True):
+        column = field.get_col(field.model._meta.db_table)
+        converters = db_connection.ops.get_db_converters(column) + column.get_db_converters(db_connection)
+        for converter in converters:
+            value = converter(value, column, db_connection)
+        out.append(value)
+    return out
+
+
+def _finish(email_id: int, token: datetime, **fields: object) -> int:
+    """Update the row only if this attempt's claim still holds it (fenced by ``claimed_at``)."""
+    # claimed_at stays: it is when the last attempt was made, which the sweep looks at.
+    return OutboundEmail.objects.filter(pk=email_id, state=State.SENDING, claimed_at=token).update(**fields)
+
+
+def _mark_sent(email_id: int, token: datetime) -> datetime:
+    """Record an email the SMTP server accepted; keep trying through a short database outage.
+
+    Giving up here would leave the row claimed, and once the claim went stale the email would be
+    sent again. So the UPDATE is retried (reconnecting) for up to half the claim timeout, capped
+    at 60 s — well inside the actor's time limit. Only a crash or a longer outage leaves the
+    window in which an email can go out twice (with the same link and Message-ID).
+    """
+    now = timezone.now()
+    deadline = time.monotonic() + min(60.0, settings.VERIFY_EMAIL_CLAIM_TIMEOUT / 2)
+    delay = 0.1
+    while True:
+        try:
+            marked = _finish(email_id, token, state=State.SENT, sent_at=now, last_error="")
+            break
+        except (OperationalError, InterfaceError):
+            if time.monotonic() + delay > deadline:
+                raise
+            logger.warning("email sent but not yet recorded; retrying", extra={"email_id": email_id})
+            db_connection.close()  # drop the broken connection; the next query opens a new one
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+    if not marked:
+        logger.error(
+            "email sent after this attempt's claim was taken over: it may go out twice", extra={"email_id": email_id}
+        )
+    return now
+
+
+def _mark_failed(email_id: int, error: str) -> int:
+    """Fail a row nobody is sending: pending, or claimed by a worker whose claim went stale."""
+    stale = timezone.now() - timedelta(seconds=settings.VERIFY_EMAIL_CLAIM_TIMEOUT)
+    return (
+        OutboundEmail.objects.unclaimed(stale=stale)
+        .filter(pk=email_id)
+        .update(state=State.FAILED, last_error=error[:2000])
+    )
+
+
+# --- After the queue gave up, and for operators ---------------------------------------------------
+def mark_failed(*, email_id: int | None = None, verification_id: int | None = None, error: str) -> bool:
+    """Retries exhausted: no more attempts will be made. Leaves alone a row being sent (a duplicate
+    may be delivering it right now) or already done."""
+    key = _key(email_id, verification_id)
+    pk = OutboundEmail.objects.filter(**key).values_list("pk", flat=True).first()
+    return pk is not None and bool(_mark_failed(pk, error))
+
+
+def email_retry(*, email_id: int) -> bool:
+    """Send a failed email again (same link), if it is still wanted. True if queued.
+
+    Still wanted means what ``deliver`` checks: the link alive and the address still the user's
+    (an address changed since, by staff or by its owner, gets nothing), the email not expired.
+    """
+    email = OutboundEmail.objects.select_related("user", "verification").filter(pk=email_id).first()
+    if email is None or email.state != State.FAILED or email.expires_at <= timezone.now() or _unwanted(email):
+        return False
+    with transaction.atomic():
+        retried = OutboundEmail.objects.filter(pk=email_id, state=State.FAILED).update(
+            state=State.PENDING, attempts=0, dispatched_at=timezone.now()
+        )
+        if retried:
+            dispatch.enqueue_on_commit(*_task(email.pk, email.verification_id))
+    return bool(retried)
+
+
+REDISPATCH_BATCH = 500
+
+
+def redispatch_due() -> dict[str, int]:
+    """One pass of the sweep: queue again every email that should have gone by now, of every kind.
+
+    Covers whatever the queue lost: a use case committed while Redis was down, messages lost in
+    a Redis restart, a retry that was never re-enqueued, a worker killed mid-send whose message
+    did not come back. Rows are picked with ``SKIP LOCKED`` so concurrent sweeps split the work;
+    the send-once claim makes an extra message harmless. Returns counts for the operator.
+    """
+    now = timezone.now()
+    quiet = now - timedelta(seconds=settings.VERIFY_EMAIL_REDISPATCH_AFTER)
+    unfinished = OutboundEmail.objects.unfinished()
+    expired = unfinished.filter(expires_at__lte=now).update(
+        state=State.FAILED, last_error="expired before it could be sent"
+    )
+    stalled = (
+        Q(state=State.PENDING, attempts=0)  # never tried: the message never made it
+        | Q(state=State.PENDING, claimed_at__lt=now - timedelta(seconds=settings.VERIFY_EMAIL_RETRY_STALL_AFTER))
+        | Q(state=State.SENDING, claimed_at__lt=now - timedelta(seconds=settings.VERIFY_EMAIL_CLAIM_TIMEOUT))
+    )
+    due = unfinished.filter(stalled, expires_at__gt=now, dispatched_at__lt=quiet)
+    gave_up = due.filter(attempts__gte=settings.VERIFY_EMAIL_MAX_ATTEMPTS).update(
+        state=State.FAILED, last_error=Concat(Value("gave up after the attempt limit: "), F("last_error"))
+    )
+    dispatched = 0
+    while True:
+        with transaction.atomic():
+            rows = list(
+                due.order_by("dispatched_at")
+                .select_for_update(skip_locked=True)
+                .values_list("pk", "verification_id")[:REDISPATCH_BATCH]
+            )
+            if not rows:
+                break
+            OutboundEmail.objects.filter(pk__in=[pk for pk, _ in rows]).update(dispatched_at=now)
+        for email_id, verification_id in rows:
+            dispatch.enqueue(*_task(email_id, verification_id))
+        dispatched += len(rows)
+    counts = {"redispatched": dispatched, "expired": expired, "gave_up": gave_up}
+    logger.info("redispatch sweep", extra=counts)
+    return counts
+
+
+def retry_dead_letter(actor_name: str, args: tuple) -> str:
+    """A dead-lettered email message is retried through its row (``email_retry``), since the actor
+    would otherwise refuse the failed row again. Says what was done, for the operator."""
+    argument = args[0] if args else None
+    if actor_name not in dispatch.PAYLOAD_NAMES or isinstance(argument, bool) or not isinstance(argument, int):
+        return "not an email message; dropped"
+    key = {"pk": argument} if actor_name == dispatch.SEND_EMAIL else {"verification_id": argument}
+    email_id = OutboundEmail.objects.filter(**key).values_list("pk", flat=True).first()
+    if email_id is not None and email_retry(email_id=email_id):
+        return "email retried"
+    return "email no longer needs sending"

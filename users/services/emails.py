@@ -1,0 +1,114 @@
+"""Building the emails: one template prefix per kind in ``templates/emails/`` (subject, text, HTML).
+
+Nothing a sign-up typed is echoed to an address that has not proven it is theirs: the link emails
+(verification, address change) and any email to an unverified account greet nobody by name and
+name no username, so a hostile "name" can't ride in the bank's own email to a stranger's inbox.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.contrib.auth.tokens import default_token_generator
+from django.core.mail import EmailMultiAlternatives
+from django.template.loader import render_to_string
+from django.utils import timezone
+from django.utils.encoding import force_bytes
+from django.utils.http import urlsafe_base64_encode
+
+from users import tokens
+from users.models import EmailVerification, OutboundEmail, User
+
+Kind = OutboundEmail.Kind
+
+TEMPLATE_PREFIX = {
+    Kind.VERIFICATION: "verify_email",
+    Kind.ACCOUNT_EXISTS: "account_exists",
+    Kind.EMAIL_CHANGE: "email_change",
+    Kind.EMAIL_CHANGE_NOTICE: "email_change_notice",
+    Kind.PASSWORD_RESET: "password_reset",
+}
+
+
+def verification_link(verification: EmailVerification) -> str:
+    code = tokens.make_code(verification.pk, verification.nonce)
+    return f"{settings.SITE_URL}/verify-email/?{urlencode({'email_id': verification.pk, 'secret_code': code})}"
+
+
+def password_reset_link(user: User) -> str:
+    """Django's token: dies when the password changes (or the user logs in), and after
+    ``PASSWORD_RESET_TIMEOUT``; nothing about it is stored."""
+    query = urlencode(
+        {"uid": urlsafe_base64_encode(force_bytes(user.pk)), "token": default_token_generator.make_token(user)}
+    )
+    return f"{settings.SITE_URL}/reset-password/?{query}"
+
+
+def masked(address: str) -> str:
+    """``ada@example.com`` → ``a••@example.com``: enough for its owner to recognise it."""
+    local, _, domain = address.partition("@")
+    return f"{local[:1]}{'•' * min(max(len(local) - 1, 2), 6)}@{domain}"
+
+
+def build(email: OutboundEmail) -> EmailMultiAlternatives:
+    """The message for one outbound email row (with its ``user`` and ``verification`` loaded)."""
+    user = email.user
+    trusted = user.is_email_verified and email.recipient.lower() == user.email.lower()
+    context: dict[str, object] = {
+        "site_url": settings.SITE_URL,
+        # Only the owner of a verified address is greeted by the name their account holds.
+        "full_name": user.full_name if trusted else "",
+        "username": user.username if trusted else "",
+    }
+    if email.verification is not None:
+        context["verify_url"] = verification_link(email.verification)
+        context["max_age_hours"] = max(1, settings.EMAIL_VERIFICATION_MAX_AGE // 3600)
+    if email.kind == Kind.ACCOUNT_EXISTS:
+        # The owner of the address (not the person who typed it into someone else's form).
+        context |= {
+            "full_name": user.full_name if user.is_email_verified else "",
+            # An unverified account may be someone else's sign-up with this address: its
+            # username is that someone's text, so it is named only to a verified owner.
+            "username": user.username if user.is_email_verified else "",
+            "is_email_verified": user.is_email_verified,
+            "resend_url": f"{settings.SITE_URL}/verify-email/resend/",
+            "reset_url": f"{settings.SITE_URL}/reset-password/",
+        }
+    elif email.kind == Kind.EMAIL_CHANGE_NOTICE:
+        context["new_address"] = masked(user.pending_email) if user.pending_email else ""
+    elif email.kind == Kind.PASSWORD_RESET:
+        context["reset_url"] = password_reset_link(user)
+        context["max_age_minutes"] = max(1, settings.PASSWORD_RESET_TIMEOUT // 60)
+    return render(TEMPLATE_PREFIX[Kind(email.kind)], context, to=email.recipient, message_id=email.message_id)
+
+
+def render(prefix: str, context: dict, *, to: str, message_id: str) -> EmailMultiAlternatives:
+    subject = " ".join(render_to_string(f"emails/{prefix}_subject.txt", context).split())
+    message = EmailMultiAlternatives(
+        subject=subject,
+        body=render_to_string(f"emails/{prefix}_message.txt", context),
+        to=[to],
+        headers={"Message-ID": message_id},
+    )
+    message.attach_alternative(render_to_string(f"emails/{prefix}_message.html", context), "text/html")
+    return message
+
+
+def warm_up() -> None:
+    """Build each kind of email once for a made-up user, so a worker's first real email is quick.
+
+    The first render loads and compiles the templates (~50 ms here); a worker process does it
+    at boot instead of on the first sign-up it serves. Nothing is saved, read or sent.
+    """
+    user = User(pk=1, username="warm-up", full_name="Warm Up", email="warm-up@example.invalid")
+    user.set_unusable_password()
+    now = timezone.now()
+    verification = EmailVerification(
+        pk=1, user=user, email=user.email, nonce="warm-up", expires_at=now + timedelta(days=1)
+    )
+    for kind in TEMPLATE_PREFIX:
+        email = OutboundEmail(pk=1, kind=kind, user=user, recipient=user.email, expires_at=now)
+        email.verification = verification if kind in (Kind.VERIFICATION, Kind.EMAIL_CHANGE) else None
+        build(email).message().as_bytes()

@@ -1,0 +1,114 @@
+"""Signing up, and asking for a new verification link. Neither answer tells whether an address has
+an account."""
+
+from __future__ import annotations
+
+from django.contrib.auth.hashers import make_password
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import BigIntegerField, Q, Value
+from django.utils import timezone
+
+from users import identity
+from users.models import OutboundEmail, User, UsernameReservation
+from users.services import delivery, links
+
+USERNAME_TAKEN = "A user with that username already exists."
+
+
+def user_create(*, username: str, full_name: str, email: str, password: str) -> User:
+    """Sign a person up; the verification email is queued once the rows are committed.
+
+    Enumeration-safe: if the address already has an account, nothing is created, the same
+    password-hashing work is done, that address is sent an "account already exists" notice
+    (after commit, at most once per cooldown) and an unsaved stand-in carrying what was submitted
+    is returned, so callers answer exactly as for a new account. A taken username raises
+    ``ValidationError`` (usernames are public handles).
+    """
+    username, email = identity.normalize_username(username), identity.normalize_email(email)
+    full_name = identity.normalize_full_name(full_name)
+    taken, existing = _lookup(username, email)
+    if taken:
+        raise ValidationError({"username": [USERNAME_TAKEN]})
+    if existing is None:
+        try:
+            with transaction.atomic():
+                user = User.objects.create_user(username=username, email=email, password=password, full_name=full_name)
+                links.verification_insert(user=user, email=user.email)  # a new user has no older link
+            return user
+        except IntegrityError:
+            # Lost a race with a concurrent sign-up for the same username or address.
+            taken, existing = _lookup(username, email)
+            if taken:
+                raise ValidationError({"username": [USERNAME_TAKEN]}) from None
+            if existing is None:
+                raise
+    else:
+        make_password(password)  # the work a real sign-up does, so timing tells nothing
+    # The answer gave this username out: keep it, or trying it again would tell the two cases apart.
+    UsernameReservation.objects.get_or_create(username=username)
+    account_exists_notify(user_id=existing)
+    return User(username=username, full_name=full_name, email=email, created_at=timezone.now())
+
+
+def _lookup(username: str, email: str) -> tuple[bool, int | None]:
+    """Is the username held (by an account or an earlier answer), and whose is the address? One
+    statement, both on unique indexes."""
+    canonical_username, canonical_email = identity.canonical_username(username), email.lower()
+    rows = (
+        User.objects.filter(Q(username_canonical=canonical_username) | Q(email_canonical=canonical_email))
+        .values_list("pk", "username_canonical", "email_canonical")
+        .union(
+            UsernameReservation.objects.filter(username_canonical=canonical_username).values_list(
+                Value(None, output_field=BigIntegerField()), "username_canonical", Value("")
+            ),
+            all=True,
+        )
+    )
+    taken, existing = False, None
+    for pk, row_username, row_email in rows:
+        taken |= row_username == canonical_username
+        if row_email == canonical_email:
+            existing = pk
+    return taken, existing
+
+
+def account_exists_notify(*, user_id: int) -> None:
+    """Tell the owner of an address that someone tried to use it again (at most once per cooldown).
+
+    The cooldown is read from the email rows themselves under a lock on the owner, so it holds
+    across processes and without the cache.
+    """
+    with transaction.atomic():
+        owner = User.objects.select_for_update().filter(pk=user_id).first()
+        if owner is None or delivery.recently_mailed(owner.email.lower(), delivery.NOTICE_COOLDOWN):
+            return
+        delivery.email_queue(kind=OutboundEmail.Kind.ACCOUNT_EXISTS, user=owner, recipient=owner.email)
+
+
+def verification_resend(*, user: User) -> bool:
+    """Send ``user`` a fresh link (older ones stop working). False if already verified."""
+    with transaction.atomic():
+        user = User.objects.select_for_update().get(pk=user.pk)
+        if user.is_email_verified:
+            return False
+        links.verifications_supersede(user=user, reason="replaced by a newer link")
+        links.verification_insert(user=user, email=user.email)
+    return True
+
+
+def verification_resend_request(*, email: str) -> None:
+    """Someone asks for a new link for ``email``. Says nothing about whether the address is known.
+
+    At most one email per address per ``VERIFY_EMAIL_RESEND_COOLDOWN`` (sign-ups and notices
+    count); a new link replaces older unused ones. Unknown and already verified addresses get nothing.
+    """
+    canonical = identity.canonical_email(email)
+    if canonical is None:
+        return
+    with transaction.atomic():
+        user = User.objects.select_for_update().filter(email_canonical=canonical).first()
+        if user is None or user.is_email_verified or delivery.recently_mailed(canonical, delivery.LINK_COOLDOWN):
+            return
+        links.verifications_supersede(user=user, reason="replaced by a newer link")
+        links.verification_insert(user=user, email=user.email)

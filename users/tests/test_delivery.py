@@ -1,0 +1,288 @@
+"""The delivery engine: send once, refuse what is no longer wanted, fence every write by the claim
+(PostgreSQL; Django's locmem outbox, or aiosmtpd for SMTP answers)."""
+
+import smtplib
+from datetime import timedelta
+
+import pytest
+from django.core import mail
+from django.utils import timezone
+
+from users import tokens
+from users.errors import EmailBusy, EmailExpired, EmailGone, EmailNotWanted, PermanentSendError
+from users.models import EmailVerification, OutboundEmail, User
+from users.services import delivery, emails, signup
+from users.tests.factories import UserFactory, create_notice, create_verification, email_of
+
+pytestmark = pytest.mark.django_db
+
+State = OutboundEmail.State
+
+
+@pytest.fixture(autouse=True, params=["update-returning", "portable"])
+def claim_path(request, monkeypatch):
+    """Every test here runs on both ways of claiming a row (PostgreSQL's and the portable one)."""
+    if request.param == "portable":
+        monkeypatch.setattr(delivery, "update_returning_supported", lambda: False)
+
+
+def _update(verification, **fields):
+    OutboundEmail.objects.filter(verification_id=verification.pk).update(**fields)
+
+
+def test_send_renders_multipart_email_with_one_link_and_marks_sent():
+    verification = create_verification(UserFactory(full_name="Ada Lovelace"))
+    _, sent_now = delivery.deliver(verification_id=verification.pk)
+    assert sent_now
+    [message] = mail.outbox
+    assert message.to == [verification.email]
+    assert message.subject == "Verify your email address for Simple Bank"
+    # Nothing the sign-up typed reaches an address that has not proven it is theirs.
+    assert "Ada Lovelace" not in message.body and verification.user.username not in message.body
+    [(html_body, mimetype)] = message.alternatives
+    assert mimetype == "text/html"
+    link = emails.verification_link(verification)
+    assert message.body.count("/verify-email/?") == 1 and link in message.body
+    assert html_body.count("/verify-email/?") == 1 and link.replace("&", "&amp;") in html_body
+    assert link.startswith("http://127.0.0.1:8000/verify-email/?email_id=")
+    email = email_of(verification)
+    assert message.extra_headers["Message-ID"] == email.message_id
+    assert email.message_id.startswith(f"<verification.{email.pk}.")
+    assert email.state == State.SENT and email.sent_at and email.attempts == 1
+
+
+def test_send_twice_mails_once():
+    verification = create_verification()
+    delivery.deliver(verification_id=verification.pk)
+    _, sent_now = delivery.deliver(verification_id=verification.pk)
+    assert not sent_now
+    assert len(mail.outbox) == 1
+
+
+def test_a_notice_goes_through_the_same_engine_once():
+    notice = create_notice(UserFactory(full_name="Ada Lovelace", is_email_verified=True))
+    _, sent_now = delivery.deliver(email_id=notice.pk)
+    _, again = delivery.deliver(email_id=notice.pk)
+    assert sent_now and not again
+    [message] = mail.outbox
+    assert message.to == [notice.recipient] and "Ada Lovelace" in message.body  # the owner, verified
+    assert "/verify-email/?" not in message.body
+    assert message.extra_headers["Message-ID"] == notice.message_id
+    assert OutboundEmail.objects.get(pk=notice.pk).state == State.SENT
+
+
+def test_send_of_fresh_claim_is_busy_and_stale_claim_is_taken_over(settings):
+    verification = create_verification()
+    _update(verification, state=State.SENDING, claimed_at=timezone.now())
+    with pytest.raises(EmailBusy):
+        delivery.deliver(verification_id=verification.pk)
+    assert mail.outbox == []
+    stale = timezone.now() - timedelta(seconds=settings.VERIFY_EMAIL_CLAIM_TIMEOUT + 1)
+    _update(verification, claimed_at=stale)
+    delivery.deliver(verification_id=verification.pk)
+    assert len(mail.outbox) == 1
+
+
+@pytest.mark.parametrize(
+    ("setup", "error", "state"),
+    [
+        (lambda v: v.user.delete(), EmailGone, None),
+        (
+            lambda v: User.objects.filter(pk=v.user_id).update(is_email_verified=True),
+            EmailNotWanted,
+            State.SUPERSEDED,
+        ),
+        (lambda v: signup.verification_resend(user=v.user), EmailNotWanted, State.SUPERSEDED),
+        (
+            lambda v: OutboundEmail.objects.filter(verification=v).update(expires_at=timezone.now()),
+            EmailExpired,
+            State.FAILED,
+        ),
+        (
+            lambda v: User.objects.filter(pk=v.user_id).update(email="changed@example.com"),
+            EmailNotWanted,
+            State.SUPERSEDED,
+        ),
+    ],
+    ids=["user-deleted", "already-verified", "superseded", "expired", "address-changed"],
+)
+def test_send_refuses_permanently_without_mailing(setup, error, state):
+    verification = create_verification()
+    setup(verification)
+    with pytest.raises(error):
+        delivery.deliver(verification_id=verification.pk)
+    assert mail.outbox == []
+    if state:
+        assert email_of(verification).state == state
+
+
+def test_raw_code_is_stored_nowhere():
+    from django.db import connection
+
+    verification = create_verification()
+    code = tokens.make_code(verification.pk, verification.nonce)
+    assert len(code) >= 22  # >= 128 bits of base64
+    with connection.cursor() as cursor:
+        for table in ("users_user", "users_emailverification", "users_outboundemail"):
+            cursor.execute(f"SELECT * FROM {table}")  # noqa: S608 - fixed table names
+            assert code not in repr(cursor.fetchall())
+
+
+# --- Races around the claim (each interleaving forced by hand) -------------------------------------
+def test_a_duplicate_at_the_attempt_cap_leaves_a_live_send_alone(settings):
+    verification = create_verification()
+    _update(verification, state=State.SENDING, claimed_at=timezone.now(), attempts=settings.VERIFY_EMAIL_MAX_ATTEMPTS)
+    with pytest.raises(EmailBusy):
+        delivery.deliver(verification_id=verification.pk)
+    assert email_of(verification).state == State.SENDING
+
+
+def test_retries_exhausted_leaves_a_row_being_sent_or_sent_alone():
+    sending, sent, pending = create_verification(), create_verification(), create_verification()
+    _update(sending, state=State.SENDING, claimed_at=timezone.now())
+    _update(sent, state=State.SENT, sent_at=timezone.now())
+    assert not delivery.mark_failed(verification_id=sending.pk, error="gave up")
+    assert not delivery.mark_failed(verification_id=sent.pk, error="gave up")
+    assert delivery.mark_failed(verification_id=pending.pk, error="gave up")
+    states = {v.pk: email_of(v).state for v in (sending, sent, pending)}
+    assert states == {sending.pk: State.SENDING, sent.pk: State.SENT, pending.pk: State.FAILED}
+
+
+def test_a_stale_worker_cannot_release_or_finish_a_claim_taken_over(settings):
+    verification = create_verification()
+    key = {"verification_id": verification.pk}
+    email, old_token = delivery._claim(key)
+    stale = timezone.now() - timedelta(seconds=settings.VERIFY_EMAIL_CLAIM_TIMEOUT + 1)
+    _update(verification, claimed_at=stale)
+    _, new_token = delivery._claim(key)  # a second worker takes the stale claim over
+    _update(verification, claimed_at=new_token)
+    assert delivery._finish(email.pk, stale, state=State.PENDING) == 0  # the first one's token
+    assert old_token != new_token
+    row = email_of(verification)
+    assert row.state == State.SENDING and row.claimed_at == new_token and row.attempts == 2
+
+
+def test_a_template_error_gives_the_row_back_for_the_retry(settings):
+    verification = create_verification()
+    settings.TEMPLATES = [{**settings.TEMPLATES[0], "DIRS": [], "APP_DIRS": False}]  # no email templates
+    with pytest.raises(Exception, match="verify_email_subject"):
+        delivery.deliver(verification_id=verification.pk)
+    row = email_of(verification)
+    assert row.state == State.PENDING and "TemplateDoesNotExist" in row.last_error and mail.outbox == []
+
+
+# --- What the SMTP server answers (a real aiosmtpd server) ------------------------------------------
+def _refusing_data(smtp_server, answer: str):
+    async def handle_data(server, session, envelope):
+        smtp_server.attempts += 1
+        return answer
+
+    smtp_server.handle_DATA = handle_data
+
+
+@pytest.mark.parametrize(
+    ("stage", "answer"),
+    [("RCPT", "550 5.1.1 <x>: no such user"), ("DATA", "550 5.7.1 rejected by policy"), ("DATA", "554 no thanks")],
+)
+def test_a_5xx_about_the_email_fails_it_at_once_with_the_answer(smtp_server, stage, answer):
+    verification = create_verification()
+    if stage == "RCPT":
+        smtp_server.rcpt_answers = [answer]
+    else:
+        _refusing_data(smtp_server, answer)
+    with pytest.raises(PermanentSendError, match=answer.split()[0]):
+        delivery.deliver(verification_id=verification.pk)
+    row = email_of(verification)
+    assert row.state == State.FAILED and row.attempts == 1 and answer in row.last_error
+    assert smtp_server.messages == []
+
+
+@pytest.mark.parametrize(
+    ("stage", "answer"),
+    [
+        ("DATA", "552 5.2.2 mailbox full"),
+        ("RCPT", "452 4.2.2 over quota"),
+        ("RCPT", "550 4.2.0 try again later"),  # the enhanced code's class decides
+        ("DATA", "451 4.3.0 try later"),
+    ],
+)
+def test_transient_answers_give_the_row_back_for_a_retry(smtp_server, stage, answer):
+    verification = create_verification()
+    if stage == "RCPT":
+        smtp_server.rcpt_answers = [answer]
+    else:
+        _refusing_data(smtp_server, answer)
+    with pytest.raises((smtplib.SMTPException, OSError)):
+        delivery.deliver(verification_id=verification.pk)
+    row = email_of(verification)
+    assert row.state == State.PENDING and answer in row.last_error
+
+
+def test_a_refusal_of_our_credentials_is_retried_and_logged_as_configuration(smtp_server, settings, caplog):
+    verification = create_verification()
+    before = delivery.SMTP_CONFIGURATION_ERRORS._value.get()
+
+    async def refuse_sender(server, session, envelope, address, mail_options):
+        return "530 5.7.0 Authentication required"
+
+    smtp_server.handle_MAIL = refuse_sender
+    with pytest.raises(smtplib.SMTPSenderRefused):
+        delivery.deliver(verification_id=verification.pk)
+    row = email_of(verification)
+    assert row.state == State.PENDING and "530" in row.last_error
+    assert delivery.SMTP_CONFIGURATION_ERRORS._value.get() == before + 1
+    [record] = [r for r in caplog.records if "SMTP configuration problem" in r.getMessage()]
+    assert record.levelname == "ERROR"
+
+
+def test_535_at_login_is_retried_as_configuration(settings, caplog):
+    """Our credentials are wrong: a real server answers 535 to AUTH (no address is to blame)."""
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult
+
+    from conftest import SmtpSink, free_port
+
+    sink = SmtpSink(port=free_port())
+    controller = Controller(
+        sink,
+        hostname=sink.host,
+        port=sink.port,
+        auth_require_tls=False,
+        authenticator=lambda *args: AuthResult(success=False, handled=False),  # the server answers 535
+    )
+    controller.start()
+    try:
+        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+        settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_USE_TLS = sink.host, sink.port, False
+        settings.EMAIL_HOST_USER, settings.EMAIL_HOST_PASSWORD = "bank", "wrong"
+        verification = create_verification()
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            delivery.deliver(verification_id=verification.pk)
+    finally:
+        controller.stop()
+    row = email_of(verification)
+    assert row.state == State.PENDING and row.last_error.startswith("535")
+    assert any(r.levelname == "ERROR" and "configuration" in r.getMessage() for r in caplog.records)
+    assert sink.messages == []
+
+
+def test_staff_changing_the_address_then_retry_failed_mails_nothing_to_the_old_address(smtp_server):
+    from users.services import accounts
+
+    verification = create_verification(UserFactory(email="old@example.com"))
+    smtp_server.rcpt_answers = ["550 5.1.1 no such user"]
+    with pytest.raises(PermanentSendError):
+        delivery.deliver(verification_id=verification.pk)
+    failed = email_of(verification)
+    assert failed.state == State.FAILED
+    user = verification.user
+    User.objects.filter(pk=user.pk).update(email="new@example.com")  # what the admin form saves
+    accounts.user_email_changed(user=user, old_email="old@example.com")
+    assert OutboundEmail.objects.get(pk=failed.pk).state == State.SUPERSEDED
+    assert not delivery.email_retry(email_id=failed.pk)  # "retry failed" in the admin
+    assert delivery.retry_dead_letter("send_verify_email", (verification.pk,)) == "email no longer needs sending"
+    # And a row that somehow stayed failed is refused at retry time too: the address changed.
+    OutboundEmail.objects.filter(pk=failed.pk).update(state=State.FAILED)
+    assert not delivery.email_retry(email_id=failed.pk)
+    assert smtp_server.to("old@example.com") == []
+    assert EmailVerification.objects.get(pk=verification.pk).state == EmailVerification.State.SUPERSEDED
