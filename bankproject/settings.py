@@ -7,6 +7,7 @@ safe for development; with ``DJANGO_DEBUG=false`` insecure values are refused at
 from __future__ import annotations
 
 import os
+import ssl
 import sys
 import tempfile
 from pathlib import Path
@@ -172,13 +173,50 @@ VERIFY_EMAIL_RESEND_COOLDOWN = env_int("VERIFY_EMAIL_RESEND_COOLDOWN", 180)
 # --- Email --------------------------------------------------------------------------------------
 EMAIL_BACKEND = os.environ.get(
     "EMAIL_BACKEND",
-    "django.core.mail.backends.console.EmailBackend" if DEBUG else "django.core.mail.backends.smtp.EmailBackend",
+    "django.core.mail.backends.console.EmailBackend" if DEBUG else "bankproject.smtp.EmailBackend",
 )
+# Django's own SMTP backend cannot be given a CA bundle. Naming it (as docker-compose.yml, the
+# tests' worker_env and older .env files do) gets bankproject.smtp.EmailBackend, a drop-in subclass
+# that differs only in its TLS context, so EMAIL_SSL_CAFILE applies whichever of the two is named.
+if EMAIL_BACKEND == "django.core.mail.backends.smtp.EmailBackend":
+    EMAIL_BACKEND = "bankproject.smtp.EmailBackend"
 EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("EMAIL_PORT", 25)
 EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
 EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+# STARTTLS (usually port 587) or implicit TLS from the first byte (usually port 465); at most one.
+# Either way the server's certificate and host name are verified, and a failed handshake is an
+# error (retried), never a fallback to plain text.
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+# PEM bundle of the CAs trusted for the SMTP server's certificate (a company CA, say), instead of
+# the system's trust store; empty: the system's store.
+EMAIL_SSL_CAFILE = os.environ.get("EMAIL_SSL_CAFILE", "")
+# A client certificate (PEM; the key in it or in EMAIL_SSL_KEYFILE), for relays that require one.
+EMAIL_SSL_CERTFILE = os.environ.get("EMAIL_SSL_CERTFILE", "") or None
+EMAIL_SSL_KEYFILE = os.environ.get("EMAIL_SSL_KEYFILE", "") or None
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured(
+        "EMAIL_USE_TLS (STARTTLS, usually port 587) and EMAIL_USE_SSL (implicit TLS, usually port 465) "
+        "are mutually exclusive; set one of them."
+    )
+if EMAIL_SSL_KEYFILE and not EMAIL_SSL_CERTFILE:
+    raise ImproperlyConfigured("EMAIL_SSL_KEYFILE is set without EMAIL_SSL_CERTFILE.")
+for _name, _path in [
+    ("EMAIL_SSL_CAFILE", EMAIL_SSL_CAFILE),
+    ("EMAIL_SSL_CERTFILE", EMAIL_SSL_CERTFILE),
+    ("EMAIL_SSL_KEYFILE", EMAIL_SSL_KEYFILE),
+]:
+    if _path and not Path(_path).is_file():
+        # Refused here rather than on the first send, where it would be retried for hours.
+        raise ImproperlyConfigured(f"{_name}={_path!r} is not a file.")
+if EMAIL_SSL_CAFILE:
+    try:  # a file with no PEM certificate in it would otherwise fail every send
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=EMAIL_SSL_CAFILE)
+    except (ssl.SSLError, OSError) as exc:
+        raise ImproperlyConfigured(
+            f"EMAIL_SSL_CAFILE={EMAIL_SSL_CAFILE!r} holds no usable CA certificate: {exc}"
+        ) from None
 # Never let a hung SMTP server hold a worker thread forever; a timeout is a transient error.
 EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 30)
 # Each worker thread keeps its SMTP connection open between emails (see users/mail.py): one idle

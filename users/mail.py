@@ -30,6 +30,9 @@ def _config() -> tuple[Any, ...]:
         settings.EMAIL_HOST_USER,
         settings.EMAIL_USE_TLS,
         settings.EMAIL_USE_SSL,
+        settings.EMAIL_SSL_CAFILE,
+        settings.EMAIL_SSL_CERTFILE,
+        settings.EMAIL_SSL_KEYFILE,
     )
 
 
