@@ -278,6 +278,7 @@ DRAMATIQ_BROKER: dict[str, Any] = {
         "bankproject.request_id.DramatiqRequestIdMiddleware",
         "users.worker_middleware.SmtpConnections",
         "users.worker_middleware.WarmUp",
+        "tasks.middleware.StopOnce",  # a SIGTERM to the whole process group stops gracefully too
     ],
 }
 # The worker's Prometheus exporter (messages, errors, retries, durations, in flight) on

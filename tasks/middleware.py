@@ -1,0 +1,87 @@
+"""Dramatiq middleware of the worker plumbing (listed in ``DRAMATIQ_BROKER`` in settings)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from dramatiq import Middleware
+
+logger = logging.getLogger(__name__)
+
+
+# A stop sent to a whole process group reaches a worker process twice: straight from the sender
+# and forwarded by Dramatiq's main process, milliseconds apart (~5 ms measured, idle machine).
+# A repeat within this window is the same stop; a later one still kills, as Dramatiq intends.
+DUPLICATE_STOP_WINDOW_S = 2.0
+
+# The handler that Dramatiq's CLI (dramatiq/cli.py, worker_process) installs in each worker
+# process for SIGTERM and SIGHUP: the first call starts a graceful stop, the second exits at once.
+_DRAMATIQ_TERMHANDLER = ("dramatiq.cli", "worker_process.<locals>.termhandler")
+
+
+def is_dramatiq_termhandler(handler: object) -> bool:
+    return (getattr(handler, "__module__", None), getattr(handler, "__qualname__", None)) == _DRAMATIQ_TERMHANDLER
+
+
+def fold_duplicate_stops(window_s: float = DUPLICATE_STOP_WINDOW_S) -> list[signal.Signals]:
+    """Make a repeat of the stop signal within ``window_s`` of the first a no-op; return the
+    signals so wrapped (none outside a Dramatiq CLI worker process's main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return []
+    stop_signals = [signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])]
+    originals: dict[signal.Signals, Callable[[int, Any], Any]] = {}
+    for stop_signal in stop_signals:
+        installed = signal.getsignal(stop_signal)
+        if callable(installed) and is_dramatiq_termhandler(installed):
+            originals[stop_signal] = installed
+    first_at: float | None = None
+
+    def once(signum: int, frame: Any) -> Any:
+        nonlocal first_at
+        now = time.monotonic()
+        if first_at is not None and now - first_at < window_s:
+            logger.info(
+                "Ignoring %s %.3f s after the first stop signal, as the same stop (one sent to the "
+                "whole process group also comes forwarded by the main process). Repeat it after "
+                "%.0f s to kill the worker process.",
+                signal.Signals(signum).name,
+                now - first_at,
+                window_s,
+            )
+            return None
+        if first_at is None:
+            first_at = now
+        return originals[signal.Signals(signum)](signum, frame)
+
+    for stop_signal in originals:
+        signal.signal(stop_signal, once)
+    return list(originals)
+
+
+class StopOnce(Middleware):
+    """A SIGTERM to the worker's whole process group stops it gracefully, as one to its main does.
+
+    Under systemd's default ``KillMode=control-group``, ``kill -TERM -<pgid>`` or honcho, every
+    worker process gets the SIGTERM and then the copy its main process forwards; Dramatiq takes
+    the second for "kill now": the emails in flight are cut off and the retries waiting in the
+    process's delay queue stay unacked in Redis until the broker's heartbeat timeout. This folds
+    a repeat within ``DUPLICATE_STOP_WINDOW_S`` into the first. It wraps Dramatiq's own handler
+    (found by name, installed before the worker boots); ``tests/fault/test_stop_signals.py``
+    fails if a Dramatiq upgrade changes it.
+    """
+
+    def before_worker_boot(self, broker: Any, worker: Any) -> None:
+        if fold_duplicate_stops():
+            return
+        if Path(sys.argv[0]).name in {"dramatiq", "dramatiq-gevent"}:
+            logger.warning(
+                "Dramatiq's worker stop handler was not found: a SIGTERM sent to the whole process "
+                "group may kill worker processes instead of stopping them (see StopOnce)."
+            )
