@@ -53,13 +53,32 @@ def env_list(name: str, default: str) -> list[str]:
 DEBUG = env_bool("DJANGO_DEBUG", False)
 
 _DEV_SECRET_KEY = "django-insecure-dev-only-key-do-not-use-in-production"  # noqa: S105
+# Keys that were ever published with this project (docs, compose): never good enough.
+_PUBLISHED_KEYS = {_DEV_SECRET_KEY, "change-me-in-production-please-0123456789abcdef"}
+
+
+def _refuse_weak_key(name: str, key: str) -> None:
+    """Outside debugging a key signs every link and token: at least 50 characters with at least
+    5 different ones (Django's own deploy check), and not one that was ever published."""
+    if key in _PUBLISHED_KEYS or key.startswith("django-insecure-"):
+        raise ImproperlyConfigured(f"{name} is a published example key; generate one (README: Configuration).")
+    if len(key) < 50 or len(set(key)) < 5:
+        raise ImproperlyConfigured(f"{name} must be at least 50 characters with at least 5 different ones.")
+
+
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
+# Old keys, newest first, that still verify links and tokens signed before a rotation
+# (comma separated): rotate by moving the current key here and setting a new one.
+SECRET_KEY_FALLBACKS = env_list("DJANGO_SECRET_KEY_FALLBACKS", "")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("DJANGO_SECRET_KEY is required when DJANGO_DEBUG is false.")
     SECRET_KEY = _DEV_SECRET_KEY
-elif not DEBUG and SECRET_KEY == _DEV_SECRET_KEY:
-    raise ImproperlyConfigured("The development DJANGO_SECRET_KEY is refused when DJANGO_DEBUG is false.")
+elif not DEBUG:
+    _refuse_weak_key("DJANGO_SECRET_KEY", SECRET_KEY)
+if not DEBUG:
+    for _fallback in SECRET_KEY_FALLBACKS:
+        _refuse_weak_key("DJANGO_SECRET_KEY_FALLBACKS", _fallback)
 
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost")
 
@@ -87,6 +106,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "bankproject.request_id.RequestIdMiddleware",
+    "bankproject.middleware.DatabaseUnavailable",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -144,6 +164,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 8}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+    # Eight spaces, or "aaaaaaaa", pass the four above.
+    {"NAME": "users.password_validation.VarietyValidator", "OPTIONS": {"min_distinct": 4}},
 ]
 
 # Pass-phrases are welcome; the cap only bounds the hashing work one request can cause.
@@ -332,7 +354,7 @@ REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["bankproject.parsers.StrictJSONParser"],
     "UNAUTHENTICATED_USER": None,
     # Rates per client IP (and per address for resend), counted in the shared cache.
     "DEFAULT_THROTTLE_RATES": {
@@ -381,7 +403,10 @@ if HTTPS:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
 
-# OpenAPI 3 at /api/schema/, Swagger UI at /api/docs/ (assets served from here, not a CDN).
+# OpenAPI 3 at /api/schema/, Swagger UI at /api/docs/ (assets served from here, not a CDN): public
+# while debugging, off (404) in production unless API_DOCS=true — the map of every endpoint and
+# its errors is for the bank's developers, not for whoever probes it.
+API_DOCS = env_bool("API_DOCS", DEBUG)
 SPECTACULAR_SETTINGS = {
     "TITLE": "simplebank users API",
     "DESCRIPTION": "Sign-up with email verification. See the README for the guarantees.",
@@ -414,7 +439,10 @@ LOG_FORMAT = os.environ.get("LOG_FORMAT", "text")
 LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "bankproject.request_id.RequestIdFilter"}},
+    "filters": {
+        "request_id": {"()": "bankproject.request_id.RequestIdFilter"},
+        "redact": {"()": "bankproject.logging.RedactSecrets"},
+    },
     "formatters": {
         "text": {"()": "bankproject.logging.FieldsFormatter"},
         "json": {
@@ -427,12 +455,14 @@ LOGGING: dict[str, Any] = {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "json" if LOG_FORMAT == "json" else "text",
-            "filters": ["request_id"],
+            "filters": ["request_id", "redact"],
         },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        # runserver's request lines: through our handler (and its redaction), not Django's own.
+        "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
         "dramatiq": {"level": "INFO"},
         "apscheduler": {"level": "WARNING"},
     },

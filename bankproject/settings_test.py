@@ -11,6 +11,8 @@ os.environ.setdefault("DJANGO_HTTPS", "false")
 os.environ.setdefault("EMAIL_BACKEND", "django.core.mail.backends.locmem.EmailBackend")
 # In-process test workers have no exporter process; the metrics test turns it on for its worker.
 os.environ.setdefault("DRAMATIQ_PROMETHEUS", "false")
+# The contract tests read the schema; production keeps it off by default (a test checks that).
+os.environ.setdefault("API_DOCS", "true")
 # One namespace per test run, so a developer's `make run` worker never eats test messages.
 os.environ.setdefault("DRAMATIQ_NAMESPACE", f"simplebank-test-{os.getpid()}")
 

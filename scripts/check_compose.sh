@@ -27,5 +27,9 @@ fi
 
 # `config --quiet` parses, interpolates and validates the model against the compose schema; it
 # needs no engine. An empty --env-file keeps a developer's .env out of the check.
-"$binary" --env-file /dev/null -f "$file" config --quiet
-echo "check_compose: $file is valid ($("$binary" version --short))"
+if env -u DJANGO_SECRET_KEY "$binary" --env-file /dev/null -f "$file" config --quiet 2>/dev/null; then
+  echo "check_compose: $file starts without a DJANGO_SECRET_KEY; it must require one" >&2
+  exit 1
+fi
+DJANGO_SECRET_KEY=check-compose-placeholder "$binary" --env-file /dev/null -f "$file" config --quiet
+echo "check_compose: $file is valid and requires DJANGO_SECRET_KEY ($("$binary" version --short))"

@@ -79,6 +79,17 @@ def test_links_follow_web_address_and_the_exporter_port_is_left_alone(tmp_path: 
         link = re.compile(r"(https?://[^\s/]+)/verify-email/\?email_id=\d+&secret_code=[\w-]+")
         [origin] = wait_for(lambda: link.findall(output()), timeout=60, what="the link in the worker's output")
         assert origin == f"http://127.0.0.1:{port}"
+        # Opening the link: runserver logs the request line, but not the code in it.
+        url = re.findall(r"https?://[^\s\"]+/verify-email/\?email_id=\d+&secret_code=[\w-]+", output())[0]
+        code = url.rsplit("secret_code=", 1)[1]
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            assert answer.status == 200
+
+        def web_lines() -> list[str]:
+            return [line for line in output().splitlines() if " web.1 " in line.split("|", 1)[0]]
+
+        wait_for(lambda: any("GET /verify-email/?" in line for line in web_lines()), what="runserver's request line")
+        assert not [line for line in web_lines() if code in line]  # the email (worker) has it, no web log line
         assert "Traceback" not in output(), output()[-3000:]
     finally:
         if process.poll() is None:

@@ -4,6 +4,7 @@ import io
 import json
 import re
 import urllib.request
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -138,3 +139,34 @@ def test_worker_status_fails_when_no_worker_beats(redis_broker):
     redis_broker.client.delete(f"{redis_broker.namespace}:__heartbeats__")  # no worker ever ran here
     with pytest.raises(CommandError, match="no worker has beaten"):
         call_command("worker_status", stdout=io.StringIO())
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """Local addresses of the TCP sockets listening on ``port`` (from /proc/net/tcp, IPv4)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, hex_port = local.split(":")
+        if int(hex_port, 16) == port and state == "0A":  # LISTEN
+            found.add(".".join(str(int(address[i : i + 2], 16)) for i in (6, 4, 2, 0)))
+    return found
+
+
+def test_the_worker_exporter_listens_on_loopback_unless_told_otherwise(smtp_server, redis_broker, tmp_path):
+    port = free_port()
+    (tmp_path / "prom").mkdir()
+    env = worker_env(
+        redis_url=settings.REDIS_URL,
+        smtp=smtp_server,
+        DRAMATIQ_PROMETHEUS="true",
+        dramatiq_prom_port=str(port),
+        dramatiq_prom_db=str(tmp_path / "prom"),
+    )
+    env.pop("dramatiq_prom_host", None)
+    worker = WorkerProcess(tmp_path / "worker.log", env).start()
+    try:
+        addresses = wait_for(lambda: _listening_addresses(port), what="the exporter to listen")
+        assert addresses == {"127.0.0.1"}
+        assert worker.terminate() == 0
+    finally:
+        worker.stop_quietly()

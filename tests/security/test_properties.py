@@ -11,12 +11,20 @@ from users.models import EmailVerification, OutboundEmail, User
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_throttling")]
 
+# Letters that fold into ASCII ones under some case mapping, and characters that change how
+# text reads (controls, line breaks, bidi and zero-width): what the hardening review used.
+LOOKALIKES = ["\u212a", "\u017f", "\u0131", "\u0130", "\u0430", "\uff41", "\u00df", "\ufb00"]
+CONTROLS = ["\n", "\r", "\t", "\x00", "\x1b", "\u0085", "\u2028", "\u202e", "\u2066", "\u200b", "\ufeff"]
+tricky = st.text(alphabet=st.sampled_from([*"aksiAKSI.@-+ ", *LOOKALIKES, *CONTROLS]), min_size=1, max_size=30)
 fields = st.one_of(
     st.text(max_size=300),  # arbitrary unicode, surrogates excluded by JSON
     st.just(""),
     st.text(alphabet=st.characters(codec="utf-8"), min_size=150, max_size=2000),
     st.from_regex(r"[a-z]{1,20}@[a-z]{1,10}\.[a-z]{2,5}", fullmatch=True),
     st.from_regex(r"[\w.@+-]{1,150}", fullmatch=True),
+    tricky,
+    st.builds(lambda local, domain: f"{local}@{domain}", tricky, st.sampled_from(["example.com", "EXAMPLE.com"])),
+    st.builds(lambda name: f"Ada {name} https://evil.example/login", tricky),
 )
 HYPOTHESIS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -1,0 +1,80 @@
+"""Answers for requests the framework below would turn into a 500."""
+
+from __future__ import annotations
+
+import codecs
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from django.db import InterfaceError, OperationalError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.http import parse_header_parameters
+
+logger = logging.getLogger(__name__)
+
+# How long a client should wait before retrying while the database is unreachable.
+DATABASE_RETRY_AFTER_S = 5
+
+
+def reject_undecodable_charsets(app: Callable) -> Callable:
+    """WSGI middleware: ``400`` for a request whose ``charset`` is not a text encoding.
+
+    ``Content-Type: …; charset=rot13`` on any request with a query string made Django's request
+    object raise ``LookupError`` while it was being built — before any Django middleware runs —
+    so the server answered 500. This wraps the WSGI application (``bankproject/wsgi.py``).
+    """
+
+    def application(environ: dict, start_response: Callable) -> Any:
+        _, params = parse_header_parameters(environ.get("CONTENT_TYPE", ""))
+        charset = params.get("charset")
+        if charset and not _is_text_encoding(charset):
+            body = b"Bad request: unsupported charset\n"
+            start_response(
+                "400 Bad Request",
+                [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
+            )
+            return [body]
+        return app(environ, start_response)
+
+    return application
+
+
+def _is_text_encoding(name: str) -> bool:
+    try:
+        return bool(codecs.lookup(name)._is_text_encoding)
+    except LookupError:
+        return True  # Django ignores charsets it does not know and uses the default
+
+
+class DatabaseUnavailable:
+    """``503`` with ``Retry-After`` instead of a ``500`` while PostgreSQL can't be reached: nothing
+    was written, and the client may simply try again."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not isinstance(exception, OperationalError | InterfaceError) or not _is_outage(exception):
+            return None
+        logger.error(
+            "database unavailable; answered 503", extra={"path": request.path, "error": type(exception).__name__}
+        )
+        detail = "The service is briefly unavailable. Please try again in a few seconds."
+        if request.path.startswith("/api/"):
+            response: HttpResponse = JsonResponse({"detail": detail}, status=503)
+        else:
+            response = HttpResponse(detail + "\n", status=503, content_type="text/plain; charset=utf-8")
+        response["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
+        return response
+
+
+def _is_outage(exception: Exception) -> bool:
+    """A lost or refused connection — not a query the database refused (those are bugs)."""
+    cause = exception.__cause__
+    # psycopg's OperationalError covers refused connections, restarts and timeouts; a bad query
+    # is a ProgrammingError or DataError, never an OperationalError.
+    return cause is None or type(cause).__name__ in {"OperationalError", "InterfaceError"}

@@ -1,0 +1,20 @@
+"""gunicorn's settings for this project (gunicorn reads ./gunicorn.conf.py by itself).
+
+The access log names the path without its query string (``%(U)s``) and no referrer: links carry
+their secret in the query string (a verification code, a password reset token), and a secret in
+a log line is a secret given away. gunicorn's own error log, which prints a failing request's
+full URI, goes through the same redaction as Django's logs (``bankproject.logging.RedactSecrets``).
+"""
+
+import logging
+import os
+
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
+access_log_format = '%(h)s - %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss "%(a)s" request_id=%({x-request-id}o)s'
+
+
+def on_starting(server):
+    """In the master, before the workers fork (they inherit the filter)."""
+    from bankproject.logging import RedactSecrets
+
+    logging.getLogger("gunicorn.error").addFilter(RedactSecrets())
