@@ -398,9 +398,13 @@ def expire_cooldowns() -> None:
 
 @pytest.fixture(autouse=True)
 def _clear_cache() -> Iterator[None]:
-    """Throttle counters start empty in every test (only this run's keys)."""
+    """Throttle counters start empty in every test (only this run's keys, and the per-process
+    fallback counters used while the cache is down)."""
+    from users import throttles
+
     yield
     _delete_cache_keys("*")
+    throttles._local.counts.clear()
 
 
 @pytest.fixture
