@@ -10,6 +10,7 @@ import os
 import ssl
 import sys
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -95,6 +96,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "csp",
+    "axes",
     # django_dramatiq builds the broker from DRAMATIQ_BROKER when its app config is created, so it
     # comes before the apps that declare actors.
     "django_dramatiq",
@@ -116,6 +118,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
+    # django-axes: turns a locked-out log-in (web, admin) into its 429 page; the API answers its own.
+    "axes.middleware.AxesMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
@@ -170,6 +174,44 @@ AUTH_PASSWORD_VALIDATORS = [
 
 # Pass-phrases are welcome; the cap only bounds the hashing work one request can cause.
 PASSWORD_MAX_LENGTH = 128
+
+# --- Logging in -----------------------------------------------------------------------------------
+# Log in by username or by address (users/auth.py); django-axes first, so a locked-out attempt
+# never reaches the password check.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "users.auth.UsernameOrEmailBackend"]
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/account/"
+LOGOUT_REDIRECT_URL = "/login/"
+# A right password for an unverified address gets 403 email_not_verified instead of tokens.
+ACCOUNT_LOGIN_REQUIRES_VERIFIED_EMAIL = env_bool("ACCOUNT_LOGIN_REQUIRES_VERIFIED_EMAIL", True)
+ACCESS_TOKEN_LIFETIME = env_int("ACCESS_TOKEN_LIFETIME", 900)
+REFRESH_TOKEN_LIFETIME = env_int("REFRESH_TOKEN_LIFETIME", 86400)
+PASSWORD_RESET_TIMEOUT = env_int("PASSWORD_RESET_TIMEOUT", 3600)
+# djangorestframework-simplejwt signs and checks the tokens (HS256 under the SECRET_KEY); the
+# session row behind each token is ours (users/services/sessions.py).
+SIMPLE_JWT: dict[str, Any] = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(seconds=ACCESS_TOKEN_LIFETIME),
+    "REFRESH_TOKEN_LIFETIME": timedelta(seconds=REFRESH_TOKEN_LIFETIME),
+    "ROTATE_REFRESH_TOKENS": False,  # rotation and reuse detection are the session's
+    "UPDATE_LAST_LOGIN": False,
+    "ALGORITHM": "HS256",
+    "AUTH_HEADER_TYPES": ("Bearer",),
+    "USER_ID_FIELD": "id",
+    "USER_ID_CLAIM": "user_id",
+    "LEEWAY": 0,
+}
+# Brute force (django-axes, attempts in the database, listed in the admin): after
+# LOGIN_LOCKOUT_FAILURES failed log-ins for one username (or address) from one client IP, that pair
+# is locked out for LOGIN_LOCKOUT_MINUTES (API, web log-in and /admin/login/ alike); a success
+# resets the count. The per-IP and per-username rate limits (THROTTLE_LOGIN*) hold the rest.
+AXES_FAILURE_LIMIT = env_int("LOGIN_LOCKOUT_FAILURES", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_USERNAME_CALLABLE = "users.auth.lockout_username"
+AXES_CLIENT_IP_CALLABLE = "users.auth.client_ip"
+AXES_LOCKOUT_CALLABLE = "users.auth.lockout_response"
+AXES_SENSITIVE_PARAMETERS = ["password", "current_password", "new_password", "new_password1", "new_password2"]
 
 # --- Email verification -------------------------------------------------------------------------
 SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
@@ -362,6 +404,12 @@ REST_FRAMEWORK: dict[str, Any] = {
         "verify": os.environ.get("THROTTLE_VERIFY", "30/min"),
         "resend": os.environ.get("THROTTLE_RESEND", "30/min"),
         "resend_address": os.environ.get("THROTTLE_RESEND_ADDRESS", "30/hour"),
+        "login": os.environ.get("THROTTLE_LOGIN", "20/min"),
+        "login_username": os.environ.get("THROTTLE_LOGIN_USERNAME", "30/hour"),
+        "refresh": os.environ.get("THROTTLE_REFRESH", "60/min"),
+        "password_reset": os.environ.get("THROTTLE_PASSWORD_RESET", "10/min"),
+        "password_reset_address": os.environ.get("THROTTLE_PASSWORD_RESET_ADDRESS", "10/hour"),
+        "account": os.environ.get("THROTTLE_ACCOUNT", "60/min"),
     },
     # The client IP is REMOTE_ADDR; X-Forwarded-For counts only behind this many trusted proxies.
     "NUM_PROXIES": env_int("DJANGO_NUM_PROXIES", 0),

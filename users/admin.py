@@ -14,8 +14,8 @@ from django.utils.html import format_html
 
 from tasks.metrics import queue_stats
 from users.metrics import email_stats
-from users.models import EmailVerification, OutboundEmail, User
-from users.services import accounts, delivery, signup
+from users.models import EmailVerification, LoginSession, OutboundEmail, User
+from users.services import accounts, delivery, sessions, signup
 
 Kind, State = OutboundEmail.Kind, OutboundEmail.State
 VERIFIED = "verified"
@@ -62,6 +62,30 @@ class EmailVerificationInline(admin.TabularInline):
         return False
 
 
+class LoginSessionInline(admin.TabularInline):
+    model = LoginSession
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    fields = (
+        "id",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "client_ip",
+        "user_agent",
+        "revoked_at",
+        "revoked_reason",
+        "blocked_at",
+    )
+    readonly_fields = fields
+    ordering = ["-created_at"]
+    verbose_name_plural = "log-in sessions"
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
 class ChangeForm(UserChangeForm):
     class Meta(UserChangeForm.Meta):  # type: ignore[name-defined]
         model = User
@@ -99,13 +123,13 @@ class UserAdmin(DjangoUserAdmin):
     list_filter = ["is_email_verified", VerificationStateFilter, "is_staff", "is_active", "created_at"]
     search_fields = ["username", "email", "full_name"]
     ordering = ["-created_at"]
-    readonly_fields = ["created_at", "password_changed_at", "last_login"]
+    readonly_fields = ["created_at", "password_changed_at", "last_login", "pending_email"]
     actions = [resend_verification]
-    inlines = [OutboundEmailInline, EmailVerificationInline]
+    inlines = [LoginSessionInline, OutboundEmailInline, EmailVerificationInline]
     fieldsets = (
         (None, {"fields": ("username", "password")}),
-        ("Personal info", {"fields": ("full_name", "email", "is_email_verified")}),
-        ("Permissions", {"fields": ("is_active", "is_staff", "is_superuser", "groups", "user_permissions")}),
+        ("Personal info", {"fields": ("full_name", "email", "pending_email", "is_email_verified")}),
+        ("Permissions", {"fields": ("role", "is_active", "is_staff", "is_superuser", "groups", "user_permissions")}),
         ("Dates", {"fields": ("created_at", "password_changed_at", "last_login")}),
     )
     add_fieldsets = (
@@ -113,10 +137,19 @@ class UserAdmin(DjangoUserAdmin):
     )
 
     def save_model(self, request, obj, form, change):
-        old_email = form.initial.get("email", "") if change else ""
+        new_email = obj.email
+        if change and "email" in form.changed_data:
+            # Staff go through the customer's own flow: the new address is pending until its link
+            # is used, the current one is told, a taken one is answered alike.
+            obj.email = form.initial["email"]
         super().save_model(request, obj, form, change)
         if change and "email" in form.changed_data:
-            accounts.user_email_changed(user=obj, old_email=old_email)
+            accounts.email_change_request(user=obj, new_email=new_email)
+            self.message_user(
+                request,
+                f"{new_email} is pending: we sent it a link, and the account keeps {obj.email} until it is used.",
+                messages.INFO,
+            )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[User]:
         latest = OutboundEmail.objects.filter(user=OuterRef("pk"), kind=Kind.VERIFICATION).order_by(
@@ -210,6 +243,46 @@ class EmailVerificationAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+@admin.register(LoginSession)
+class LoginSessionAdmin(admin.ModelAdmin):
+    """Every user's log-in sessions; staff can block one (its refresh and access tokens stop working)."""
+
+    list_display = ["id", "user", "created_at", "last_used_at", "expires_at", "client_ip", "status"]
+    list_filter = ["blocked_at", "revoked_at", "created_at"]
+    search_fields = ["user__username", "user__email_canonical", "client_ip"]
+    list_select_related = ["user"]
+    # The refresh token's id is deliberately absent (it is not a secret, but nobody needs it).
+    fields = (
+        "user",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "client_ip",
+        "user_agent",
+        "revoked_at",
+        "revoked_reason",
+        "blocked_at",
+    )
+    readonly_fields = fields
+    actions = ["block"]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.display(description="status")
+    def status(self, obj: LoginSession) -> str:
+        if obj.blocked_at:
+            return "blocked"
+        if obj.revoked_at:
+            return f"revoked ({obj.revoked_reason})"
+        return "live" if obj.is_live else "expired"
+
+    @admin.action(description="Block the selected sessions", permissions=["change"])
+    def block(self, request: HttpRequest, queryset: QuerySet[LoginSession]) -> None:
+        blocked = sum(sessions.session_block(session=session) for session in queryset)
+        self.message_user(request, f"Blocked {blocked} session(s): their tokens stop working now.", messages.SUCCESS)
 
 
 def queue_overview(request: HttpRequest) -> HttpResponse:

@@ -28,3 +28,11 @@ class EmailBusy(Exception):
 
 class InvalidLink(Exception):
     """A link's code is wrong, used, expired, replaced or not this row's. One error for all."""
+
+
+class InvalidToken(Exception):
+    """A token (refresh, password reset) that is malformed, not ours, expired, spent or revoked."""
+
+
+class WrongPassword(Exception):
+    """The current password given to confirm a change is not the account's."""

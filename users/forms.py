@@ -5,6 +5,7 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.contrib.auth import password_validation
+from django.contrib.auth.forms import AuthenticationForm
 
 from users import identity
 from users.models import User
@@ -69,3 +70,45 @@ class ResendVerificationForm(forms.Form):
 
     def clean_email(self) -> str:
         return identity.normalize_email(self.cleaned_data["email"])
+
+
+class LoginForm(AuthenticationForm):
+    """Django's log-in form, by username or address, with one error for any wrong pair."""
+
+    username = forms.CharField(
+        label="Username or email",
+        max_length=254,
+        widget=forms.TextInput(attrs={"autocomplete": "username", "autofocus": True}),
+    )
+    error_messages = {
+        "invalid_login": "No account matches that username or address and password.",
+        "inactive": "No account matches that username or address and password.",
+        "email_not_verified": "Verify your email address first: use the link we sent you, or ask for a new one.",
+    }
+
+    def confirm_login_allowed(self, user: User) -> None:
+        super().confirm_login_allowed(user)
+        if settings.ACCOUNT_LOGIN_REQUIRES_VERIFIED_EMAIL and not user.is_email_verified:
+            raise forms.ValidationError(self.error_messages["email_not_verified"], code="email_not_verified")
+
+
+class NameForm(forms.Form):
+    full_name = forms.CharField(
+        label="Full name", max_length=255, widget=forms.TextInput(attrs={"autocomplete": "name"})
+    )
+
+    def clean_full_name(self) -> str:
+        return identity.normalize_full_name(self.cleaned_data["full_name"])
+
+
+class EmailChangeForm(forms.Form):
+    email = forms.EmailField(
+        label="New email address", max_length=254, widget=forms.EmailInput(attrs={"autocomplete": "email"})
+    )
+
+    def clean_email(self) -> str:
+        return identity.normalize_email(self.cleaned_data["email"])
+
+
+class PasswordResetRequestForm(ResendVerificationForm):
+    """The address to send a reset link to (same rules as any address we mail)."""

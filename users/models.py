@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, ClassVar
@@ -51,6 +52,10 @@ class UserManager(BaseUserManager["User"]):
 class User(AbstractBaseUser, PermissionsMixin):
     """A bank customer (or a member of staff, who may use the admin)."""
 
+    class Role(models.TextChoices):
+        DEPOSITOR = "depositor", "depositor"
+        BANKER = "banker", "banker"
+
     username = models.CharField(
         max_length=150,
         unique=True,
@@ -75,6 +80,12 @@ class User(AbstractBaseUser, PermissionsMixin):
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     is_active = models.BooleanField(default=True)
     is_staff = models.BooleanField(default=False, help_text="Whether the user can log into the admin.")
+    role = models.CharField(
+        max_length=16,
+        choices=Role.choices,
+        default=Role.DEPOSITOR,
+        help_text="Bankers may change any customer's profile through the API; set by staff only.",
+    )
 
     objects = UserManager()
 
@@ -267,3 +278,40 @@ class UsernameReservation(models.Model):
 
     def __str__(self) -> str:
         return self.username
+
+
+class LoginSessionQuerySet(models.QuerySet["LoginSession"]):
+    def live(self, now: datetime | None = None) -> LoginSessionQuerySet:
+        """Sessions whose tokens still work: not revoked, not blocked, not expired."""
+        return self.filter(revoked_at__isnull=True, blocked_at__isnull=True, expires_at__gt=now or timezone.now())
+
+
+class LoginSession(models.Model):
+    """One log-in through the API: its access and refresh tokens name it (``sid``), so revoking or
+    blocking it ends both. Only the ``jti`` of the one refresh token that may be used next is kept;
+    presenting any other (an older, rotated one) means it was copied: the whole session ends."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="login_sessions")
+    user_agent = models.CharField(max_length=256, blank=True, default="")
+    client_ip = models.GenericIPAddressField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(help_text="The refresh tokens of this log-in stop working then.")
+    last_used_at = models.DateTimeField(default=timezone.now)
+    refresh_jti = models.CharField(max_length=64, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_reason = models.CharField(max_length=64, blank=True, default="")
+    blocked_at = models.DateTimeField(null=True, blank=True, help_text="Set by staff: its tokens stop working.")
+
+    objects = LoginSessionQuerySet.as_manager()
+
+    class Meta:
+        ordering: ClassVar = ["-created_at"]
+        indexes: ClassVar = [models.Index(fields=["user", "-created_at"], name="users_session_user_created")]
+
+    def __str__(self) -> str:
+        return f"session {self.pk} of {self.user_id}"
+
+    @property
+    def is_live(self) -> bool:
+        return self.revoked_at is None and self.blocked_at is None and self.expires_at > timezone.now()

@@ -99,19 +99,71 @@ class ResendThrottle(_WindowThrottle):
     scope = "resend"
 
 
-class ResendAddressThrottle(_WindowThrottle):
+def _field(request: Any, name: str) -> str | None:
+    data = getattr(request, "data", None) or getattr(request, "POST", {})
+    value = data.get(name) if hasattr(data, "get") else None
+    return value if isinstance(value, str) else None
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()  # a key, not the address or name itself
+
+
+class _AddressThrottle(_WindowThrottle):
     """Per address asked for (canonical form), whoever asks."""
 
-    scope = "resend_address"
-
     def get_cache_key(self, request: Any, view: Any) -> str | None:
-        data = getattr(request, "data", None) or getattr(request, "POST", {})
-        email = data.get("email") if hasattr(data, "get") else None
-        canonical = identity.canonical_email(email) if isinstance(email, str) else None
+        email = _field(request, "email")
+        canonical = identity.canonical_email(email) if email else None
         if canonical is None:
             return None  # malformed: the view answers 400
-        digest = hashlib.sha256(canonical.encode()).hexdigest()  # not the address itself
-        return self.cache_format % {"scope": self.scope, "ident": digest}
+        return self.cache_format % {"scope": self.scope, "ident": _digest(canonical)}
+
+
+class ResendAddressThrottle(_AddressThrottle):
+    scope = "resend_address"
+
+
+class LoginThrottle(_WindowThrottle):
+    scope = "login"
+
+
+class LoginUsernameThrottle(_WindowThrottle):
+    """Per account named (its canonical username or address), from any number of addresses."""
+
+    scope = "login_username"
+
+    def get_cache_key(self, request: Any, view: Any) -> str | None:
+        login = _field(request, "username")
+        if not login:
+            return None
+        canonical = (identity.canonical_email(login) or login.strip().lower()) if "@" in login else None
+        ident = canonical or identity.canonical_username(login)
+        return self.cache_format % {"scope": self.scope, "ident": _digest(ident)}
+
+
+class RefreshThrottle(_WindowThrottle):
+    scope = "refresh"
+
+
+class PasswordResetThrottle(_WindowThrottle):
+    scope = "password_reset"
+
+
+class PasswordResetAddressThrottle(_AddressThrottle):
+    scope = "password_reset_address"
+
+
+class AccountThrottle(_WindowThrottle):
+    """Per signed-in user (per IP before authentication has run)."""
+
+    scope = "account"
+
+    def get_cache_key(self, request: Any, view: Any) -> str | None:
+        user = getattr(request, "user", None)
+        pk = getattr(user, "pk", None) if getattr(user, "is_authenticated", False) else None
+        ident = f"user-{pk}" if pk is not None else self.get_ident(request)
+        return self.cache_format % {"scope": self.scope, "ident": ident}
 
 
 def throttle_wait(request: HttpRequest, throttle_classes: list[type[SimpleRateThrottle]]) -> int | None:

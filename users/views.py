@@ -15,7 +15,7 @@ from users.services import signup as signups
 from users.throttles import ResendAddressThrottle, ResendThrottle, SignupThrottle, VerifyThrottle, throttle_wait
 
 
-def _too_many(request: HttpRequest, wait: int) -> HttpResponse:
+def too_many(request: HttpRequest, wait: int) -> HttpResponse:
     response = render(request, "users/too_many_requests.html", {"wait": wait}, status=429)
     response["Retry-After"] = str(wait)
     return response
@@ -24,7 +24,7 @@ def _too_many(request: HttpRequest, wait: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def signup(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and (wait := throttle_wait(request, [SignupThrottle])):
-        return _too_many(request, wait)
+        return too_many(request, wait)
     form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
@@ -66,7 +66,7 @@ def verify_email(request: HttpRequest) -> HttpResponse:
 
 def _verify_email(request: HttpRequest) -> HttpResponse:
     if wait := throttle_wait(request, [VerifyThrottle]):  # GET checks the code too
-        return _too_many(request, wait)
+        return too_many(request, wait)
     form = VerifyEmailForm(request.POST if request.method == "POST" else request.GET)
     if not form.is_valid():
         return _invalid(request)
@@ -85,7 +85,7 @@ def _verify_email(request: HttpRequest) -> HttpResponse:
 def resend_verification(request: HttpRequest) -> HttpResponse:
     """Ask for a new link. The answer is the same whether or not the address is known."""
     if request.method == "POST" and (wait := throttle_wait(request, [ResendThrottle, ResendAddressThrottle])):
-        return _too_many(request, wait)
+        return too_many(request, wait)
     form = ResendVerificationForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         signups.verification_resend_request(email=form.cleaned_data["email"])

@@ -9,6 +9,9 @@ from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from users.models import User
+from users.services import sessions
+
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_throttling", "keep_test_connection")]
 
 
@@ -26,17 +29,46 @@ def keep_test_connection():
 schema = schemathesis.openapi.from_wsgi("/api/schema/", get_wsgi_application())
 
 
+@pytest.fixture
+def bearer() -> dict[str, str]:
+    """A real access token of a verified banker (so every endpoint is reachable)."""
+    user = User.objects.create_user(
+        username="contract",
+        email="contract@example.com",
+        password="correct horse battery staple",
+        full_name="Contract Test",
+        is_email_verified=True,
+        role=User.Role.BANKER,
+    )
+    tokens = sessions.session_start(user=user, user_agent="schemathesis", client_ip="127.0.0.1")
+    return {"Authorization": f"Bearer {tokens.access}"}
+
+
 @schema.parametrize()
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
-def test_api_conforms_to_its_schema(case):
+def test_api_conforms_to_its_schema(case, bearer):
     # A well-formed request may still be refused: a code that is wrong, a username that is taken.
-    case.call_and_validate(excluded_checks=[positive_data_acceptance])
+    case.call_and_validate(headers=bearer, excluded_checks=[positive_data_acceptance])
 
 
 def test_schema_and_docs_are_served(client):
     document = client.get("/api/schema/?format=json").json()
     assert document["openapi"].startswith("3.")
-    assert set(document["paths"]) == {"/api/users/", "/api/verify-email/", "/api/users/resend-verification/"}
+    assert set(document["paths"]) == {
+        "/api/users/",
+        "/api/verify-email/",
+        "/api/users/resend-verification/",
+        "/api/tokens/",
+        "/api/tokens/refresh/",
+        "/api/tokens/logout/",
+        "/api/users/me/",
+        "/api/users/{username}/",
+        "/api/sessions/",
+        "/api/sessions/{session_id}/",
+        "/api/password-reset/",
+        "/api/password-reset/confirm/",
+    }
+    assert document["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
     signup = document["paths"]["/api/users/"]["post"]["responses"]
     assert set(signup) == {"201", "400", "429"}
     docs = client.get("/api/docs/")

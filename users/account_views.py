@@ -1,0 +1,161 @@
+"""HTML pages of the account: log in and out, the account page, password reset.
+
+Django's auth views and forms where they fit (``LoginView``, ``LogoutView``,
+``PasswordChangeForm``, ``SetPasswordForm``); the services do the rest, exactly as for the API.
+Every form has CSRF; the same throttles as the API; a locked-out log-in is django-axes' 429.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from django.contrib import messages
+from django.contrib.auth import update_session_auth_hash
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import PasswordChangeForm, SetPasswordForm
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_http_methods
+
+from users.errors import InvalidToken, WrongPassword
+from users.forms import EmailChangeForm, LoginForm, NameForm, PasswordResetRequestForm
+from users.models import User
+from users.services import accounts
+from users.throttles import (
+    AccountThrottle,
+    LoginThrottle,
+    LoginUsernameThrottle,
+    PasswordResetAddressThrottle,
+    PasswordResetThrottle,
+    throttle_wait,
+)
+from users.views import too_many
+
+
+class LoginView(auth_views.LoginView):
+    template_name = "users/login.html"
+    authentication_form = LoginForm
+    redirect_authenticated_user = True
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if wait := throttle_wait(request, [LoginThrottle, LoginUsernameThrottle]):
+            return too_many(request, wait)
+        return super().post(request, *args, **kwargs)
+
+    def form_invalid(self, form: Any) -> HttpResponse:
+        response = super().form_invalid(form)
+        response.status_code = 400
+        return response
+
+
+class LogoutView(auth_views.LogoutView):
+    """POST only (Django's): a link can't log anyone out."""
+
+
+def _account_page(request: HttpRequest, *, status: int = 200, **forms: Any) -> HttpResponse:
+    user = cast("User", request.user)
+    context = {
+        "name_form": forms.get("name_form") or NameForm(initial={"full_name": user.full_name}),
+        "email_form": forms.get("email_form") or EmailChangeForm(),
+        "password_form": forms.get("password_form") or PasswordChangeForm(user),
+    }
+    return render(request, "users/account.html", context, status=status)
+
+
+@never_cache
+@login_required
+@require_http_methods(["GET", "POST"])
+def account(request: HttpRequest) -> HttpResponse:
+    """Change full name, address (pending until its link is used) or password."""
+    if request.method == "GET":
+        return _account_page(request)
+    if wait := throttle_wait(request, [AccountThrottle]):
+        return too_many(request, wait)
+    user = cast("User", request.user)
+    which = request.POST.get("form")
+    if which == "name":
+        form = NameForm(request.POST)
+        if not form.is_valid():
+            return _account_page(request, status=400, name_form=form)
+        accounts.profile_update(user=user, full_name=form.cleaned_data["full_name"])
+        messages.success(request, "Your name is changed.")
+    elif which == "email":
+        email_form = EmailChangeForm(request.POST)
+        if not email_form.is_valid():
+            return _account_page(request, status=400, email_form=email_form)
+        accounts.email_change_request(user=user, new_email=email_form.cleaned_data["email"])
+        messages.success(
+            request, "We sent a link to the new address. Until you use it, your account keeps its current address."
+        )
+    elif which == "password":
+        password_form = PasswordChangeForm(user, request.POST)
+        if not password_form.is_valid():
+            return _account_page(request, status=400, password_form=password_form)
+        try:
+            accounts.password_change(
+                user=user,
+                new_password=password_form.cleaned_data["new_password1"],
+                current_password=password_form.cleaned_data["old_password"],
+            )
+        except (WrongPassword, ValidationError) as exc:  # changed meanwhile
+            password_form.add_error(None, str(exc) or "That is not your current password.")
+            return _account_page(request, status=400, password_form=password_form)
+        update_session_auth_hash(request, user)  # this browser stays logged in; every other session ends
+        messages.success(request, "Your password is changed. Every other session was logged out.")
+    return redirect("account")
+
+
+def _reset_invalid(request: HttpRequest) -> HttpResponse:
+    return render(request, "users/reset_password_invalid.html", {"form": PasswordResetRequestForm()}, status=400)
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+def reset_password(request: HttpRequest) -> HttpResponse:
+    """Without ``uid`` and ``token``: ask for a link. With them: choose the new password."""
+    response = _reset_password(request)
+    # The URL carries the token: a Referer from this page may hold the origin at most.
+    response["Referrer-Policy"] = "strict-origin"
+    return response
+
+
+def _reset_password(request: HttpRequest) -> HttpResponse:
+    source = request.POST if request.method == "POST" else request.GET
+    uid, token = source.get("uid"), source.get("token")
+    if uid is None and token is None:
+        return _reset_request(request)
+    if request.method == "POST" and (wait := throttle_wait(request, [PasswordResetThrottle])):
+        return too_many(request, wait)
+    try:
+        user = accounts.password_reset_user(uid=uid or "", token=token or "")
+    except InvalidToken:
+        return _reset_invalid(request)
+    form = SetPasswordForm(user, request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            accounts.password_reset_confirm(
+                uid=uid or "", token=token or "", new_password=form.cleaned_data["new_password1"]
+            )
+        except InvalidToken:
+            return _reset_invalid(request)
+        except ValidationError as exc:
+            form.add_error("new_password1", exc)
+        else:
+            return render(request, "users/reset_password_done.html")
+    context = {"form": form, "uid": uid, "token": token}
+    return render(request, "users/reset_password_confirm.html", context, status=400 if form.errors else 200)
+
+
+def _reset_request(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST" and (
+        wait := throttle_wait(request, [PasswordResetThrottle, PasswordResetAddressThrottle])
+    ):
+        return too_many(request, wait)
+    form = PasswordResetRequestForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        accounts.password_reset_request(email=form.cleaned_data["email"])
+        return render(request, "users/reset_password_sent.html")
+    return render(request, "users/reset_password.html", {"form": form}, status=400 if form.errors else 200)

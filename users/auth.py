@@ -1,0 +1,130 @@
+"""Who is asking: log-in by username or address, access tokens tied to their session, the client's
+IP (one rule for throttles and lockout), and django-axes' hooks."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.backends import ModelBackend
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.request import Request
+from rest_framework.settings import api_settings
+from rest_framework_simplejwt.authentication import JWTAuthentication
+from rest_framework_simplejwt.tokens import Token
+
+from users import identity
+from users.models import LoginSession, User
+from users.services.sessions import SESSION_CLAIM
+
+logger = logging.getLogger(__name__)
+
+# How often a session's "last used" is written while its access tokens are in use.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def find_user(login: str) -> User | None:
+    """The account a log-in names: an address (it has an @) or a username; both canonical."""
+    if not isinstance(login, str) or not login:
+        return None
+    if "@" in login:
+        canonical = identity.canonical_email(login)
+        return User.objects.filter(email_canonical=canonical).first() if canonical else None
+    return User.objects.filter(username_canonical=identity.canonical_username(login)).first()
+
+
+class UsernameOrEmailBackend(ModelBackend):
+    """Django's ModelBackend, looking the account up by canonical username or address. An unknown
+    account still costs one password hash (as Django does), so timing tells the two apart no more
+    than the answer does."""
+
+    def authenticate(
+        self, request: HttpRequest | None, username: str | None = None, password: str | None = None, **kwargs: Any
+    ) -> User | None:
+        if username is None or password is None:
+            return None
+        user = find_user(username)
+        if user is None:
+            User().set_password(password)  # the work a real check does
+            return None
+        if user.check_password(password) and self.user_can_authenticate(user):
+            return user
+        return None
+
+
+def client_ip(request: HttpRequest | Request) -> str:
+    """``REMOTE_ADDR``, or the address ``DJANGO_NUM_PROXIES`` trusted proxies saw (as the throttles)."""
+    meta = request.META
+    remote = meta.get("REMOTE_ADDR", "")
+    forwarded = meta.get("HTTP_X_FORWARDED_FOR")
+    proxies = api_settings.NUM_PROXIES
+    if forwarded and proxies:
+        addresses = [a.strip() for a in forwarded.split(",") if a.strip()]
+        if addresses:
+            return addresses[-min(proxies, len(addresses))]
+    return remote
+
+
+def lockout_username(request: HttpRequest, credentials: dict | None) -> str:
+    """What django-axes counts failures against: the canonical form of what was typed, so "Ada",
+    "ada" and the account's address are one."""
+    login = (credentials or {}).get("username")
+    if not isinstance(login, str):
+        login = request.POST.get("username", "") if hasattr(request, "POST") else ""
+    if "@" in login:
+        return identity.canonical_email(login) or login.strip().lower()
+    return identity.canonical_username(login)
+
+
+def lockout_response(
+    request: HttpRequest,
+    original_response: HttpResponse | None = None,
+    credentials: dict | None = None,
+    *args: Any,
+    **kwargs: Any,
+) -> HttpResponse:
+    """django-axes' answer to a locked-out log-in: 429 with Retry-After, JSON on the API."""
+    wait = int(settings.AXES_COOLOFF_TIME.total_seconds())
+    detail = "Too many failed log-ins. Try again later, or reset your password."
+    response: HttpResponse
+    if request.path.startswith("/api/"):
+        response = JsonResponse({"detail": detail, "code": "locked_out"}, status=429)
+    else:
+        response = render(request, "users/too_many_requests.html", {"wait": wait, "detail": detail}, status=429)
+    response["Retry-After"] = str(wait)
+    return response
+
+
+class SessionJWTAuthentication(JWTAuthentication):
+    """simplejwt's checks (signature, expiry, type), then the session the token names: a revoked,
+    blocked or expired session, or an inactive user, is refused on the very next request — the
+    session and its user are read in the one query that would load the user anyway."""
+
+    def get_user(self, validated_token: Token) -> User:  # type: ignore[override]  # our User, not AuthUser
+        session_id = validated_token.get(SESSION_CLAIM)
+        session = LoginSession.objects.select_related("user").filter(pk=session_id).first() if session_id else None
+        if session is None or not session.is_live or not session.user.is_active:
+            raise AuthenticationFailed("This session has ended; log in again.", code="session_ended")
+        if str(session.user_id) != str(validated_token.get("user_id")):
+            raise AuthenticationFailed("This session has ended; log in again.", code="session_ended")
+        now = timezone.now()
+        if now - session.last_used_at > LAST_USED_RESOLUTION:
+            LoginSession.objects.filter(pk=session.pk).update(last_used_at=now)
+        session.user.login_session = session  # type: ignore[attr-defined]  # for "current" and sign-out
+        return session.user
+
+
+class SessionJWTScheme(OpenApiAuthenticationExtension):
+    """How the OpenAPI document describes the tokens: ``Authorization: Bearer <access>``."""
+
+    target_class = "users.auth.SessionJWTAuthentication"
+    name = "bearerAuth"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}

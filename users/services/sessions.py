@@ -1,0 +1,137 @@
+"""Log-in sessions: tokens for a log-in, refresh with rotation and reuse detection, log-out,
+revocation.
+
+Each log-in is a ``LoginSession`` row. Its tokens are djangorestframework-simplejwt's, signed
+HS256 under the SECRET_KEY, carrying the session's id (``sid``); the refresh token's ``jti`` is
+the only thing about it that is stored. A refresh presents the current refresh token and gets a
+new pair; the old refresh token is spent. Presenting a spent one means someone else holds a copy:
+the whole session is revoked, so the copy is useless to both. Access tokens are checked against
+their session on every request (``users.auth.SessionJWTAuthentication``), so revoking or
+blocking a session ends its access tokens at once, not when they expire.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.tokens import RefreshToken
+from rest_framework_simplejwt.utils import datetime_from_epoch
+
+from users.errors import InvalidToken
+from users.models import LoginSession, User
+
+logger = logging.getLogger(__name__)
+
+SESSION_CLAIM = "sid"  # the claim of both tokens that names their session
+
+
+@dataclass(frozen=True)
+class Tokens:
+    access: str
+    refresh: str
+    access_expires_at: datetime
+    refresh_expires_at: datetime
+    session: LoginSession
+
+
+def _issue(session: LoginSession) -> Tokens:
+    """A new token pair for ``session``, whose refresh token is the one its row now expects."""
+    refresh = RefreshToken.for_user(session.user)
+    refresh[SESSION_CLAIM] = str(session.pk)
+    refresh["jti"] = session.refresh_jti
+    refresh.set_exp(from_time=refresh.current_time, lifetime=session.expires_at - refresh.current_time)
+    access = refresh.access_token
+    lifetime = timedelta(seconds=settings.ACCESS_TOKEN_LIFETIME)
+    access.set_exp(from_time=refresh.current_time, lifetime=min(lifetime, session.expires_at - refresh.current_time))
+    return Tokens(
+        access=str(access),
+        refresh=str(refresh),
+        access_expires_at=datetime_from_epoch(access["exp"]),
+        refresh_expires_at=datetime_from_epoch(refresh["exp"]),
+        session=session,
+    )
+
+
+def session_start(*, user: User, user_agent: str, client_ip: str | None) -> Tokens:
+    """A new log-in (the credentials were checked by the caller)."""
+    now = timezone.now()
+    session = LoginSession.objects.create(
+        user=user,
+        user_agent=(user_agent or "")[:256],
+        client_ip=client_ip or None,
+        created_at=now,
+        last_used_at=now,
+        expires_at=now + timedelta(seconds=settings.REFRESH_TOKEN_LIFETIME),
+        refresh_jti=uuid.uuid4().hex,
+    )
+    User.objects.filter(pk=user.pk).update(last_login=now)
+    return _issue(session)
+
+
+def _decode(raw: str) -> tuple[str, str]:
+    """The session id and jti of a refresh token we signed and that has not expired."""
+    try:
+        token = RefreshToken(raw)  # type: ignore[arg-type]  # simplejwt takes the encoded string
+    except TokenError:
+        raise InvalidToken from None
+    session_id, jti = token.get(SESSION_CLAIM), token.get("jti")
+    if not session_id or not jti:
+        raise InvalidToken
+    return str(session_id), str(jti)
+
+
+def session_refresh(*, refresh: str) -> Tokens:
+    """Rotate: the presented refresh token is spent and a new pair issued. A spent token presented
+    again revokes the session (reuse detection). Raises ``InvalidToken``."""
+    session_id, jti = _decode(refresh)
+    reused = False
+    with transaction.atomic():
+        session = LoginSession.objects.select_for_update().select_related("user").filter(pk=session_id).first()
+        if session is None or not session.is_live or not session.user.is_active:
+            raise InvalidToken
+        if session.refresh_jti != jti:
+            _revoke(LoginSession.objects.filter(pk=session.pk), "refresh token reused")
+            reused = True
+        else:
+            session.refresh_jti, session.last_used_at = uuid.uuid4().hex, timezone.now()
+            session.save(update_fields=["refresh_jti", "last_used_at"])
+    if reused:  # outside the transaction, so the revocation is committed
+        logger.warning("refresh token reused; session revoked", extra={"session_id": session_id})
+        raise InvalidToken
+    return _issue(session)
+
+
+def session_logout(*, refresh: str) -> None:
+    """Revoke the session of a refresh token (any of its tokens, spent or current)."""
+    session_id, _ = _decode(refresh)
+    if not _revoke(LoginSession.objects.filter(pk=session_id).live(), "logged out"):
+        raise InvalidToken
+
+
+def sessions_revoke(*, user: User, except_session: LoginSession | None = None, reason: str) -> int:
+    """End every live session of ``user`` (but one): their refresh and access tokens stop working."""
+    sessions = LoginSession.objects.filter(user=user).live()
+    if except_session is not None:
+        sessions = sessions.exclude(pk=except_session.pk)
+    return _revoke(sessions, reason)
+
+
+def session_revoke(*, user: User, session_id: uuid.UUID) -> bool:
+    """The user ends one of their own sessions. False if it is not theirs (or not live)."""
+    return bool(_revoke(LoginSession.objects.filter(pk=session_id, user=user).live(), "revoked by the user"))
+
+
+def session_block(*, session: LoginSession) -> bool:
+    """Staff block a session (admin): its tokens stop working from now on."""
+    return bool(LoginSession.objects.filter(pk=session.pk, blocked_at__isnull=True).update(blocked_at=timezone.now()))
+
+
+def _revoke(sessions, reason: str) -> int:
+    return sessions.filter(revoked_at__isnull=True).update(revoked_at=timezone.now(), revoked_reason=reason)
