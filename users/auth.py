@@ -72,14 +72,19 @@ def client_ip(request: HttpRequest | Request) -> str:
 
 
 def lockout_username(request: HttpRequest, credentials: dict | None) -> str:
-    """What django-axes counts failures against: the canonical form of what was typed, so "Ada",
-    "ada" and the account's address are one."""
+    """What django-axes counts failures against: the account named, however it was spelled —
+    "Ada", "ada" and the account's address are one (an address with no account counts as itself,
+    so a lockout behaves the same whether or not the account exists)."""
     login = (credentials or {}).get("username")
     if not isinstance(login, str):
         login = request.POST.get("username", "") if hasattr(request, "POST") else ""
-    if "@" in login:
-        return identity.canonical_email(login) or login.strip().lower()
-    return identity.canonical_username(login)
+    if "@" not in login:
+        return identity.canonical_username(login)
+    canonical = identity.canonical_email(login)
+    if canonical is None:
+        return login.strip().lower()
+    owner = User.objects.filter(email_canonical=canonical).values_list("username_canonical", flat=True).first()
+    return owner or canonical
 
 
 def lockout_response(

@@ -134,12 +134,15 @@ class LoginUsernameThrottle(_WindowThrottle):
     scope = "login_username"
 
     def get_cache_key(self, request: Any, view: Any) -> str | None:
+        from users.auth import lockout_username  # the lockout's notion of "one account"
+
         login = _field(request, "username")
         if not login:
             return None
-        canonical = (identity.canonical_email(login) or login.strip().lower()) if "@" in login else None
-        ident = canonical or identity.canonical_username(login)
-        return self.cache_format % {"scope": self.scope, "ident": _digest(ident)}
+        return self.cache_format % {
+            "scope": self.scope,
+            "ident": _digest(lockout_username(request, {"username": login})),
+        }
 
 
 class RefreshThrottle(_WindowThrottle):

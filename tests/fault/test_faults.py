@@ -321,3 +321,25 @@ def test_sigterm_finishes_the_email_in_flight_and_returns_the_prefetched(
     start_worker(threads=2)
     _sent(4)
     _exactly_once(smtp_server, people)
+
+
+# 11 ----------------------------------------------------------------------------------------------
+def test_redis_down_when_a_password_reset_commits_then_swept(redis_server, broker, start_worker, sweep, smtp_server):
+    """The reset email has the verification email's promise: a lost enqueue is found by its row."""
+    User.objects.create_user(
+        username="ada", email="ada@example.com", password="x", full_name="Ada", is_email_verified=True
+    )
+    redis_server.stop()
+    answer = APIClient().post("/api/password-reset/", {"email": "ada@example.com"}, format="json")
+    assert answer.status_code == 202  # although the enqueue fails
+    [reset] = OutboundEmail.objects.filter(kind="password_reset")
+    assert reset.state == "pending"
+
+    redis_server.start()
+    worker = start_worker()
+    assert "redispatched=1" in sweep()
+    _sent(1)
+    assert "redispatched=0" in sweep()
+    assert worker.terminate() == 0
+    [message] = smtp_server.to("ada@example.com")
+    assert "/reset-password/?uid=" in message.get_body(preferencelist=("plain",)).get_content()

@@ -1,0 +1,115 @@
+"""Log in, the account page and password reset in headless Chromium, against a live server, the
+real Redis broker, an in-process worker and a real SMTP server."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import Page, expect
+from rest_framework.test import APIClient
+
+from conftest import message_text, wait_for
+from users.models import User
+from users.tests.factories import UserFactory
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+def ada(settings, live_server) -> User:
+    settings.SITE_URL = live_server.url
+    return UserFactory(username="ada", email="ada@example.com", full_name="Ada Lovelace", is_email_verified=True)
+
+
+def _log_in(page: Page, live_server, login: str, password: str) -> None:
+    page.goto(f"{live_server.url}/login/")
+    page.fill("input[name=username]", login)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+
+
+def test_log_in_change_name_and_password_then_log_out(page, live_server, ada, no_throttling):
+    api_session = APIClient().post("/api/tokens/", {"username": "ada", "password": PASSWORD}, format="json").json()
+
+    _log_in(page, live_server, "ada@example.com", "not my password")
+    expect(page.locator(".errorlist")).to_contain_text("No account matches")
+    _log_in(page, live_server, "ADA", PASSWORD)
+    expect(page).to_have_url(f"{live_server.url}/account/")
+    expect(page.locator("main")).to_contain_text("Logged in as ada")
+
+    page.fill("#name-form input[name=full_name]", "Augusta Ada King")
+    page.click("#name-form button")
+    expect(page.locator(".message")).to_contain_text("Your name is changed")
+    assert User.objects.get(pk=ada.pk).full_name == "Augusta Ada King"
+
+    page.fill("input[name=old_password]", "wrong current password")
+    page.fill("input[name=new_password1]", "a fresh pass phrase 2026")
+    page.fill("input[name=new_password2]", "a fresh pass phrase 2026")
+    page.click("#password-form button")
+    expect(page.locator("#field-old_password .errorlist")).to_be_visible()
+    page.fill("input[name=old_password]", PASSWORD)
+    page.fill("input[name=new_password1]", "a fresh pass phrase 2026")
+    page.fill("input[name=new_password2]", "a fresh pass phrase 2026")
+    page.click("#password-form button")
+    expect(page.locator(".message")).to_contain_text("Every other session was logged out")
+    expect(page.locator("main")).to_contain_text("Logged in as ada")  # this browser stays in
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {api_session['access']}")
+    assert api.get("/api/users/me/").status_code == 401  # the API session ended
+
+    page.click("#logout-form button")
+    expect(page).to_have_url(f"{live_server.url}/login/")
+    page.goto(f"{live_server.url}/account/")
+    expect(page).to_have_url(re.compile(r"/login/\?next=/account/"))
+
+
+def test_address_change_from_the_account_page_then_the_emailed_link(page, live_server, ada, smtp_server, worker):
+    _log_in(page, live_server, "ada", PASSWORD)
+    page.fill("#email-form input[name=email]", "ada@lovelace.example.org")
+    page.click("#email-form button")
+    expect(page.locator("#pending-email")).to_contain_text("ada@lovelace.example.org")
+
+    [link_email] = wait_for(lambda: smtp_server.to("ada@lovelace.example.org"), what="the link to the new address")
+    [notice] = wait_for(lambda: smtp_server.to("ada@example.com"), what="the notice to the current address")
+    assert "/verify-email/?" not in message_text(notice)
+    url = re.search(r"https?://\S+/verify-email/\?\S+", message_text(link_email)).group(0)
+    assert User.objects.get(pk=ada.pk).email == "ada@example.com"  # not before the link is used
+
+    page.goto(url)
+    page.click("button[type=submit]")
+    expect(page.locator("h1")).to_contain_text("verified")
+    page.click("text=Log in to your account")  # the verified page leads to log-in
+    expect(page).to_have_url(re.compile(r"/(login|account)/$"))
+    assert User.objects.get(pk=ada.pk).email == "ada@lovelace.example.org"
+
+
+def test_password_reset_by_email_in_the_browser(page, live_server, ada, smtp_server, worker):
+    page.goto(f"{live_server.url}/login/")
+    page.click("text=Forgot your password?")
+    page.fill("input[name=email]", "ADA@example.com")
+    page.click("button[type=submit]")
+    expect(page.locator("h1")).to_contain_text("Check your inbox")
+    [message] = wait_for(lambda: smtp_server.to("ada@example.com"), what="the reset email")
+    url = re.search(r"https?://\S+/reset-password/\?uid=\S+", message_text(message)).group(0)
+
+    page.goto(url)
+    page.fill("input[name=new_password1]", "my brand new pass phrase")
+    page.fill("input[name=new_password2]", "my brand new pass phrase")
+    page.click("button[type=submit]")
+    expect(page.locator("h1")).to_contain_text("Your password is changed")
+    page.goto(url)  # the link worked once
+    expect(page.locator("h1")).to_contain_text("invalid or has expired")
+
+    _log_in(page, live_server, "ada", "my brand new pass phrase")
+    expect(page).to_have_url(f"{live_server.url}/account/")
+
+
+def test_the_web_log_in_locks_out_after_repeated_failures(page, live_server, ada, settings):
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        _log_in(page, live_server, "ada", "a wrong guess")
+    expect(page.locator("main")).to_contain_text("Too many failed log-ins")
+    _log_in(page, live_server, "ada", PASSWORD)
+    expect(page.locator("main")).to_contain_text("Too many failed log-ins")  # locked, right password or not

@@ -1,0 +1,367 @@
+"""The accounts API, row by row of the contract's Accounts table (PostgreSQL, locmem email)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.core import mail
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from users.models import EmailVerification, LoginSession, OutboundEmail, User
+from users.services import delivery
+from users.tests.factories import UserFactory
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_throttling")]
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+def ada() -> User:
+    return UserFactory(username="ada", email="ada@example.com", full_name="Ada Lovelace", is_email_verified=True)
+
+
+def _login(api: APIClient, username: str = "ada", password: str = PASSWORD, **headers: str):
+    return api.post("/api/tokens/", {"username": username, "password": password}, format="json", **headers)
+
+
+def _bearer(access: str) -> APIClient:
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {access}")
+    return api
+
+
+def _deliver_all() -> None:
+    """What the worker does with every queued email (here, into Django's locmem outbox)."""
+    for email in OutboundEmail.objects.filter(state="pending"):
+        if email.verification_id:
+            delivery.deliver(verification_id=email.verification_id)
+        else:
+            delivery.deliver(email_id=email.pk)
+
+
+# --- Log in --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("login", ["ada", "ADA", "ada@example.com", "Ada@EXAMPLE.com"])
+def test_log_in_by_username_or_address_gives_tokens_a_session_and_the_user(ada, login):
+    response = _login(APIClient(), login, HTTP_USER_AGENT="pytest-browser/1.0", REMOTE_ADDR="203.0.113.7")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert set(body) == {"access", "refresh", "access_expires_at", "refresh_expires_at", "session_id", "user"}
+    assert body["user"]["username"] == "ada" and body["user"]["role"] == "depositor"
+    assert "password" not in body["user"]
+    session = LoginSession.objects.get(pk=body["session_id"])
+    assert (session.user_agent, session.client_ip, session.user_id) == ("pytest-browser/1.0", "203.0.113.7", ada.pk)
+    assert abs((session.expires_at - session.created_at) - timedelta(days=1)) < timedelta(seconds=1)
+    me = _bearer(body["access"]).get("/api/users/me/")
+    assert me.status_code == 200 and me.json()["email"] == "ada@example.com"
+
+
+def test_unknown_user_and_wrong_password_get_one_identical_answer(ada):
+    unknown = _login(APIClient(), "nobody")
+    wrong = _login(APIClient(), "ada", "not the password at all")
+    unknown_address = _login(APIClient(), "nobody@example.com")
+    assert unknown.status_code == wrong.status_code == unknown_address.status_code == 401
+    assert unknown.content == wrong.content == unknown_address.content
+    assert unknown.json()["code"] == "invalid_credentials"
+
+
+def test_an_unverified_address_gets_403_only_with_the_right_password(settings):
+    UserFactory(username="newbie", email="newbie@example.com")
+    right = _login(APIClient(), "newbie")
+    assert right.status_code == 403 and right.json()["code"] == "email_not_verified"
+    assert _login(APIClient(), "newbie", "wrong password here").status_code == 401
+    settings.ACCOUNT_LOGIN_REQUIRES_VERIFIED_EMAIL = False
+    assert _login(APIClient(), "newbie").status_code == 200
+
+
+# --- Refresh, rotation, reuse ----------------------------------------------------------------------
+def test_refresh_rotates_and_a_reused_refresh_token_revokes_the_session(ada):
+    first = _login(APIClient()).json()
+    api = APIClient()
+    second = api.post("/api/tokens/refresh/", {"refresh": first["refresh"]}, format="json")
+    assert second.status_code == 200
+    rotated = second.json()
+    assert set(rotated) == {"access", "refresh", "access_expires_at", "refresh_expires_at"}
+    assert rotated["refresh"] != first["refresh"]
+    assert _bearer(rotated["access"]).get("/api/users/me/").status_code == 200
+
+    # Someone replays the spent token: the whole session ends, for the thief and the owner alike.
+    replay = api.post("/api/tokens/refresh/", {"refresh": first["refresh"]}, format="json")
+    assert replay.status_code == 401
+    assert LoginSession.objects.get(pk=first["session_id"]).revoked_reason == "refresh token reused"
+    assert api.post("/api/tokens/refresh/", {"refresh": rotated["refresh"]}, format="json").status_code == 401
+    assert _bearer(rotated["access"]).get("/api/users/me/").status_code == 401  # at once, not at expiry
+    assert _bearer(first["access"]).get("/api/users/me/").status_code == 401
+
+
+@pytest.mark.parametrize("junk", ["", "not-a-token", "a.b.c", "x" * 3000])
+def test_junk_refresh_tokens_are_refused(ada, junk):
+    response = APIClient().post("/api/tokens/refresh/", {"refresh": junk}, format="json")
+    assert response.status_code in (400, 401)
+
+
+def test_an_access_token_is_not_a_refresh_token(ada):
+    tokens = _login(APIClient()).json()
+    assert APIClient().post("/api/tokens/refresh/", {"refresh": tokens["access"]}, format="json").status_code == 401
+
+
+def test_refresh_tokens_stop_at_the_session_expiry(ada):
+    tokens = _login(APIClient()).json()
+    with time_machine.travel(timezone.now() + timedelta(days=1, seconds=1)):
+        assert APIClient().post("/api/tokens/refresh/", tokens | {}, format="json").status_code in (400, 401)
+        assert _bearer(tokens["access"]).get("/api/users/me/").status_code == 401
+
+
+def test_access_tokens_expire_after_their_lifetime(ada, settings):
+    tokens = _login(APIClient()).json()
+    with time_machine.travel(timezone.now() + timedelta(seconds=settings.ACCESS_TOKEN_LIFETIME + 1)):
+        assert _bearer(tokens["access"]).get("/api/users/me/").status_code == 401
+
+
+# --- Log out, sessions, blocking ------------------------------------------------------------------
+def test_logout_ends_the_session_at_once(ada):
+    tokens = _login(APIClient()).json()
+    api = APIClient()
+    assert api.post("/api/tokens/logout/", {"refresh": tokens["refresh"]}, format="json").status_code == 204
+    assert api.post("/api/tokens/refresh/", {"refresh": tokens["refresh"]}, format="json").status_code == 401
+    assert _bearer(tokens["access"]).get("/api/users/me/").status_code == 401
+    assert api.post("/api/tokens/logout/", {"refresh": tokens["refresh"]}, format="json").status_code == 401
+    assert api.post("/api/tokens/logout/", {"refresh": "unknown"}, format="json").status_code == 401
+
+
+def test_sessions_are_listed_and_revoked_by_their_owner_only(ada):
+    phone = _login(APIClient(), HTTP_USER_AGENT="phone").json()
+    laptop = _login(APIClient(), HTTP_USER_AGENT="laptop").json()
+    listed = _bearer(laptop["access"]).get("/api/sessions/").json()
+    assert {s["user_agent"]: s["current"] for s in listed} == {"phone": False, "laptop": True}
+    assert set(listed[0]) == {"id", "user_agent", "client_ip", "created_at", "expires_at", "last_used_at", "current"}
+
+    mallory = UserFactory(username="mallory", is_email_verified=True)
+    theirs = _login(APIClient(), "mallory").json()
+    assert _bearer(theirs["access"]).delete(f"/api/sessions/{phone['session_id']}/").status_code == 404
+    assert _bearer(laptop["access"]).delete(f"/api/sessions/{phone['session_id']}/").status_code == 204
+    assert _bearer(phone["access"]).get("/api/users/me/").status_code == 401
+    assert APIClient().post("/api/tokens/refresh/", {"refresh": phone["refresh"]}, format="json").status_code == 401
+    assert [s["user_agent"] for s in _bearer(laptop["access"]).get("/api/sessions/").json()] == ["laptop"]
+    assert mallory.login_sessions.live().count() == 1
+
+
+def test_a_blocked_session_stops_working(ada, client):
+    tokens = _login(APIClient()).json()
+    staff = User.objects.create_superuser(username="ops", email="ops@example.com", password="pw", full_name="Ops")
+    client.force_login(staff)
+    page = client.get(f"/admin/users/user/{ada.pk}/change/").content.decode()
+    assert tokens["session_id"] in page  # the user's sessions are listed on their page
+    response = client.post(
+        "/admin/users/loginsession/", {"action": "block", "_selected_action": [tokens["session_id"]]}
+    )
+    assert response.status_code == 302
+    assert _bearer(tokens["access"]).get("/api/users/me/").status_code == 401
+    assert APIClient().post("/api/tokens/refresh/", {"refresh": tokens["refresh"]}, format="json").status_code == 401
+    assert "blocked" in client.get("/admin/users/loginsession/").content.decode()
+
+
+def test_a_deactivated_user_is_refused_at_once(ada):
+    tokens = _login(APIClient()).json()
+    User.objects.filter(pk=ada.pk).update(is_active=False)
+    assert _bearer(tokens["access"]).get("/api/users/me/").status_code == 401
+    assert _login(APIClient()).status_code == 401
+
+
+# --- Profile ---------------------------------------------------------------------------------------
+def test_profile_shows_role_pending_email_and_password_changed_at(ada):
+    me = _bearer(_login(APIClient()).json()["access"]).get("/api/users/me/").json()
+    assert set(me) == {
+        "username", "full_name", "email", "is_email_verified", "created_at", "role", "pending_email",
+        "password_changed_at",
+    }  # fmt: skip
+    assert me["pending_email"] is None and me["role"] == "depositor"
+
+
+def test_profile_name_changes_and_bad_input_is_a_field_error(ada):
+    api = _bearer(_login(APIClient()).json()["access"])
+    assert api.patch("/api/users/me/", {"full_name": "Augusta Ada King"}, format="json").json()["full_name"] == (
+        "Augusta Ada King"
+    )
+    bad = api.patch("/api/users/me/", {"full_name": "Ada\nhttps://evil.example"}, format="json")
+    assert bad.status_code == 400 and set(bad.json()) == {"full_name"}
+    assert api.patch("/api/users/me/", {"email": "not an address"}, format="json").status_code == 400
+    assert APIClient().get("/api/users/me/").status_code == 401
+
+
+def test_address_change_is_pending_until_its_link_is_used(ada):
+    api = _bearer(_login(APIClient()).json()["access"])
+    response = api.patch("/api/users/me/", {"email": "ada@lovelace.example.org"}, format="json")
+    assert response.status_code == 200
+    assert (
+        response.json()["email"] == "ada@example.com" and response.json()["pending_email"] == "ada@lovelace.example.org"
+    )
+    _deliver_all()
+    to_new = [m for m in mail.outbox if m.to == ["ada@lovelace.example.org"]]
+    to_old = [m for m in mail.outbox if m.to == ["ada@example.com"]]
+    assert len(to_new) == 1 and "/verify-email/?" in to_new[0].body
+    assert len(to_old) == 1 and "/verify-email/?" not in to_old[0].body and "a••" in to_old[0].body
+    # The old address keeps working meanwhile.
+    assert _login(APIClient(), "ada@example.com").status_code == 200
+    link = EmailVerification.objects.get(purpose="change")
+    from users import tokens
+
+    verified = APIClient().post(
+        "/api/verify-email/", {"email_id": link.pk, "secret_code": tokens.make_code(link.pk, link.nonce)}, format="json"
+    )
+    assert verified.status_code == 200
+    ada.refresh_from_db()
+    assert (ada.email, ada.pending_email, ada.is_email_verified) == ("ada@lovelace.example.org", "", True)
+    assert _login(APIClient(), "ada@lovelace.example.org").status_code == 200
+    assert _login(APIClient(), "ada@example.com").status_code == 401
+
+
+def test_a_taken_address_is_answered_like_a_free_one_and_its_owner_is_told(ada):
+    UserFactory(username="grace", email="grace@example.com", full_name="Grace Hopper", is_email_verified=True)
+    api = _bearer(_login(APIClient()).json()["access"])
+    taken = api.patch("/api/users/me/", {"email": "GRACE@example.com"}, format="json")
+    free = api.patch("/api/users/me/", {"email": "free@example.com"}, format="json")
+    assert taken.status_code == free.status_code == 200
+    assert set(taken.json()) == set(free.json()) and taken.json()["pending_email"] == "GRACE@example.com"
+    _deliver_all()
+    to_grace = [m for m in mail.outbox if m.to == ["grace@example.com"]]
+    assert (
+        len(to_grace) == 1
+        and "/verify-email/?" not in to_grace[0].body
+        and "already has an account" in to_grace[0].body
+    )
+    assert [m for m in mail.outbox if m.to == ["free@example.com"] and "/verify-email/?" in m.body]
+    assert User.objects.get(pk=ada.pk).email == "ada@example.com"
+
+
+def test_password_change_needs_the_current_password_and_ends_every_other_session(ada):
+    other = _login(APIClient(), HTTP_USER_AGENT="other").json()
+    this = _login(APIClient(), HTTP_USER_AGENT="this").json()
+    api = _bearer(this["access"])
+    before = User.objects.get(pk=ada.pk).password_changed_at
+    missing = api.patch("/api/users/me/", {"password": "a brand new pass phrase"}, format="json")
+    assert missing.status_code == 400 and set(missing.json()) == {"current_password"}
+    wrong = api.patch(
+        "/api/users/me/", {"password": "a brand new pass phrase", "current_password": "nope nope"}, format="json"
+    )
+    assert wrong.status_code == 400 and set(wrong.json()) == {"current_password"}
+    weak = api.patch("/api/users/me/", {"password": "12345678", "current_password": PASSWORD}, format="json")
+    assert weak.status_code == 400 and set(weak.json()) == {"password"}
+    changed = api.patch(
+        "/api/users/me/", {"password": "a brand new pass phrase", "current_password": PASSWORD}, format="json"
+    )
+    assert changed.status_code == 200
+    assert User.objects.get(pk=ada.pk).password_changed_at > before
+    assert api.get("/api/users/me/").status_code == 200  # this session stays
+    assert _bearer(other["access"]).get("/api/users/me/").status_code == 401
+    assert APIClient().post("/api/tokens/refresh/", {"refresh": other["refresh"]}, format="json").status_code == 401
+    assert _login(APIClient(), password="a brand new pass phrase").status_code == 200
+    assert _login(APIClient()).status_code == 401
+
+
+# --- Bankers and depositors ------------------------------------------------------------------------
+def test_bankers_may_change_anyone_and_depositors_nobody_not_even_themselves(ada):
+    UserFactory(username="banker", role=User.Role.BANKER, is_email_verified=True)
+    customer_session = _login(APIClient()).json()
+    banker = _bearer(_login(APIClient(), "banker").json()["access"])
+    depositor = _bearer(customer_session["access"])
+    assert depositor.patch("/api/users/ada/", {"full_name": "Me Myself"}, format="json").status_code == 403
+    assert depositor.patch("/api/users/banker/", {"full_name": "Hacked"}, format="json").status_code == 403
+    assert banker.patch("/api/users/nobody/", {"full_name": "X Y"}, format="json").status_code == 404
+    done = banker.patch("/api/users/ADA/", {"full_name": "Ada King", "password": "set by the bank 2026"}, format="json")
+    assert done.status_code == 200 and done.json()["full_name"] == "Ada King"  # no current password needed
+    assert depositor.get("/api/users/me/").status_code == 401  # a new password ends every session of hers
+    assert _login(APIClient(), password="set by the bank 2026").status_code == 200
+
+
+def test_only_staff_set_the_role(ada):
+    api = _bearer(_login(APIClient()).json()["access"])
+    api.patch("/api/users/me/", {"role": "banker"}, format="json")
+    assert User.objects.get(pk=ada.pk).role == "depositor"
+
+
+# --- Password reset --------------------------------------------------------------------------------
+def _reset_link() -> tuple[str, str]:
+    import re
+
+    _deliver_all()
+    [message] = [m for m in mail.outbox if "/reset-password/?" in m.body]
+    uid, token = re.search(r"/reset-password/\?uid=([\w-]+)&token=([\w-]+)", message.body).groups()
+    return uid, token
+
+
+def test_password_reset_answers_alike_and_mails_a_known_address_once(ada):
+    UserFactory(username="unverified", email="unverified@example.com")
+    answers = [
+        APIClient().post("/api/password-reset/", {"email": address}, format="json")
+        for address in ("nobody@example.com", "unverified@example.com", "ADA@example.com", "ada@example.com")
+    ]
+    assert {a.status_code for a in answers} == {202} and len({a.content for a in answers}) == 1
+    _deliver_all()
+    assert sorted(m.to[0] for m in mail.outbox) == ["ada@example.com", "unverified@example.com"]  # one per cooldown
+    assert APIClient().post("/api/password-reset/", {"email": "x@[127.0.0.1]"}, format="json").status_code == 400
+
+
+def test_a_reset_link_works_once_and_ends_every_session(ada):
+    tokens = _login(APIClient()).json()
+    APIClient().post("/api/password-reset/", {"email": "ada@example.com"}, format="json")
+    uid, token = _reset_link()
+    weak = APIClient().post(
+        "/api/password-reset/confirm/", {"uid": uid, "token": token, "new_password": "password"}, format="json"
+    )
+    assert weak.status_code == 400 and set(weak.json()) == {"new_password"}
+    body = {"uid": uid, "token": token, "new_password": "my new pass phrase 7"}
+    assert APIClient().post("/api/password-reset/confirm/", body, format="json").status_code == 204
+    assert _bearer(tokens["access"]).get("/api/users/me/").status_code == 401
+    assert APIClient().post("/api/tokens/refresh/", {"refresh": tokens["refresh"]}, format="json").status_code == 401
+    again = APIClient().post(
+        "/api/password-reset/confirm/", body | {"new_password": "another pass phrase 8"}, format="json"
+    )
+    assert again.status_code == 400 and again.json()["code"] == "invalid_link"
+    assert _login(APIClient(), password="my new pass phrase 7").status_code == 200
+
+
+def test_reset_links_expire_and_die_when_the_password_changes(ada, settings):
+    APIClient().post("/api/password-reset/", {"email": "ada@example.com"}, format="json")
+    uid, token = _reset_link()
+    body = {"uid": uid, "token": token, "new_password": "my new pass phrase 7"}
+    with time_machine.travel(timezone.now() + timedelta(seconds=settings.PASSWORD_RESET_TIMEOUT + 1)):
+        expired = APIClient().post("/api/password-reset/confirm/", body, format="json")
+    ada.set_password("changed another way 9")
+    ada.save()
+    changed = APIClient().post("/api/password-reset/confirm/", body, format="json")
+    tampered = APIClient().post("/api/password-reset/confirm/", body | {"token": token[:-1] + "x"}, format="json")
+    wrong_uid = APIClient().post("/api/password-reset/confirm/", body | {"uid": "MTIzNDU2"}, format="json")
+    assert expired.status_code == changed.status_code == tampered.status_code == wrong_uid.status_code == 400
+    assert expired.content == changed.content == tampered.content == wrong_uid.content
+
+
+# --- Brute force -----------------------------------------------------------------------------------
+def test_log_in_is_locked_out_after_repeated_failures_then_resets(ada, settings):
+    for _ in range(settings.AXES_FAILURE_LIMIT - 1):
+        assert _login(APIClient(), password="wrong guess here").status_code == 401
+    locked = _login(APIClient(), password="wrong guess here")
+    assert locked.status_code == 429 and locked.json()["code"] == "locked_out" and int(locked["Retry-After"]) > 0
+    assert _login(APIClient()).status_code == 429  # even with the right password, for the cool-off
+    # Another account, or the same from another address, is not locked.
+    assert _login(APIClient(), REMOTE_ADDR="198.51.100.9").status_code == 200
+    with time_machine.travel(timezone.now() + settings.AXES_COOLOFF_TIME + timedelta(seconds=1)):
+        assert _login(APIClient()).status_code == 200
+
+
+def test_the_lockout_counts_spellings_of_one_account_together(ada, settings):
+    spellings = ["ada", "ADA", "ada@example.com", "Ada@Example.com", "ada"]
+    statuses = [
+        _login(APIClient(), s, "wrong guess here").status_code for s in spellings[: settings.AXES_FAILURE_LIMIT]
+    ]
+    assert statuses[-1] == 429
+
+
+def test_an_unknown_username_locks_out_alike(settings):
+    statuses = [
+        _login(APIClient(), "ghost", "wrong guess here").status_code for _ in range(settings.AXES_FAILURE_LIMIT)
+    ]
+    assert statuses[-1] == 429  # so a lockout tells nothing about the account's existence
