@@ -203,6 +203,9 @@ class Bench:
                 "LOG_LEVEL": "WARNING",
                 "THROTTLE_SIGNUP": "100000000/min",
                 "THROTTLE_VERIFY": "100000000/min",
+                "THROTTLE_LOGIN": "100000000/min",
+                "THROTTLE_LOGIN_USERNAME": "100000000/min",
+                "THROTTLE_REFRESH": "100000000/min",
             }
         )
         self._create_database(database_url)
@@ -253,7 +256,8 @@ class Bench:
 
         with connection.cursor() as cursor:
             cursor.execute(
-                "TRUNCATE users_emailverification, users_user, users_usernamereservation, "
+                "TRUNCATE users_outboundemail, users_emailverification, users_loginsession, users_user, "
+                "users_usernamereservation, axes_accessattempt, axes_accesslog, axes_accessfailurelog, "
                 "django_dramatiq_task RESTART IDENTITY CASCADE"
             )
         self.broker.flush_all()
@@ -304,12 +308,13 @@ class Bench:
         from django.utils import timezone
 
         from users import tokens
-        from users.models import EmailVerification, User
+        from users.models import EmailVerification, OutboundEmail, User
 
         now = timezone.now()
+        expires = now + timezone.timedelta(seconds=settings.EMAIL_VERIFICATION_MAX_AGE)
         users = User.objects.bulk_create(
             [
-                User(username=f"b{i}", full_name=f"Bench {i}", email=f"b{i}@bench.example", password="!")
+                User(username=f"b{i}", full_name=f"Bench {i}", email=f"b{i}@bench.example.com", password="!")
                 for i in range(count)
             ],
             batch_size=1000,
@@ -317,14 +322,24 @@ class Bench:
         rows = EmailVerification.objects.bulk_create(
             [
                 EmailVerification(
-                    user=user,
-                    email=user.email,
-                    nonce=tokens.new_nonce(),
-                    created_at=now,
-                    dispatched_at=now,
-                    expires_at=now + timezone.timedelta(seconds=settings.EMAIL_VERIFICATION_MAX_AGE),
+                    user=user, email=user.email, nonce=tokens.new_nonce(), created_at=now, expires_at=expires
                 )
                 for user in users
+            ],
+            batch_size=1000,
+        )
+        OutboundEmail.objects.bulk_create(
+            [
+                OutboundEmail(
+                    kind="verification",
+                    user_id=row.user_id,
+                    verification=row,
+                    recipient=row.email,
+                    created_at=now,
+                    dispatched_at=now,
+                    expires_at=expires,
+                )
+                for row in rows
             ],
             batch_size=1000,
         )
@@ -335,7 +350,7 @@ class Bench:
         from bench.tasks import bench_noop
 
         count = 5_000 if self.quick else 20_000
-        log(f"1/7 no-op drain: enqueueing {count} messages")
+        log(f"1/8 no-op drain: enqueueing {count} messages")
         self.reset_data()
         start = time.perf_counter()
         for _ in range(count):
@@ -353,7 +368,7 @@ class Bench:
     # 2 ---------------------------------------------------------------------------------------------
     def body_loop(self) -> None:
         count = 1_000 if self.quick else 4_000
-        log(f"2/7 body loop: {count} sends by {self.args.processes} processes, no queue")
+        log(f"2/8 body loop: {count} sends by {self.args.processes} processes, no queue")
         self.reset_data()
         ids = self.pending_verifications(count)
         start = time.perf_counter()
@@ -373,10 +388,10 @@ class Bench:
 
     # 3 ---------------------------------------------------------------------------------------------
     def verify_drain(self) -> None:
-        from tasks.tasks import send_verify_email
+        from tasks import send_verify_email
 
         count = 2_000 if self.quick else 10_000
-        log(f"3/7 verify drain: {count} verification emails through send_verify_email")
+        log(f"3/8 verify drain: {count} verification emails through send_verify_email")
         self.reset_data()
         ids = self.pending_verifications(count)
         for verification_id in ids:
@@ -395,7 +410,7 @@ class Bench:
     # 4, 5 ------------------------------------------------------------------------------------------
     def _signup(self, url: str, n: int) -> tuple[str, float]:
         """One API sign-up; returns its address and when the answer came (time.time())."""
-        email = f"lat{n}-{time.monotonic_ns()}@bench.example"
+        email = f"lat{n}-{time.monotonic_ns()}@bench.example.com"
         body = {"username": f"lat{n}x{time.monotonic_ns()}", "full_name": "L", "email": email}
         body["password"] = "correct horse battery staple"
         status = post_json(f"{url}/api/users/", body)
@@ -410,7 +425,7 @@ class Bench:
         return [max(0.0, (arrivals[email.lower()][0] - at) * 1000) for email, at in answered]
 
     def idle_latency(self) -> None:
-        log("4/7 idle latency: 20 sign-ups, 1 s apart")
+        log("4/8 idle latency: 20 sign-ups, 1 s apart")
         self.reset_data()
         worker = self.start_workers()
         web, url = self.start_web()
@@ -427,7 +442,7 @@ class Bench:
 
     def load_latency(self) -> None:
         rate, seconds = 100, (10 if self.quick else 20)
-        log(f"5/7 load latency: {rate} sign-ups/s for {seconds} s (fast hasher)")
+        log(f"5/8 load latency: {rate} sign-ups/s for {seconds} s (fast hasher)")
         self.reset_data()
         worker = self.start_workers()
         web, url = self.start_web(BENCH_FAST_HASHER="1")
@@ -452,16 +467,16 @@ class Bench:
 
     # 6 ---------------------------------------------------------------------------------------------
     def enqueue_cost(self) -> None:
-        from users import services
+        from users import dispatch
 
         count = 1_000 if self.quick else 5_000
-        log(f"6/7 enqueue cost: {count} dispatches as a sign-up's on_commit makes them")
+        log(f"6/8 enqueue cost: {count} dispatches as a sign-up's on_commit makes them")
         self.reset_data()
         ids = self.pending_verifications(count)
         timings = []
         for verification_id in ids:
             begin = time.perf_counter()
-            services.verification_dispatch(verification_id)
+            dispatch.enqueue(dispatch.SEND_VERIFY_EMAIL, verification_id)
             timings.append((time.perf_counter() - begin) * 1000)
         p = percentiles(timings)
         self.results["enqueue_ms"] = {"p50": p["p50"], "p99": p["p99"]}
@@ -470,7 +485,7 @@ class Bench:
     # 7 ---------------------------------------------------------------------------------------------
     def signups_vs_hashing(self) -> None:
         seconds = 8 if self.quick else 20
-        log(f"7/7 sign-ups/s with Argon2 on {self.args.processes} web processes vs hashing alone, {seconds} s each")
+        log(f"7/8 sign-ups/s with Argon2 on {self.args.processes} web processes vs hashing alone, {seconds} s each")
         self.reset_data()
         web, url = self.start_web()
         done, end = [0], time.monotonic() + seconds
@@ -479,7 +494,7 @@ class Bench:
         def client(k: int) -> None:
             n = 0
             while time.monotonic() < end:
-                body = {"username": f"s{k}x{n}", "full_name": "S", "email": f"s{k}x{n}@bench.example"}
+                body = {"username": f"s{k}x{n}", "full_name": "S", "email": f"s{k}x{n}@bench.example.com"}
                 body["password"] = "correct horse battery staple"
                 if post_json(f"{url}/api/users/", body) == 201:
                     with lock:
@@ -500,6 +515,82 @@ class Bench:
             self.results["hash_limit_per_s"] = round(hashed / (time.monotonic() - start), 2)
         log(f"    sign-ups {self.results['signup_per_s']}/s, hashing alone {self.results['hash_limit_per_s']}/s")
 
+    # 8 ---------------------------------------------------------------------------------------------
+    def tokens_vs_hashing(self) -> None:
+        """Log-ins (one Argon2 check each) and refreshes (no hash: a signature, a locked row, a new
+        pair) per second on the web processes, beside the hashing limit of phase 7."""
+        from django.contrib.auth.hashers import make_password
+
+        from users.models import User
+
+        seconds = 8 if self.quick else 20
+        clients = self.args.processes * 2
+        log(f"8/8 log-ins and refreshes/s on {self.args.processes} web processes, {seconds} s each")
+        self.reset_data()
+        password = "correct horse battery staple"
+        hashed = make_password(password)  # Argon2, as production; one hash shared by the rows
+        User.objects.bulk_create(
+            [
+                User(
+                    username=f"t{k}",
+                    full_name="T",
+                    email=f"t{k}@bench.example.com",
+                    password=hashed,
+                    is_email_verified=True,
+                )
+                for k in range(clients)
+            ]
+        )
+        web, url = self.start_web()
+
+        def post(path: str, body: dict) -> tuple[int, dict]:
+            request = urllib.request.Request(
+                f"{url}{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    return response.status, json.loads(response.read())
+            except urllib.error.HTTPError as error:
+                return error.code, {}
+
+        def run(work) -> float:
+            done, end, lock = [0], time.monotonic() + seconds, threading.Lock()
+
+            def client(k: int) -> None:
+                state: dict = {}
+                while time.monotonic() < end:
+                    if work(k, state):
+                        with lock:
+                            done[0] += 1
+
+            start = time.monotonic()
+            threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            return round(done[0] / (time.monotonic() - start), 2)
+
+        def login(k: int, state: dict) -> bool:
+            status, body = post("/api/tokens/", {"username": f"t{k}", "password": password})
+            state["refresh"] = body.get("refresh", state.get("refresh"))
+            return status == 200
+
+        def refresh(k: int, state: dict) -> bool:
+            if "refresh" not in state:
+                login(k, state)
+            status, body = post("/api/tokens/refresh/", {"refresh": state["refresh"]})
+            if status == 200:
+                state["refresh"] = body["refresh"]  # rotation: the old one is spent
+            else:
+                state.pop("refresh", None)
+            return status == 200
+
+        self.results["login_per_s"] = run(login)
+        self.results["refresh_per_s"] = run(refresh)
+        self.procs.stop(web)
+        log(f"    log-ins {self.results['login_per_s']}/s, refreshes {self.results['refresh_per_s']}/s")
+
     def latency_samples(self) -> dict[str, list[float]]:
         return {name: [round(v, 2) for v in values] for name, values in self.latencies.items()}
 
@@ -512,6 +603,8 @@ class Bench:
         r["ratios"] = {
             "verify_drain_vs_body_loop": round(r["verify_drain_per_s"] / r["body_loop_per_s"], 2),
             "signup_vs_hash_limit": round(r["signup_per_s"] / r["hash_limit_per_s"], 2),
+            "login_vs_hash_limit": round(r["login_per_s"] / r["hash_limit_per_s"], 2),
+            "refresh_vs_hash_limit": round(r["refresh_per_s"] / r["hash_limit_per_s"], 2),
         }
         r["machine"] = {
             "cores": os.cpu_count(),
@@ -544,6 +637,8 @@ class Bench:
             ),
             ("enqueue_ms p50/p99", f"{r['enqueue_ms']['p50']}/{r['enqueue_ms']['p99']}"),
             ("signup_per_s / hash_limit_per_s", f"{r['signup_per_s']} / {r['hash_limit_per_s']}"),
+            ("login_per_s / refresh_per_s", f"{r['login_per_s']} / {r['refresh_per_s']}"),
+            ("  refresh vs hash limit", r["ratios"]["refresh_vs_hash_limit"]),
         ]
         width = max(len(name) for name, _ in rows)
         print()
@@ -581,7 +676,8 @@ class Bench:
                 f"{r['body_loop_per_s']} | {r['verify_drain_per_s']} | {r['ratios']['verify_drain_vs_body_loop']} | "
                 f"{r['idle_latency_ms']['p50']}/{r['idle_latency_ms']['p99']} | "
                 f"{r['load_latency_ms']['rate_per_s']} {r['load_latency_ms']['p50']}/{r['load_latency_ms']['p99']} | "
-                f"{r['enqueue_ms']['p50']}/{r['enqueue_ms']['p99']} | {r['signup_per_s']} / {r['hash_limit_per_s']} | "
+                f"{r['enqueue_ms']['p50']}/{r['enqueue_ms']['p99']} | {r['signup_per_s']} / {r['hash_limit_per_s']} "
+                f"(log-ins {r['login_per_s']}, refreshes {r['refresh_per_s']}) | "
                 f"{r['emails_received']}/{r['duplicates']} |\n"
             )
 
@@ -646,6 +742,7 @@ PHASES = {
     "load": "load_latency",
     "enqueue": "enqueue_cost",
     "signup": "signups_vs_hashing",
+    "tokens": "tokens_vs_hashing",
 }
 
 

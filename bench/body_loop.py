@@ -14,7 +14,7 @@ import django
 
 django.setup()
 
-from users import services  # noqa: E402
+from users.services import delivery  # noqa: E402
 
 
 def main() -> None:
@@ -22,7 +22,7 @@ def main() -> None:
     start = time.perf_counter()
     sent = 0
     for verification_id in range(first, last + 1):
-        _, sent_now = services.verification_send(verification_id=verification_id)
+        _, sent_now = delivery.deliver(verification_id=verification_id)
         sent += sent_now
     print(f"sent={sent} seconds={time.perf_counter() - start:.3f}")
 

@@ -1,10 +1,12 @@
-"""Rate limits: atomic counters in the shared Redis, so they hold across web processes.
+"""Rate limits: atomic sliding windows in the shared Redis, so they hold across web processes.
 
-Each limit is a fixed window (``THROTTLE_*`` = ``N/period``): one ``INCR`` of the window's key
-(with its expiry set in the same round trip) per request, so concurrent requests can never all
-read "under the limit" and then write, as DRF's read-then-write history list lets them. If the
-cache can't be reached the limit falls back to a counter in this process (logged), so a Redis
-outage neither turns requests into errors nor switches the limits off.
+Each limit (``THROTTLE_*`` = ``N/period``) keeps, per client (or address), the times of the
+requests it let through in the last period, in a Redis sorted set. One Lua script per request
+drops the old ones, counts, and records this one only if it is under the limit — atomically, so
+concurrent requests can never all read "under the limit" and then write, as DRF's
+read-then-write history list lets them. If the cache can't be reached the limit falls back to a
+window in this process (logged), so a Redis outage neither turns requests into errors nor
+switches the limits off.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import hashlib
 import logging
 import threading
 import time
+import uuid
+from collections import deque
 from typing import Any, cast
 
 from django.core.cache import cache
@@ -26,34 +30,51 @@ from users import identity
 
 logger = logging.getLogger(__name__)
 
+# KEYS[1] the window; ARGV now, period, limit, a unique member. Returns {allowed, oldest time}.
+_SLIDING_WINDOW = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1] - ARGV[2])
+local count = redis.call('ZCARD', KEYS[1])
+if count < tonumber(ARGV[3]) then
+  redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
+  redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2])) + 1)
+  return {1, '0'}
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {0, oldest[2]}
+"""
 
-class _LocalCounters:
-    """The fallback: per-process fixed windows, for while the shared cache is unreachable."""
+
+class _LocalWindows:
+    """The fallback: per-process sliding windows, for while the shared cache is unreachable."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.counts: dict[str, tuple[float, int]] = {}
+        self.counts: dict[str, deque[float]] = {}
 
-    def incr(self, key: str, expires_at: float) -> int:
-        now = time.time()
+    def allow(self, key: str, now: float, period: float, limit: int) -> tuple[bool, float]:
         with self.lock:
-            if len(self.counts) > 10_000:  # forget finished windows
-                self.counts = {k: v for k, v in self.counts.items() if v[0] > now}
-            _, count = self.counts.get(key, (expires_at, 0))
-            self.counts[key] = (expires_at, count + 1)
-            return count + 1
+            if len(self.counts) > 10_000:  # forget idle windows
+                self.counts = {k: v for k, v in self.counts.items() if v and v[-1] > now - period}
+            history = self.counts.setdefault(key, deque())
+            while history and history[0] <= now - period:
+                history.popleft()
+            if len(history) < limit:
+                history.append(now)
+                return True, 0.0
+            return False, history[0]
 
 
-_local = _LocalCounters()
+_local = _LocalWindows()
+_script: Any = None
 
 
-def _shared_incr(key: str, ttl: int) -> int:
+def _shared_allow(key: str, now: float, period: float, limit: int) -> tuple[bool, float]:
+    global _script
     client = get_redis_connection("default")
-    with client.pipeline(transaction=True) as pipe:
-        pipe.incr(key)
-        pipe.expire(key, ttl, nx=True)
-        count, _ = pipe.execute()
-    return int(count)
+    if _script is None:
+        _script = client.register_script(_SLIDING_WINDOW)
+    allowed, oldest = _script(keys=[key], args=[now, period, limit, f"{now}:{uuid.uuid4().hex[:8]}"], client=client)
+    return bool(allowed), float(oldest)
 
 
 class _WindowThrottle(SimpleRateThrottle):
@@ -73,18 +94,17 @@ class _WindowThrottle(SimpleRateThrottle):
         ident = self.get_cache_key(request, view)
         if ident is None:
             return True
-        window = int(time.time() // self.duration)
-        self.window_ends = (window + 1) * self.duration
-        key = cache.make_key(f"{ident}:{window}")
+        now, key = time.time(), cache.make_key(ident)
         try:
-            count = _shared_incr(key, int(self.duration) + 1)
+            allowed, oldest = _shared_allow(key, now, self.duration, self.num_requests)
         except (RedisError, OSError):
             logger.warning("throttle cache unreachable; counting in this process", extra={"scope": self.scope})
-            count = _local.incr(key, self.window_ends)
-        return count <= self.num_requests
+            allowed, oldest = _local.allow(key, now, self.duration, self.num_requests)
+        self.free_at = oldest + self.duration
+        return allowed
 
     def wait(self) -> float | None:
-        return max(1.0, self.window_ends - time.time())
+        return max(1.0, self.free_at - time.time())
 
 
 class SignupThrottle(_WindowThrottle):
