@@ -166,14 +166,14 @@ class OutboundEmailQuerySet(models.QuerySet["OutboundEmail"]):
     def unfinished(self) -> OutboundEmailQuerySet:
         return self.filter(state__in=OutboundEmail.UNFINISHED)
 
-    def claimable(self, *, now: datetime, stale: datetime) -> OutboundEmailQuerySet:
+    def claimable(self, *, now: datetime, stale: datetime, max_attempts: int | None = None) -> OutboundEmailQuerySet:
         """Rows a delivery may take: pending, or claimed by a worker whose claim went stale; still
         worth sending; under the attempt cap. The one spelling of it (the claim compiles it)."""
         states = OutboundEmail.State
         return self.filter(
             Q(state=states.PENDING) | Q(state=states.SENDING, claimed_at__lt=stale),
             expires_at__gt=now,
-            attempts__lt=settings.VERIFY_EMAIL_MAX_ATTEMPTS,
+            attempts__lt=settings.VERIFY_EMAIL_MAX_ATTEMPTS if max_attempts is None else max_attempts,
         )
 
     def unclaimed(self, *, stale: datetime, failed_too: bool = False) -> OutboundEmailQuerySet:
