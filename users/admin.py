@@ -4,15 +4,20 @@ service sent or owes, verification links (never their secret), and the queue ove
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
-from django.db.models import Case, CharField, OuterRef, QuerySet, Subquery, Value, When
+from django.core.paginator import Page, Paginator
+from django.db import connection
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils.functional import cached_property
 from django.utils.html import format_html
 
 from tasks.metrics import queue_stats
+from users import identity
 from users.metrics import email_stats
 from users.models import EmailVerification, LoginSession, OutboundEmail, User
 from users.services import accounts, delivery, sessions, signup
@@ -22,6 +27,10 @@ VERIFIED = "verified"
 
 
 class VerificationStateFilter(admin.SimpleListFilter):
+    """Users by the state of their latest verification email. It starts from the emails in that
+    state (an index on kind and state) and keeps those with no newer verification email, so
+    "failed" among a million users reads a few thousand index entries, not every user."""
+
     title = "verification email"
     parameter_name = "verification_state"
 
@@ -29,9 +38,77 @@ class VerificationStateFilter(admin.SimpleListFilter):
         return [*State.choices, (VERIFIED, "verified")]
 
     def queryset(self, request, queryset):
-        if self.value():
-            return queryset.filter(verification_state=self.value())
-        return queryset
+        value = self.value()
+        if not value:
+            return queryset
+        if value == VERIFIED:
+            return queryset.filter(is_email_verified=True)
+        if value not in State.values:
+            return queryset.none()
+        newer = OutboundEmail.objects.filter(
+            kind=Kind.VERIFICATION, user_id=OuterRef("user_id"), created_at__gt=OuterRef("created_at")
+        )
+        latest = OutboundEmail.objects.filter(kind=Kind.VERIFICATION, state=value).exclude(Exists(newer))
+        return queryset.filter(is_email_verified=False, pk__in=latest.values("user_id"))
+
+
+class LargeTablePaginator(Paginator):
+    """A paginator for tables of millions of rows, as the admin lists them.
+
+    - The count of an unfiltered list is PostgreSQL's estimate (``pg_class.reltuples``, kept by
+      autovacuum), not a ``COUNT(*)`` over every row; a filtered list is counted exactly.
+    - A deep page selects its ids first (an index-only scan over the ordering's index skips the
+      rows before it) and then loads only those rows, so nothing is computed for skipped rows.
+    """
+
+    ESTIMATE_ABOVE = 100_000
+
+    @cached_property
+    def count(self) -> int:
+        queryset = self.object_list
+        if isinstance(queryset, QuerySet) and not queryset.query.where and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [queryset.model._meta.db_table]
+                )
+                row = cursor.fetchone()
+            if row and row[0] > self.ESTIMATE_ABOVE:
+                return int(row[0])
+        return super().count
+
+    def page(self, number):
+        number = self.validate_number(number)
+        bottom = (number - 1) * self.per_page
+        queryset = self.object_list
+        if not isinstance(queryset, QuerySet) or bottom < 10 * self.per_page:
+            return super().page(number)
+        ids = list(queryset.values_list("pk", flat=True)[bottom : bottom + self.per_page])
+        rows = {row.pk: row for row in queryset.model._default_manager.filter(pk__in=ids)}
+        return Page([rows[pk] for pk in ids if pk in rows], number, self)
+
+
+class UserChangeList(ChangeList):
+    """Annotates the page's users (only them) with the state of their latest verification email."""
+
+    def get_results(self, request):
+        super().get_results(request)
+        users = list(self.result_list)
+        latest: dict[int, str] = {}
+        rows = (
+            OutboundEmail.objects.filter(kind=Kind.VERIFICATION, user_id__in=[u.pk for u in users])
+            .order_by("user_id", "-created_at", "-id")
+            .distinct("user_id")
+            .values_list("user_id", "state")
+            if connection.vendor == "postgresql"
+            else OutboundEmail.objects.filter(kind=Kind.VERIFICATION, user_id__in=[u.pk for u in users])
+            .order_by("-created_at", "-id")
+            .values_list("user_id", "state")
+        )
+        for user_id, state in rows:
+            latest.setdefault(user_id, state)
+        for user in users:
+            user.verification_state = VERIFIED if user.is_email_verified else latest.get(user.pk)
+        self.result_list = users
 
 
 class OutboundEmailInline(admin.TabularInline):
@@ -121,8 +198,13 @@ class UserAdmin(DjangoUserAdmin):
         "is_staff",
     ]
     list_filter = ["is_email_verified", VerificationStateFilter, "is_staff", "is_active", "created_at"]
-    search_fields = ["username", "email", "full_name"]
-    ordering = ["-created_at"]
+    # How staff search (see get_search_results): an address exactly, a username by its start, a
+    # name anywhere in it (a trigram index backs that one).
+    search_fields = ["username_canonical", "email_canonical", "full_name"]
+    search_help_text = "An email address (exactly), the start of a username, or part of a name."
+    ordering = ["-created_at", "-id"]
+    show_full_result_count = False
+    paginator = LargeTablePaginator
     readonly_fields = ["created_at", "password_changed_at", "last_login", "pending_email"]
     actions = [resend_verification]
     inlines = [LoginSessionInline, OutboundEmailInline, EmailVerificationInline]
@@ -151,29 +233,33 @@ class UserAdmin(DjangoUserAdmin):
                 messages.INFO,
             )
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet[User]:
-        latest = OutboundEmail.objects.filter(user=OuterRef("pk"), kind=Kind.VERIFICATION).order_by(
-            "-created_at", "-id"
-        )
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(
-                verification_state=Case(
-                    When(is_email_verified=True, then=Value(VERIFIED)),
-                    default=Subquery(latest.values("state")[:1]),
-                    output_field=CharField(),
-                )
-            )
-        )
+    def get_changelist(self, request, **kwargs):
+        return UserChangeList
 
-    @admin.display(description="verification email", ordering="verification_state")
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        if "@" in term:
+            canonical = identity.canonical_email(term)
+            return (queryset.filter(email_canonical=canonical) if canonical else queryset.none()), False
+        prefix = identity.canonical_username(term)
+        return queryset.filter(Q(username_canonical__startswith=prefix) | Q(full_name__icontains=term)), False
+
+    @admin.display(description="verification email")
     def verification_email(self, obj: User) -> str:
         return getattr(obj, "verification_state", None) or "—"
 
 
 @admin.register(OutboundEmail)
 class OutboundEmailAdmin(admin.ModelAdmin):
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        canonical = identity.canonical_email(term)
+        return (queryset.filter(recipient_canonical=canonical) if canonical else queryset.none()), False
+
     list_display = [
         "id",
         "kind",
@@ -187,8 +273,11 @@ class OutboundEmailAdmin(admin.ModelAdmin):
         "expires_at",
     ]
     list_filter = ["state", "kind", "created_at"]
-    search_fields = ["recipient", "user__username"]
+    search_fields = ["recipient_canonical"]
+    search_help_text = "An email address (exactly)."
     list_select_related = ["user"]
+    show_full_result_count = False
+    paginator = LargeTablePaginator
     fields = (
         "kind",
         "user",
@@ -250,6 +339,8 @@ class LoginSessionAdmin(admin.ModelAdmin):
     """Every user's log-in sessions; staff can block one (its refresh and access tokens stop working)."""
 
     list_display = ["id", "user", "created_at", "last_used_at", "expires_at", "client_ip", "status"]
+    show_full_result_count = False
+    paginator = LargeTablePaginator
     list_filter = ["blocked_at", "revoked_at", "created_at"]
     search_fields = ["user__username", "user__email_canonical", "client_ip"]
     list_select_related = ["user"]
@@ -286,7 +377,7 @@ class LoginSessionAdmin(admin.ModelAdmin):
 
 
 def queue_overview(request: HttpRequest) -> HttpResponse:
-    by_kind_state, oldest_age = email_stats()
+    by_kind_state, oldest_age, snapshot_age = email_stats(compute_missing=True)
     context = {
         **admin.site.each_context(request),
         "title": "Queues and emails",
@@ -294,5 +385,6 @@ def queue_overview(request: HttpRequest) -> HttpResponse:
         "states": State.values,
         "by_kind": [(kind, [(state, by_kind_state[kind, state]) for state in State.values]) for kind in Kind.values],
         "oldest_age": oldest_age,
+        "snapshot_age": snapshot_age,
     }
     return TemplateResponse(request, "admin/queue_overview.html", context)

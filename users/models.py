@@ -94,6 +94,14 @@ class User(AbstractBaseUser, PermissionsMixin):
     REQUIRED_FIELDS: ClassVar[list[str]] = ["email", "full_name"]
 
     class Meta:
+        indexes: ClassVar = [
+            # The admin's list pages newest first without sorting, and its deep pages by id only.
+            models.Index(fields=["-created_at", "-id"], name="users_user_created_id"),
+            # "Username starts with …" in the admin's search (a LIKE 'x%' under any collation).
+            models.Index(
+                fields=["username_canonical"], opclasses=["varchar_pattern_ops"], name="users_user_username_prefix"
+            ),
+        ]
         constraints: ClassVar = [
             models.UniqueConstraint(
                 fields=["email_canonical"],
@@ -242,6 +250,16 @@ class OutboundEmail(models.Model):
             # The redispatch sweep looks only at unfinished rows.
             models.Index(
                 fields=["dispatched_at"], name="users_email_unfinished", condition=Q(state__in=["pending", "sending"])
+            ),
+            # The oldest unsent email (a gauge), and the unsent counts, from a few index entries.
+            models.Index(
+                fields=["kind", "state", "created_at"],
+                name="users_email_unsent",
+                condition=Q(state__in=["pending", "sending"]),
+            ),
+            # "Latest verification email failed" in the admin starts from the failed ones.
+            models.Index(
+                fields=["state", "user"], name="users_email_verification_state", condition=Q(kind="verification")
             ),
         ]
 

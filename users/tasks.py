@@ -18,7 +18,7 @@ from dramatiq_crontab import cron
 
 from tasks import retry_policy
 from tasks.errors import SkipRetry
-from users import dispatch
+from users import dispatch, metrics
 from users.errors import DeliveryError, EmailBusy
 from users.services import delivery
 
@@ -101,3 +101,10 @@ def email_retries_exhausted(message_data: dict[str, Any], retry_info: dict[str, 
 def redispatch_verifications() -> None:
     """Every minute: queue again the emails (of every kind) that should have gone by now."""
     delivery.redispatch_due()
+
+
+@cron("* * * * *")
+@dramatiq.actor(queue_name=retry_policy.MAINTENANCE_QUEUE, max_retries=0, time_limit=retry_policy.SWEEP_TIME_LIMIT_MS)
+def refresh_email_stats() -> None:
+    """Every minute: count the emails by kind and state for the operator gauges (so no scrape does)."""
+    metrics.email_stats_refresh()
