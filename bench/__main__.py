@@ -702,6 +702,11 @@ class Bench:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["scale"]:  # `python -m bench scale …`: a million customers (bench/scale.py)
+        from bench.scale import main as scale
+
+        scale(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="smaller counts: under 3 minutes")
     parser.add_argument("--json", help="write the figures to this file (default: bench-results/bench-<when>.json)")
