@@ -273,7 +273,7 @@ class Measure:
 
 
 def verdict(name: str, value: float | None, empty_signup: float) -> str:
-    what, goal, unit = GOALS[name]
+    _what, goal, unit = GOALS[name]
     if value is None:
         return "n/a"
     if unit == "ratio":
