@@ -379,14 +379,44 @@ DRAMATIQ_CRONTAB = {"REDIS_URL": REDIS_URL}
 METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 
 # --- Cache (throttles; shared by every web process) -------------------------------------------------
+# django-redis: the same Redis protocol as Django's own backend, plus the raw client the throttles'
+# atomic counters use (``get_redis_connection``). Where it lives:
+# - CACHE_URL, when set: that Redis, whatever the broker uses (operators may give the cache its own);
+# - else, with REDIS_SENTINELS: the master Sentinel names for REDIS_SENTINEL_MASTER (db 0, beside the
+#   broker's queues; the keys carry KEY_PREFIX). django-redis's SentinelClient asks the sentinels on
+#   every new connection, so after a fail-over the counters go to the new master: a connection to the
+#   old one fails once (refused, or READONLY once it is a replica: redis-py drops the connection) and
+#   that request is counted in its process; the next one connects to the master the sentinels name.
+#   (Its replica pool would serve plain ``cache.get``s; the throttles read and write on the master.)
+# - else REDIS_URL.
+CACHE_URL = os.environ.get("CACHE_URL", "")
+_cache_options: dict[str, Any] = {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 2}  # fail fast in a request
+if REDIS_SENTINELS and not CACHE_URL:
+    try:
+        _sentinel_hosts = [(host, int(port)) for host, port in (s.rsplit(":", 1) for s in REDIS_SENTINELS)]
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"REDIS_SENTINELS={','.join(REDIS_SENTINELS)!r}: expected host:port,host:port,..."
+        ) from None
+    _cache_location = f"redis://{REDIS_SENTINEL_MASTER}/0"  # the host part is the master's name
+    _cache_options |= {
+        "CLIENT_CLASS": "django_redis.client.SentinelClient",
+        # The factory is what builds Sentinel-managed pools; the client only checks that it got one
+        # (the pool class is the factory's default, named for the reader).
+        "CONNECTION_FACTORY": "django_redis.pool.SentinelConnectionFactory",
+        "CONNECTION_POOL_CLASS": "redis.sentinel.SentinelConnectionPool",
+        "SENTINELS": _sentinel_hosts,
+        # The sentinels themselves get the same short timeouts: a dead one costs a second at most.
+        "SENTINEL_KWARGS": {"socket_connect_timeout": 1, "socket_timeout": 2},
+    }
+else:
+    _cache_location = CACHE_URL or REDIS_URL
 CACHES: dict[str, Any] = {
     "default": {
-        # django-redis: the same Redis protocol as Django's own backend, plus the raw client the
-        # throttles' atomic counters use (``get_redis_connection``).
         "BACKEND": "django_redis.cache.RedisCache",
-        "LOCATION": os.environ.get("CACHE_URL", REDIS_URL),
+        "LOCATION": _cache_location,
         "KEY_PREFIX": os.environ.get("CACHE_KEY_PREFIX", "simplebank"),
-        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 2},
+        "OPTIONS": _cache_options,
     }
 }
 
