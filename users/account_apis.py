@@ -11,7 +11,7 @@ import uuid
 from typing import Any, cast
 
 from django.conf import settings
-from django.contrib.auth import authenticate, password_validation
+from django.contrib.auth import authenticate, password_validation, user_logged_in
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import HttpResponse
 from drf_spectacular.utils import (
@@ -154,6 +154,9 @@ class TokenObtainApi(APIView):
         tokens = sessions.session_start(
             user=user, user_agent=request.headers.get("User-Agent", ""), client_ip=client_ip(request)
         )
+        # As django.contrib.auth.login() does: last_login is updated, and django-axes resets the
+        # failures of this account and client (and records the access).
+        user_logged_in.send(sender=user.__class__, request=request._request, user=user)
         body = _tokens_body(tokens) | {"session_id": tokens.session.pk, "user": UserOutputSerializer(user).data}
         return Response(body)
 

@@ -4,17 +4,20 @@ service sent or owes, verification links (never their secret), and the queue ove
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 from django.core.paginator import Page, Paginator
 from django.db import connection
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import BooleanField, Exists, OuterRef, Q, QuerySet
+from django.db.models.expressions import RawSQL
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
 from tasks.metrics import queue_stats
 from users import identity
@@ -33,6 +36,7 @@ class VerificationStateFilter(admin.SimpleListFilter):
 
     title = "verification email"
     parameter_name = "verification_state"
+    MATERIALISE_UP_TO = 20_000
 
     def lookups(self, request, model_admin):
         return [*State.choices, (VERIFIED, "verified")]
@@ -49,6 +53,16 @@ class VerificationStateFilter(admin.SimpleListFilter):
             kind=Kind.VERIFICATION, user_id=OuterRef("user_id"), created_at__gt=OuterRef("created_at")
         )
         latest = OutboundEmail.objects.filter(kind=Kind.VERIFICATION, state=value).exclude(Exists(newer))
+        # The states an operator filters by (pending, failed…) hold a few thousand users: take their
+        # ids first, so the page and its count are primary-key look-ups, not a walk over every user
+        # newest first hoping to meet them. A state held by most users keeps the subquery.
+        ids = list(latest.values_list("user_id", flat=True)[: self.MATERIALISE_UP_TO + 1])
+        if len(ids) <= self.MATERIALISE_UP_TO:
+            if connection.vendor == "postgresql":  # one array parameter, not thousands of them
+                table = connection.ops.quote_name(User._meta.db_table)  # an identifier; the ids are a parameter
+                in_ids = RawSQL(f"{table}.id = ANY(%s)", (ids,), BooleanField())  # noqa: S611
+                return queryset.filter(in_ids, is_email_verified=False)
+            return queryset.filter(is_email_verified=False, pk__in=ids)
         return queryset.filter(is_email_verified=False, pk__in=latest.values("user_id"))
 
 
@@ -85,6 +99,25 @@ class LargeTablePaginator(Paginator):
         ids = list(queryset.values_list("pk", flat=True)[bottom : bottom + self.per_page])
         rows = {row.pk: row for row in queryset.model._default_manager.filter(pk__in=ids)}
         return Page([rows[pk] for pk in ids if pk in rows], number, self)
+
+
+class FastListMixin:
+    """The row checkbox of Django's admin lists, without rendering a form widget per row.
+
+    ``ModelAdmin.action_checkbox`` renders a ``CheckboxInput`` through the form renderer for every
+    row: ~0.6 ms a row here, a third of a list page. This writes the same markup directly.
+    """
+
+    def action_checkbox(self, obj):
+        label = format_html("Select this object for an action - {}", str(obj))
+        return format_html(
+            '<input type="checkbox" name="{}" value="{}" class="action-select" aria-label="{}">',
+            helpers.ACTION_CHECKBOX_NAME,
+            str(obj.pk),
+            label,
+        )
+
+    action_checkbox.short_description = mark_safe('<input type="checkbox" id="action-toggle">')  # type: ignore[attr-defined]
 
 
 class UserChangeList(ChangeList):
@@ -185,7 +218,7 @@ def resend_verification(modeladmin, request: HttpRequest, queryset: QuerySet[Use
 
 
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin):
+class UserAdmin(FastListMixin, DjangoUserAdmin):
     form = ChangeForm
     add_form = CreationForm
     list_display = [
@@ -205,6 +238,7 @@ class UserAdmin(DjangoUserAdmin):
     ordering = ["-created_at", "-id"]
     show_full_result_count = False
     paginator = LargeTablePaginator
+    list_per_page = 50  # operators search and filter; each row costs ~1 ms to render
     readonly_fields = ["created_at", "password_changed_at", "last_login", "pending_email"]
     actions = [resend_verification]
     inlines = [LoginSessionInline, OutboundEmailInline, EmailVerificationInline]
@@ -252,7 +286,7 @@ class UserAdmin(DjangoUserAdmin):
 
 
 @admin.register(OutboundEmail)
-class OutboundEmailAdmin(admin.ModelAdmin):
+class OutboundEmailAdmin(FastListMixin, admin.ModelAdmin):
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()
         if not term:
@@ -278,6 +312,7 @@ class OutboundEmailAdmin(admin.ModelAdmin):
     list_select_related = ["user"]
     show_full_result_count = False
     paginator = LargeTablePaginator
+    list_per_page = 50  # operators search and filter; each row costs ~1 ms to render
     fields = (
         "kind",
         "user",
@@ -335,12 +370,13 @@ class EmailVerificationAdmin(admin.ModelAdmin):
 
 
 @admin.register(LoginSession)
-class LoginSessionAdmin(admin.ModelAdmin):
+class LoginSessionAdmin(FastListMixin, admin.ModelAdmin):
     """Every user's log-in sessions; staff can block one (its refresh and access tokens stop working)."""
 
     list_display = ["id", "user", "created_at", "last_used_at", "expires_at", "client_ip", "status"]
     show_full_result_count = False
     paginator = LargeTablePaginator
+    list_per_page = 50  # operators search and filter; each row costs ~1 ms to render
     list_filter = ["blocked_at", "revoked_at", "created_at"]
     search_fields = ["user__username", "user__email_canonical", "client_ip"]
     list_select_related = ["user"]

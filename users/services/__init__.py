@@ -5,5 +5,6 @@ transactions and side effects):
 - ``links``: verification links — making, checking and consuming them
 - ``delivery``: the engine every email goes through — queue, claim, send, record, sweep
 - ``emails``: building each kind of email from ``templates/emails/``
-- ``accounts``: the account after sign-up
+- ``accounts``: the account after sign-up (profile, address change, password change and reset)
+- ``sessions``: log-in sessions and their tokens
 """

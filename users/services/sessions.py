@@ -71,7 +71,6 @@ def session_start(*, user: User, user_agent: str, client_ip: str | None) -> Toke
         expires_at=now + timedelta(seconds=settings.REFRESH_TOKEN_LIFETIME),
         refresh_jti=uuid.uuid4().hex,
     )
-    User.objects.filter(pk=user.pk).update(last_login=now)
     return _issue(session)
 
 

@@ -365,3 +365,12 @@ def test_an_unknown_username_locks_out_alike(settings):
         _login(APIClient(), "ghost", "wrong guess here").status_code for _ in range(settings.AXES_FAILURE_LIMIT)
     ]
     assert statuses[-1] == 429  # so a lockout tells nothing about the account's existence
+
+
+def test_a_successful_log_in_resets_the_failure_count(ada, settings):
+    for _ in range(settings.AXES_FAILURE_LIMIT - 1):
+        assert _login(APIClient(), password="wrong guess here").status_code == 401
+    assert _login(APIClient()).status_code == 200  # the count starts again
+    for _ in range(settings.AXES_FAILURE_LIMIT - 1):
+        assert _login(APIClient(), password="wrong guess here").status_code == 401
+    assert _login(APIClient()).status_code == 200
