@@ -28,7 +28,7 @@ if "Redis" in DRAMATIQ_BROKER["BROKER"]:
     DRAMATIQ_BROKER["OPTIONS"]["heartbeat_timeout"] = int(os.environ.get("TEST_DRAMATIQ_HEARTBEAT_TIMEOUT_MS", "60000"))
     DRAMATIQ_BROKER["OPTIONS"]["maintenance_chance"] = int(os.environ.get("TEST_DRAMATIQ_MAINTENANCE_CHANCE", "1000"))
 
-# Throttle counters and cooldowns of this run live under their own prefix in the shared Redis.
+# Throttle counters (and the operator snapshot) of this run live under their own prefix in the shared Redis.
 CACHES["default"]["KEY_PREFIX"] = os.environ["DRAMATIQ_NAMESPACE"]  # noqa: F405
 
 # Hashing strength is not under test here (a dedicated test covers the production hasher list).

@@ -94,6 +94,16 @@ class _AuthenticatedApi(APIView):
         super().initial(request, *args, **kwargs)
 
 
+def _token_fields() -> dict[str, serializers.Field]:
+    """The token pair in an answer (for the OpenAPI document)."""
+    return {
+        "access": serializers.CharField(),
+        "refresh": serializers.CharField(),
+        "access_expires_at": serializers.DateTimeField(),
+        "refresh_expires_at": serializers.DateTimeField(),
+    }
+
+
 def _tokens_body(tokens: sessions.Tokens) -> dict[str, Any]:
     return {
         "access": tokens.access,
@@ -120,14 +130,7 @@ class TokenObtainApi(APIView):
         responses={
             200: inline_serializer(
                 "Tokens",
-                {
-                    "access": serializers.CharField(),
-                    "refresh": serializers.CharField(),
-                    "access_expires_at": serializers.DateTimeField(),
-                    "refresh_expires_at": serializers.DateTimeField(),
-                    "session_id": serializers.UUIDField(),
-                    "user": UserOutputSerializer(),
-                },
+                _token_fields() | {"session_id": serializers.UUIDField(), "user": UserOutputSerializer()},
             ),
             400: FIELD_ERRORS,
             401: OpenApiResponse(DETAIL, description="One answer for an unknown account and a wrong password."),
@@ -175,15 +178,7 @@ class TokenRefreshApi(APIView):
         summary="Renew the tokens (refresh tokens rotate)",
         request=InputSerializer,
         responses={
-            200: inline_serializer(
-                "RefreshedTokens",
-                {
-                    "access": serializers.CharField(),
-                    "refresh": serializers.CharField(),
-                    "access_expires_at": serializers.DateTimeField(),
-                    "refresh_expires_at": serializers.DateTimeField(),
-                },
-            ),
+            200: inline_serializer("RefreshedTokens", _token_fields()),
             400: FIELD_ERRORS,
             401: OpenApiResponse(
                 DETAIL,

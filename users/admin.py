@@ -144,38 +144,36 @@ class UserChangeList(ChangeList):
         self.result_list = users
 
 
-class OutboundEmailInline(admin.TabularInline):
-    model = OutboundEmail
-    fk_name = "user"
+class ReadOnlyInline(admin.TabularInline):
+    """History shown on a user's page: nothing is added or deleted from here."""
+
     extra = 0
     can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+class OutboundEmailInline(ReadOnlyInline):
+    model = OutboundEmail
+    fk_name = "user"
     show_change_link = True
     fields = ("id", "kind", "recipient", "state", "attempts", "last_error", "created_at", "sent_at", "expires_at")
     readonly_fields = fields
     ordering = ["-created_at", "-id"]
     verbose_name_plural = "emails"
 
-    def has_add_permission(self, request, obj=None):
-        return False
 
-
-class EmailVerificationInline(admin.TabularInline):
+class EmailVerificationInline(ReadOnlyInline):
     model = EmailVerification
-    extra = 0
-    can_delete = False
     fields = ("id", "email", "purpose", "state", "created_at", "expires_at", "verified_at")
     readonly_fields = fields
     ordering = ["-created_at"]
     verbose_name_plural = "verification links"
 
-    def has_add_permission(self, request, obj=None):
-        return False
 
-
-class LoginSessionInline(admin.TabularInline):
+class LoginSessionInline(ReadOnlyInline):
     model = LoginSession
-    extra = 0
-    can_delete = False
     show_change_link = True
     fields = (
         "id",
@@ -191,9 +189,6 @@ class LoginSessionInline(admin.TabularInline):
     readonly_fields = fields
     ordering = ["-created_at"]
     verbose_name_plural = "log-in sessions"
-
-    def has_add_permission(self, request, obj=None):
-        return False
 
 
 class ChangeForm(UserChangeForm):
