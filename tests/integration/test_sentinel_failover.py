@@ -55,6 +55,7 @@ SCRIPT_SHA = hashlib.sha1(throttles._SLIDING_WINDOW.encode()).hexdigest()  # noq
 # Sentinel hands out roles while it re-configures: a replica it is not ready to promote yet, a
 # fail-over still in progress. Such an answer means "not yet" to the polls below.
 SENTINEL_NOT_YET = (*NOT_READY_ERRORS, redis.ResponseError)
+DOWN_AFTER_MS = 3000
 
 
 class RedisNode:
@@ -144,7 +145,10 @@ class SentinelNode:
         config.write_text(
             f"port {self.port}\nbind 127.0.0.1\n"
             f"sentinel monitor {MASTER} 127.0.0.1 {self.master_port} 2\n"
-            f"sentinel down-after-milliseconds {MASTER} 1000\n"
+            # 3 s, not 1: on a busy machine a starved sentinel can miss a PING reply for over a
+            # second, call a healthy master down and fail over to a replica nobody chose (seen in CI:
+            # the old master, just restarted and empty, promoted over the new one).
+            f"sentinel down-after-milliseconds {MASTER} {DOWN_AFTER_MS}\n"
             f"sentinel failover-timeout {MASTER} 5000\n"
         )
         with (self.directory / "sentinel.log").open("ab") as log:
@@ -176,6 +180,17 @@ class SentinelNode:
     def master_port_named(self) -> int | None:
         answer = self.client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER)
         return int(answer[1]) if answer else None
+
+    def sees_healthy_master(self, node: RedisNode) -> bool:
+        """``node`` is this sentinel's master, flagged nothing but ``master`` (no ``s_down``, no
+        failover in progress), and it answered this sentinel's last PING well within down-after."""
+        answer = self.client.execute_command("SENTINEL", "MASTER", MASTER)
+        state = answer if isinstance(answer, dict) else dict(zip(answer[::2], answer[1::2], strict=True))
+        return (
+            int(state["port"]) == node.port
+            and state["flags"] == "master"
+            and int(state["last-ok-ping-reply"]) < DOWN_AFTER_MS // 3
+        )
 
     def knows_good_replica(self, node: RedisNode) -> bool:
         """``node`` is listed as a replica that is up and linked, i.e. one Sentinel would promote."""
@@ -218,6 +233,9 @@ class Stack:
             with contextlib.suppress(redis.ResponseError):
                 return bool(sentinel.client.execute_command("SENTINEL", "FAILOVER", MASTER))
         return bool(self.sentinels[-1].client.execute_command("SENTINEL", "FAILOVER", MASTER))
+
+    def master_healthy(self, master: RedisNode) -> bool:
+        return all(s.sees_healthy_master(master) for s in self.sentinels)
 
     def ready_to_promote(self, replica: RedisNode) -> bool:
         return all(s.other_sentinels() == 2 and s.knows_good_replica(replica) for s in self.sentinels)
@@ -354,7 +372,7 @@ def test_rate_limits_hold_through_sentinel_failovers(stack, web):
     assert first.client.wait(1, 5000) == 1  # the replica has every count so far
     assert second.client.script_exists(SCRIPT_SHA) == [False]  # but not the script
 
-    # 1. The master dies. Until the sentinels promote the replica (down-after 1 s, then a vote),
+    # 1. The master dies. Until the sentinels promote the replica (down-after 3 s, then a vote),
     # requests are still answered, counted in the process.
     first.kill()
     status, _ = web.post("/api/verify-email/", GUESS)
@@ -374,6 +392,9 @@ def test_rate_limits_hold_through_sentinel_failovers(stack, web):
     assert web.get("/readyz") == 200  # the broker found the new master too
 
     # 2. The old master comes back, empty, as a master; the sentinels make it a replica (~10 s).
+    # Not before every sentinel has a live link to the new master: one that learnt of the switch
+    # but has not had a PING answered yet could still call it down and promote the empty old one.
+    wait_for(lambda: stack.master_healthy(second), timeout=30, what="every sentinel to see the new master up")
     first.start()
     wait_for(
         lambda: stack.settled(second, first),
