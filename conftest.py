@@ -212,6 +212,11 @@ def message_html(message: EmailMessage) -> str:
     return message.get_body(preferencelist=("html",)).get_content()  # type: ignore[union-attr]
 
 
+def tampered(code: str) -> str:
+    """``code`` with its last character changed — always to a different one."""
+    return code[:-1] + ("B" if code.endswith("A") else "A")
+
+
 def links_in(message: EmailMessage) -> list[tuple[str, int, str]]:
     """Every verification link in the text part, as (url, email_id, secret_code)."""
     return [(m.group(0), int(m.group(1)), m.group(2)) for m in LINK_RE.finditer(message_text(message))]

@@ -129,6 +129,11 @@ class RedisNode:
         return int(self.client.zcard(key))
 
 
+def _fields(answer) -> dict:
+    """A SENTINEL MASTER/REPLICAS entry as a dict (redis-py gives a flat list or a dict)."""
+    return answer if isinstance(answer, dict) else dict(zip(answer[::2], answer[1::2], strict=True))
+
+
 class SentinelNode:
     """``redis-server --sentinel`` watching MASTER, quorum 2, quick to call a master down."""
 
@@ -185,7 +190,7 @@ class SentinelNode:
         """``node`` is this sentinel's master, flagged nothing but ``master`` (no ``s_down``, no
         failover in progress), and it answered this sentinel's last PING well within down-after."""
         answer = self.client.execute_command("SENTINEL", "MASTER", MASTER)
-        state = answer if isinstance(answer, dict) else dict(zip(answer[::2], answer[1::2], strict=True))
+        state = _fields(answer)
         return (
             int(state["port"]) == node.port
             and state["flags"] == "master"
@@ -195,7 +200,7 @@ class SentinelNode:
     def knows_good_replica(self, node: RedisNode) -> bool:
         """``node`` is listed as a replica that is up and linked, i.e. one Sentinel would promote."""
         for replica in self.client.execute_command("SENTINEL", "REPLICAS", MASTER):
-            state = replica if isinstance(replica, dict) else dict(zip(replica[::2], replica[1::2], strict=True))
+            state = _fields(replica)
             if int(state["port"]) == node.port:
                 flags = set(state["flags"].split(","))
                 return (
