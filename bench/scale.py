@@ -95,6 +95,9 @@ def load(first: int, last: int, total: int) -> None:
     from django.db import connection
 
     with connection.cursor() as cursor:
+        # The trigger that keeps users' verification_state (migration 0007) would update a user per
+        # email loaded; it is off for this session and the column is set in bulk below.
+        cursor.execute("SET session_replication_role = replica")
         cursor.execute(
             """
             WITH added AS (
@@ -158,6 +161,17 @@ def load(first: int, last: int, total: int) -> None:
             "UPDATE users_outboundemail SET sent_at = NULL WHERE state = 'failed' AND user_id BETWEEN %s AND %s",
             [first, last],
         )
+        cursor.execute(
+            """
+            UPDATE users_user AS u SET verification_state = latest.state
+            FROM (SELECT DISTINCT ON (user_id) user_id, state FROM users_outboundemail
+                  WHERE kind = 'verification' AND user_id BETWEEN %s AND %s
+                  ORDER BY user_id, created_at DESC, id DESC) AS latest
+            WHERE u.id = latest.user_id
+            """,
+            [first, last],
+        )
+        cursor.execute("SET session_replication_role = DEFAULT")
     _vacuum()
 
 

@@ -87,6 +87,17 @@ class User(AbstractBaseUser, PermissionsMixin):
         help_text="Bankers may change any customer's profile through the API; set by staff only.",
     )
 
+    # The state of the latest verification email, for the admin's filter over a million users. The
+    # database keeps it (a trigger on users_outboundemail, migration 0007); save() never writes it.
+    verification_state = models.CharField(
+        max_length=16,
+        blank=True,
+        default="",
+        db_default="",
+        editable=False,
+        help_text="The state of the latest verification email (kept by the database).",
+    )
+
     objects = UserManager()
 
     USERNAME_FIELD = "username"
@@ -97,6 +108,8 @@ class User(AbstractBaseUser, PermissionsMixin):
         indexes: ClassVar = [
             # The admin's list pages newest first without sorting, and its deep pages by id only.
             models.Index(fields=["-created_at", "-id"], name="users_user_created_id"),
+            # The admin's "verification email" filter: a range of this index is the page and its count.
+            models.Index(fields=["verification_state", "-created_at", "-id"], name="users_user_verification_state"),
             # "Username starts with …" in the admin's search (a LIKE 'x%' under any collation).
             models.Index(
                 fields=["username_canonical"], opclasses=["varchar_pattern_ops"], name="users_user_username_prefix"
@@ -121,6 +134,20 @@ class User(AbstractBaseUser, PermissionsMixin):
     def set_password(self, raw_password: str | None) -> None:
         super().set_password(raw_password)
         self.password_changed_at = timezone.now()
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """Saving an existing user writes every field but ``verification_state``: the database keeps
+        that one, and this instance's copy may be older than the last email's state."""
+        if not self._state.adding and kwargs.get("update_fields") is None and not kwargs.get("force_insert"):
+            kwargs["update_fields"] = _USER_SAVED_FIELDS
+        super().save(*args, **kwargs)
+
+
+_USER_SAVED_FIELDS = [
+    f.name
+    for f in User._meta.concrete_fields
+    if not f.primary_key and not f.generated and f.name != "verification_state"
+]
 
 
 class EmailVerificationQuerySet(models.QuerySet["EmailVerification"]):

@@ -6,6 +6,11 @@ conditional UPDATE (PostgreSQL: ``UPDATE … RETURNING`` the row, its user and i
 costs two statements: the claim and "sent"); the ``claimed_at`` it writes fences every later write
 of that attempt. The SMTP answer decides what happens next (``users.smtp``). Whatever the queue
 loses, ``redispatch_due`` finds by its row and queues again.
+
+Every statement here that changes an email's state locks the email's user first, in the same
+statement (``_owners_first``, the claim's CTE): the database keeps each user's latest verification
+state from those writes (a trigger, migration 0007), and the account flows lock the user and then
+its emails — one order for everyone, so no deadlock.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from typing import Any, cast
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 from django.db import connection as db_connection
-from django.db.models import F, Q, Value
+from django.db.models import BooleanField, F, Q, Value
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Concat
 from django.utils import timezone
 from prometheus_client import Counter
@@ -95,7 +101,39 @@ def supersede(emails_qs: OutboundEmailQuerySet, reason: str) -> int:
     """No longer wanted: rows nobody is sending now (pending, stale claims) and failed ones, so a
     later "retry failed" can't mail them either."""
     stale = timezone.now() - timedelta(seconds=settings.VERIFY_EMAIL_CLAIM_TIMEOUT)
-    return emails_qs.unclaimed(stale=stale, failed_too=True).update(state=State.SUPERSEDED, last_error=reason)
+    unclaimed = emails_qs.unclaimed(stale=stale, failed_too=True)
+    return _owners_first(unclaimed).update(state=State.SUPERSEDED, last_error=reason)
+
+
+def _owners_first(emails: OutboundEmailQuerySet, email_id: int | None = None) -> OutboundEmailQuerySet:
+    """The same rows, for an UPDATE that locks their users before them (PostgreSQL).
+
+    Changing a verification email's state also updates its user's ``verification_state`` (a
+    trigger, migration 0007). The account flows lock the user and then its emails; a statement that
+    locked an email and then waited for its user could deadlock with one of them. So every state
+    change here first locks the users (``FOR NO KEY UPDATE``, in a sub-select that runs before
+    the UPDATE takes any email row) — one statement still. SQLite has one writer at a time.
+    ``email_id``: the rows are that one email's, and a clause compiled once will do.
+    """
+    if db_connection.vendor != "postgresql":
+        return emails
+    if email_id is not None:
+        return emails.filter(RawSQL(_owner_of_email_sql(), (email_id,), BooleanField()))  # noqa: S611 - constant
+    owners = User.objects.filter(pk__in=emails.values("user_id")).values("pk").order_by("pk")
+    sql, params = owners.query.sql_with_params()
+    column = f"{db_connection.ops.quote_name(OutboundEmail._meta.db_table)}.{db_connection.ops.quote_name('user_id')}"
+    locked = RawSQL(f"{column} IN ({sql} FOR NO KEY UPDATE)", params, BooleanField())  # noqa: S611 - compiled SQL
+    return emails.filter(locked)
+
+
+@functools.cache
+def _owner_of_email_sql() -> str:
+    qn = db_connection.ops.quote_name
+    o, u = qn(OutboundEmail._meta.db_table), qn(User._meta.db_table)
+    return (
+        f"{o}.user_id IN (SELECT {u}.id FROM {u} WHERE {u}.id = "  # noqa: S608 - identifiers
+        f"(SELECT owned.user_id FROM {o} AS owned WHERE owned.id = %s) FOR NO KEY UPDATE)"
+    )
 
 
 # --- Sending -------------------------------------------------------------------------------------
@@ -213,7 +251,7 @@ def _claim_update(key: dict[str, int], now: datetime, stale: datetime) -> Outbou
     if update_returning_supported():
         return _claim_update_returning(key, now=now, stale=stale)
     claimable = OutboundEmail.objects.claimable(now=now, stale=stale).filter(**key)
-    if not claimable.update(state=State.SENDING, claimed_at=now, attempts=F("attempts") + 1):
+    if not _owners_first(claimable).update(state=State.SENDING, claimed_at=now, attempts=F("attempts") + 1):
         return None
     return OutboundEmail.objects.select_related("user", "verification").filter(**key).first()
 
@@ -239,16 +277,23 @@ def _claim_returning_sql(key_name: str) -> tuple[str, tuple[Any, ...], dict[Any,
     qn = db_connection.ops.quote_name
     models_ = [OutboundEmail, User] + ([EmailVerification] if with_link else [])
     o, u, v = (qn(m._meta.db_table) for m in (OutboundEmail, User, EmailVerification))
-    columns = [f"{qn(m._meta.db_table)}.{qn(f.column)}" for m in models_ for f in m._meta.concrete_fields]
+    tables = {OutboundEmail: o, User: "owner", EmailVerification: v}
+    columns = [f"{tables[m]}.{qn(f.column)}" for m in models_ for f in m._meta.concrete_fields]
+    # The user row is locked first (the CTE runs before the UPDATE takes the email's row): the
+    # order the account flows lock in (see _owners_first). Its columns come from that locked,
+    # latest version of the row.
+    key_column = qn(OutboundEmail._meta.pk.column if key_name == "pk" else key_name)  # or verification_id
     sql = (
-        f"UPDATE {o} SET state = %s, claimed_at = %s, attempts = {o}.attempts + 1 "  # noqa: S608 - identifiers
-        f"FROM {u}{f', {v}' if with_link else ''} WHERE {u}.id = {o}.user_id "
+        f"WITH owner AS MATERIALIZED (SELECT {u}.* FROM {u} WHERE {u}.id IN "  # noqa: S608 - identifiers
+        f"(SELECT {o}.user_id FROM {o} WHERE {o}.{key_column} = %s) FOR NO KEY UPDATE) "
+        f"UPDATE {o} SET state = %s, claimed_at = %s, attempts = {o}.attempts + 1 "
+        f"FROM owner{f', {v}' if with_link else ''} WHERE owner.id = {o}.user_id "
         f"{f'AND {v}.id = {o}.verification_id ' if with_link else ''}AND {where} "
         f"RETURNING {', '.join(columns)}"
     )
-    params = (State.SENDING.value, _NOW, *where_params)
+    params = (_KEY, State.SENDING.value, _NOW, *where_params)
     places = {marker: [i for i, p in enumerate(params) if p == marker] for marker in (_NOW, _STALE, _KEY, _MAX)}
-    if sorted(len(found) for found in places.values()) != [1, 1, 1, 2] or len(places[_NOW]) != 2:
+    if [len(places[marker]) for marker in (_NOW, _STALE, _KEY, _MAX)] != [2, 1, 2, 1]:
         raise RuntimeError(f"the claim's parameters moved: {params!r}")  # a Django upgrade changed them
     return sql, params, places
 
@@ -299,7 +344,8 @@ def _converted(fields, values) -> list:
 def _finish(email_id: int, token: datetime, **fields: object) -> int:
     """Update the row only if this attempt's claim still holds it (fenced by ``claimed_at``)."""
     # claimed_at stays: it is when the last attempt was made, which the sweep looks at.
-    return OutboundEmail.objects.filter(pk=email_id, state=State.SENDING, claimed_at=token).update(**fields)
+    attempt = OutboundEmail.objects.filter(pk=email_id, state=State.SENDING, claimed_at=token)
+    return _owners_first(attempt, email_id).update(**fields)
 
 
 def _mark_sent(email_id: int, token: datetime) -> datetime:
@@ -334,11 +380,8 @@ def _mark_sent(email_id: int, token: datetime) -> datetime:
 def _mark_failed(email_id: int, error: str) -> int:
     """Fail a row nobody is sending: pending, or claimed by a worker whose claim went stale."""
     stale = timezone.now() - timedelta(seconds=settings.VERIFY_EMAIL_CLAIM_TIMEOUT)
-    return (
-        OutboundEmail.objects.unclaimed(stale=stale)
-        .filter(pk=email_id)
-        .update(state=State.FAILED, last_error=error[:2000])
-    )
+    unclaimed = OutboundEmail.objects.unclaimed(stale=stale).filter(pk=email_id)
+    return _owners_first(unclaimed, email_id).update(state=State.FAILED, last_error=error[:2000])
 
 
 # --- After the queue gave up, and for operators ---------------------------------------------------
@@ -360,7 +403,7 @@ def email_retry(*, email_id: int) -> bool:
     if email is None or email.state != State.FAILED or email.expires_at <= timezone.now() or _unwanted(email):
         return False
     with transaction.atomic():
-        retried = OutboundEmail.objects.filter(pk=email_id, state=State.FAILED).update(
+        retried = _owners_first(OutboundEmail.objects.filter(pk=email_id, state=State.FAILED), email_id).update(
             state=State.PENDING, attempts=0, dispatched_at=timezone.now()
         )
         if retried:
@@ -382,7 +425,7 @@ def redispatch_due() -> dict[str, int]:
     now = timezone.now()
     quiet = now - timedelta(seconds=settings.VERIFY_EMAIL_REDISPATCH_AFTER)
     unfinished = OutboundEmail.objects.unfinished()
-    expired = unfinished.filter(expires_at__lte=now).update(
+    expired = _owners_first(unfinished.filter(expires_at__lte=now)).update(
         state=State.FAILED, last_error="expired before it could be sent"
     )
     stalled = (
@@ -391,7 +434,7 @@ def redispatch_due() -> dict[str, int]:
         | Q(state=State.SENDING, claimed_at__lt=now - timedelta(seconds=settings.VERIFY_EMAIL_CLAIM_TIMEOUT))
     )
     due = unfinished.filter(stalled, expires_at__gt=now, dispatched_at__lt=quiet)
-    gave_up = due.filter(attempts__gte=settings.VERIFY_EMAIL_MAX_ATTEMPTS).update(
+    gave_up = _owners_first(due.filter(attempts__gte=settings.VERIFY_EMAIL_MAX_ATTEMPTS)).update(
         state=State.FAILED, last_error=Concat(Value("gave up after the attempt limit: "), F("last_error"))
     )
     dispatched = 0

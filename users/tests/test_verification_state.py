@@ -1,0 +1,216 @@
+"""The state of each user's latest verification email, kept by the database (migration 0007) for the
+admin's filter: true after every way an email's state changes, never written back by a stale save,
+and written by statements that lock the user before the email, so that they wait for an account
+flow holding the user instead of deadlocking with it (PostgreSQL, real connections and threads)."""
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from django.db import connection, transaction
+from django.utils import timezone
+
+from users.errors import EmailNotWanted, PermanentSendError
+from users.models import OutboundEmail, User
+from users.services import delivery, links
+from users.tests.factories import UserFactory, create_notice, create_verification, email_of
+
+State = OutboundEmail.State
+
+
+def state_of(user) -> str:
+    return User.objects.values_list("verification_state", flat=True).get(pk=getattr(user, "pk", user))
+
+
+@pytest.mark.django_db
+def test_it_follows_the_latest_email_from_sign_up_to_sent_and_through_a_resend(mailoutbox):
+    first = create_verification()
+    user = first.user
+    assert state_of(user) == State.PENDING
+    delivery.deliver(verification_id=first.pk)
+    assert state_of(user) == State.SENT
+    second = create_verification(user)  # a resend: a new link, a new email
+    assert state_of(user) == State.PENDING
+    # A change to an older email says nothing about the latest one.
+    OutboundEmail.objects.filter(pk=email_of(first).pk).update(state=State.FAILED)
+    assert state_of(user) == State.PENDING
+    delivery.deliver(verification_id=second.pk)
+    assert state_of(user) == State.SENT
+    assert len(mailoutbox) == 2
+
+
+@pytest.mark.django_db
+def test_a_refused_email_shows_failed_and_its_retry_pending(smtp_server):
+    verification = create_verification()
+    smtp_server.rcpt_answers = ["550 5.1.1 no such user"]
+    with pytest.raises(PermanentSendError):
+        delivery.deliver(verification_id=verification.pk)
+    assert state_of(verification.user_id) == State.FAILED
+    assert delivery.email_retry(email_id=email_of(verification).pk)
+    assert state_of(verification.user_id) == State.PENDING
+
+
+@pytest.mark.django_db
+def test_the_sweep_failing_an_expired_email_and_a_newer_link_superseding_it_show_as_such():
+    verification = create_verification()
+    OutboundEmail.objects.filter(verification_id=verification.pk).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert delivery.redispatch_due()["expired"] == 1
+    assert state_of(verification.user_id) == State.FAILED
+    with transaction.atomic():
+        links.verifications_supersede(user=verification.user, reason="replaced by a newer link")
+    assert state_of(verification.user_id) == State.SUPERSEDED
+
+
+@pytest.mark.django_db
+def test_emails_of_other_kinds_leave_it_alone(mailoutbox):
+    verification = create_verification()
+    delivery.deliver(verification_id=verification.pk)
+    notice = create_notice(verification.user)
+    delivery.deliver(email_id=notice.pk)
+    assert OutboundEmail.objects.get(pk=notice.pk).state == State.SENT
+    assert state_of(verification.user_id) == State.SENT
+    assert state_of(UserFactory()) == ""  # no verification email yet
+
+
+@pytest.mark.django_db
+def test_saving_a_user_loaded_before_the_email_changed_keeps_the_latest_state(mailoutbox):
+    verification = create_verification()
+    user = User.objects.get(pk=verification.user_id)  # loaded while its email is pending
+    delivery.deliver(verification_id=verification.pk)
+    user.full_name = "Renamed Later"
+    user.save()
+    assert state_of(user) == State.SENT
+    assert User.objects.get(pk=user.pk).full_name == "Renamed Later"
+
+
+def _claim(verification) -> None:
+    delivery.deliver(verification_id=verification.pk)
+
+
+def _mark_failed(verification) -> None:  # what the actor does when the queue's retries ran out
+    delivery.mark_failed(verification_id=verification.pk, error="gave up")
+
+
+def _sweep(verification) -> None:  # the email expired while the account flow held its user
+    delivery.redispatch_due()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("engine", [_claim, _mark_failed, _sweep], ids=["claim", "retries-exhausted", "sweep"])
+def test_the_engine_waits_for_an_account_flow_holding_the_user_and_never_deadlocks(engine, mailoutbox):
+    """A resend (lock the user, supersede its emails, insert a new link) is holding the user while
+    the engine changes the old email. Were the email locked first, the flow would wait for the
+    email and the engine for the user: PostgreSQL would abort one of them ("deadlock detected")."""
+    verification = create_verification()
+    if engine is _sweep:
+        OutboundEmail.objects.filter(verification_id=verification.pk).update(
+            expires_at=timezone.now() - timedelta(seconds=1)
+        )
+    holding, go = threading.Event(), threading.Event()
+    errors: dict[str, BaseException] = {}
+
+    def flow() -> None:
+        try:
+            with transaction.atomic():
+                user = User.objects.select_for_update().get(pk=verification.user_id)
+                holding.set()
+                if not go.wait(30):
+                    raise TimeoutError("the engine never queued behind the user")
+                links.verifications_supersede(user=user, reason="replaced by a newer link")
+                links.verification_insert(user=user, email=user.email)
+        except BaseException as exc:
+            errors["flow"] = exc
+        finally:
+            connection.close()
+
+    def engine_thread() -> None:
+        try:
+            engine(verification)
+        except EmailNotWanted:
+            pass  # the claim found its email superseded: what it should find
+        except BaseException as exc:
+            errors["engine"] = exc
+        finally:
+            connection.close()
+
+    flow_thread = threading.Thread(target=flow)
+    flow_thread.start()
+    assert holding.wait(30)
+    worker = threading.Thread(target=engine_thread)
+    worker.start()
+    _wait_until_a_backend_waits_for_a_lock(deadline=time.monotonic() + 30)
+    go.set()
+    flow_thread.join(60)
+    worker.join(60)
+    assert not flow_thread.is_alive() and not worker.is_alive()
+    assert errors == {}
+    old, new = OutboundEmail.objects.order_by("created_at", "id")
+    assert old.state == State.SUPERSEDED and new.state == State.PENDING
+    assert state_of(verification.user_id) == State.PENDING
+    assert mailoutbox == []
+
+
+def _wait_until_a_backend_waits_for_a_lock(deadline: float) -> None:
+    with connection.cursor() as cursor:
+        while True:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0]:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError("no backend ever waited for the user's lock")
+            time.sleep(0.02)
+
+
+SQLITE_SCRIPT = """
+from django.core.management import call_command
+from django.db import transaction
+from users.models import OutboundEmail, User
+from users.services import delivery, links
+
+call_command("migrate", verbosity=0)
+user = User.objects.create_user("sq", "sq@example.com", "pw", full_name="S")
+state = lambda: User.objects.values_list("verification_state", flat=True).get(pk=user.pk)
+with transaction.atomic():
+    first = links.verification_insert(user=user, email=user.email)
+seen = [state()]
+delivery.deliver(verification_id=first.pk)
+seen.append(state())
+with transaction.atomic():
+    links.verifications_supersede(user=user, reason="replaced")
+    links.verification_insert(user=user, email=user.email)
+OutboundEmail.objects.filter(verification=first).update(state="failed")
+seen.append(state())
+print("states:", *seen)
+"""
+
+
+def test_make_runs_sqlite_database_keeps_it_too(tmp_path):
+    """``make run`` is on SQLite: the same column, kept by SQLite's own triggers."""
+    import os
+    import subprocess
+    import sys
+
+    from django.conf import settings
+
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "EMAIL_"))}
+    environment |= {
+        "DJANGO_SETTINGS_MODULE": "bankproject.settings",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "DJANGO_DEBUG": "true",  # make run's settings
+        "EMAIL_BACKEND": "django.core.mail.backends.locmem.EmailBackend",
+    }
+    done = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", SQLITE_SCRIPT],
+        cwd=settings.BASE_DIR,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "states: pending sent pending" in done.stdout, done.stdout + done.stderr
