@@ -8,7 +8,7 @@ from django.contrib.admin import helpers
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 from django.core.paginator import Page, Paginator
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -82,6 +82,38 @@ class LargeTablePaginator(Paginator):
         ids = list(queryset.values_list("pk", flat=True)[bottom : bottom + self.per_page])
         rows = {row.pk: row for row in queryset.model._default_manager.filter(pk__in=ids)}
         return Page([rows[pk] for pk in ids if pk in rows], number, self)
+
+
+class OwnersFirstDeleteMixin(admin.ModelAdmin):
+    """Deleting from here locks the users concerned first (in id order), then deletes: the order
+    every writer of emails takes (users.services.delivery), since deleting a verification email
+    updates its user's ``verification_state`` (migration 0007)."""
+
+    owner_field = "user_id"
+
+    def _lock_owners(self, user_ids) -> None:
+        list(User.objects.select_for_update().filter(pk__in=list(user_ids)).order_by("pk").values_list("pk", flat=True))
+
+    def delete_model(self, request, obj):
+        with transaction.atomic():
+            self._lock_owners([getattr(obj, self.owner_field)])
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        with transaction.atomic():
+            self._lock_owners(queryset.values_list(self.owner_field, flat=True))
+            super().delete_queryset(request, queryset)
+
+
+class HistoryMixin(OwnersFirstDeleteMixin):
+    """A record the service keeps (an email, a link): staff read it, act on it through the actions,
+    and never save it back from a form (which would write the state it was loaded with)."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
 
 class FastListMixin:
@@ -172,7 +204,8 @@ def resend_verification(modeladmin, request: HttpRequest, queryset: QuerySet[Use
 
 
 @admin.register(User)
-class UserAdmin(FastListMixin, DjangoUserAdmin):
+class UserAdmin(OwnersFirstDeleteMixin, FastListMixin, DjangoUserAdmin):
+    owner_field = "pk"
     form = ChangeForm
     add_form = CreationForm
     list_display = [
@@ -237,7 +270,7 @@ class UserAdmin(FastListMixin, DjangoUserAdmin):
 
 
 @admin.register(OutboundEmail)
-class OutboundEmailAdmin(FastListMixin, admin.ModelAdmin):
+class OutboundEmailAdmin(HistoryMixin, FastListMixin, admin.ModelAdmin):
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()
         if not term:
@@ -282,9 +315,6 @@ class OutboundEmailAdmin(FastListMixin, admin.ModelAdmin):
     readonly_fields = fields
     actions = ["retry_failed"]
 
-    def has_add_permission(self, request):
-        return False
-
     @admin.display(description="user", ordering="user__username")
     def user_link(self, obj: OutboundEmail) -> str:
         url = reverse("admin:users_user_change", args=[obj.user_id])
@@ -294,7 +324,11 @@ class OutboundEmailAdmin(FastListMixin, admin.ModelAdmin):
     def last_error_short(self, obj: OutboundEmail) -> str:
         return obj.last_error if len(obj.last_error) <= 80 else obj.last_error[:79] + "…"
 
-    @admin.action(description="Retry failed emails (same link)", permissions=["change"])
+    def has_retry_permission(self, request) -> bool:
+        """Who may retry: staff with the "change email" permission (the form itself stays read-only)."""
+        return request.user.has_perm(f"{self.opts.app_label}.change_{self.opts.model_name}")
+
+    @admin.action(description="Retry failed emails (same link)", permissions=["retry"])
     def retry_failed(self, request: HttpRequest, queryset: QuerySet[OutboundEmail]) -> None:
         ids = list(queryset.filter(state=State.FAILED).values_list("pk", flat=True))
         retried = sum(delivery.email_retry(email_id=pk) for pk in ids)
@@ -307,7 +341,7 @@ class OutboundEmailAdmin(FastListMixin, admin.ModelAdmin):
 
 
 @admin.register(EmailVerification)
-class EmailVerificationAdmin(admin.ModelAdmin):
+class EmailVerificationAdmin(HistoryMixin, admin.ModelAdmin):
     list_display = ["id", "user", "email", "purpose", "state", "created_at", "expires_at", "verified_at"]
     list_filter = ["state", "purpose"]
     search_fields = ["email", "user__username"]
@@ -315,9 +349,6 @@ class EmailVerificationAdmin(admin.ModelAdmin):
     # The nonce is deliberately absent: with the SECRET_KEY it would give the link away.
     fields = ("user", "email", "purpose", "state", "created_at", "expires_at", "verified_at")
     readonly_fields = fields
-
-    def has_add_permission(self, request):
-        return False
 
 
 @admin.register(LoginSession)

@@ -136,15 +136,23 @@ class User(AbstractBaseUser, PermissionsMixin):
         self.password_changed_at = timezone.now()
 
     def save(self, *args: Any, **kwargs: Any) -> None:
-        """Saving an existing user writes every field but ``verification_state``: the database keeps
-        that one, and this instance's copy may be older than the last email's state."""
-        if not self._state.adding and kwargs.get("update_fields") is None and not kwargs.get("force_insert"):
-            kwargs["update_fields"] = _USER_SAVED_FIELDS
+        """Saving an existing user writes every loaded field but ``verification_state``: the
+        database keeps that one, and this instance's copy may be older than the last email's state."""
+        if (
+            not args
+            and kwargs.get("update_fields") is None
+            and not kwargs.get("force_insert")
+            and not self._state.adding
+            and self.pk is not None
+            and kwargs.get("using", self._state.db) == self._state.db
+        ):
+            deferred = self.get_deferred_fields()
+            kwargs["update_fields"] = [name for name in _USER_SAVED_FIELDS if name not in deferred]
         super().save(*args, **kwargs)
 
 
 _USER_SAVED_FIELDS = [
-    f.name
+    f.attname
     for f in User._meta.concrete_fields
     if not f.primary_key and not f.generated and f.name != "verification_state"
 ]

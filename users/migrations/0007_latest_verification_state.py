@@ -8,8 +8,10 @@ DESC)`` gives the page, newest first, and its count.
 The column is written by a trigger on ``users_outboundemail`` and by nothing else (``User.save()``
 leaves it out, so a stale instance can't write an old value back): the statement that inserts a verification
 email or changes its state also sets its user's column, if that email is the user's latest
-(newest ``created_at``, then ``id``, as the admin has always ordered them). Whoever writes the
-email — the engine, the sweep, an operator's SQL — keeps it true.
+(newest ``created_at``, then ``id``, as the admin has always ordered them); deleting an email sets
+it to the latest of those left. Whoever writes the email — the engine, the sweep, the admin, an
+operator's SQL — keeps it true. (On SQLite, a later migration that rebuilds users_outboundemail
+drops its triggers: it must create them again.)
 
 On PostgreSQL the trigger first locks the user row and only then, in a statement of its own (a
 fresh snapshot, which sees a newer email committed while it waited), decides whether the email is
@@ -43,12 +45,33 @@ END
 $$
 """
 )
+# A deleted email (its link deleted in the admin, its user deleted): the latest of those left.
+LATEST_LEFT = """
+    SELECT left_.state FROM users_outboundemail AS left_
+    WHERE left_.user_id = OLD.user_id AND left_.kind = 'verification'
+    ORDER BY left_.created_at DESC, left_.id DESC LIMIT 1
+"""
+DELETED_FUNCTION_POSTGRESQL = (  # noqa: S608 - constant SQL, no input
+    f"""CREATE FUNCTION users_latest_verification_state_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    latest varchar(16);
+BEGIN
+    PERFORM 1 FROM users_user WHERE id = OLD.user_id FOR NO KEY UPDATE;
+    latest := COALESCE(({LATEST_LEFT}), '');
+    UPDATE users_user SET verification_state = latest WHERE id = OLD.user_id AND verification_state <> latest;
+    RETURN NULL;
+END
+$$
+"""
+)
 TRIGGERS_POSTGRESQL = [
     "CREATE TRIGGER users_email_latest_state_insert AFTER INSERT ON users_outboundemail FOR EACH ROW "
     "WHEN (NEW.kind = 'verification') EXECUTE FUNCTION users_latest_verification_state()",
     "CREATE TRIGGER users_email_latest_state_update AFTER UPDATE OF state ON users_outboundemail FOR EACH ROW "
     "WHEN (NEW.kind = 'verification' AND OLD.state IS DISTINCT FROM NEW.state) "
     "EXECUTE FUNCTION users_latest_verification_state()",
+    "CREATE TRIGGER users_email_latest_state_delete AFTER DELETE ON users_outboundemail FOR EACH ROW "
+    "WHEN (OLD.kind = 'verification') EXECUTE FUNCTION users_latest_verification_state_deleted()",
 ]
 SET_SQLITE = (  # noqa: S608 - constant SQL, no input
     f"""BEGIN
@@ -62,6 +85,9 @@ TRIGGERS_SQLITE = [
     f"WHEN NEW.kind = 'verification' {SET_SQLITE}",
     "CREATE TRIGGER users_email_latest_state_update AFTER UPDATE OF state ON users_outboundemail "
     f"WHEN NEW.kind = 'verification' AND OLD.state IS NOT NEW.state {SET_SQLITE}",
+    "CREATE TRIGGER users_email_latest_state_delete AFTER DELETE ON users_outboundemail "
+    "WHEN OLD.kind = 'verification' BEGIN "
+    f"UPDATE users_user SET verification_state = COALESCE(({LATEST_LEFT}), '') WHERE id = OLD.user_id; END",
 ]
 BACKFILL_SQLITE = """
 UPDATE users_user SET verification_state = COALESCE((
@@ -75,18 +101,21 @@ def forwards(apps, schema_editor):
     if vendor not in ("postgresql", "sqlite"):
         raise NotImplementedError(f"the latest-state trigger is written for PostgreSQL and SQLite, not {vendor}")
     postgresql = vendor == "postgresql"
-    statements = [BACKFILL_POSTGRESQL if postgresql else BACKFILL_SQLITE]
-    statements += [FUNCTION_POSTGRESQL, *TRIGGERS_POSTGRESQL] if postgresql else TRIGGERS_SQLITE
+    # The triggers first: creating them locks users_outboundemail until the migration commits, so no
+    # email can change between the backfill's snapshot and the moment the triggers take over.
+    statements = [FUNCTION_POSTGRESQL, DELETED_FUNCTION_POSTGRESQL, *TRIGGERS_POSTGRESQL] if postgresql else TRIGGERS_SQLITE
+    statements.append(BACKFILL_POSTGRESQL if postgresql else BACKFILL_SQLITE)
     for statement in statements:
         schema_editor.execute(statement)
 
 
 def backwards(apps, schema_editor):
-    for trigger in ("users_email_latest_state_insert", "users_email_latest_state_update"):
+    for trigger in ("users_email_latest_state_insert", "users_email_latest_state_update", "users_email_latest_state_delete"):
         on = " ON users_outboundemail" if schema_editor.connection.vendor == "postgresql" else ""
         schema_editor.execute(f"DROP TRIGGER IF EXISTS {trigger}{on}")
     if schema_editor.connection.vendor == "postgresql":
         schema_editor.execute("DROP FUNCTION IF EXISTS users_latest_verification_state()")
+        schema_editor.execute("DROP FUNCTION IF EXISTS users_latest_verification_state_deleted()")
 
 
 class Migration(migrations.Migration):

@@ -105,7 +105,9 @@ def supersede(emails_qs: OutboundEmailQuerySet, reason: str) -> int:
     return _owners_first(unclaimed).update(state=State.SUPERSEDED, last_error=reason)
 
 
-def _owners_first(emails: OutboundEmailQuerySet, email_id: int | None = None) -> OutboundEmailQuerySet:
+def _owners_first(
+    emails: OutboundEmailQuerySet, email_id: int | None = None, *, skip_locked: bool = False
+) -> OutboundEmailQuerySet:
     """The same rows, for an UPDATE that locks their users before them (PostgreSQL).
 
     Changing a verification email's state also updates its user's ``verification_state`` (a
@@ -114,6 +116,8 @@ def _owners_first(emails: OutboundEmailQuerySet, email_id: int | None = None) ->
     change here first locks the users (``FOR NO KEY UPDATE``, in a sub-select that runs before
     the UPDATE takes any email row) — one statement still. SQLite has one writer at a time.
     ``email_id``: the rows are that one email's, and a clause compiled once will do.
+    ``skip_locked``: leave out the emails of users someone holds (the sweep: an account flow may
+    hold two users, which a statement locking many could otherwise meet in the other order).
     """
     if db_connection.vendor != "postgresql":
         return emails
@@ -122,7 +126,8 @@ def _owners_first(emails: OutboundEmailQuerySet, email_id: int | None = None) ->
     owners = User.objects.filter(pk__in=emails.values("user_id")).values("pk").order_by("pk")
     sql, params = owners.query.sql_with_params()
     column = f"{db_connection.ops.quote_name(OutboundEmail._meta.db_table)}.{db_connection.ops.quote_name('user_id')}"
-    locked = RawSQL(f"{column} IN ({sql} FOR NO KEY UPDATE)", params, BooleanField())  # noqa: S611 - compiled SQL
+    lock = "FOR NO KEY UPDATE SKIP LOCKED" if skip_locked else "FOR NO KEY UPDATE"
+    locked = RawSQL(f"{column} IN ({sql} {lock})", params, BooleanField())  # noqa: S611 - compiled SQL
     return emails.filter(locked)
 
 
@@ -425,7 +430,8 @@ def redispatch_due() -> dict[str, int]:
     now = timezone.now()
     quiet = now - timedelta(seconds=settings.VERIFY_EMAIL_REDISPATCH_AFTER)
     unfinished = OutboundEmail.objects.unfinished()
-    expired = _owners_first(unfinished.filter(expires_at__lte=now)).update(
+    # Emails of users an account flow holds right now wait for the next pass.
+    expired = _owners_first(unfinished.filter(expires_at__lte=now), skip_locked=True).update(
         state=State.FAILED, last_error="expired before it could be sent"
     )
     stalled = (
@@ -434,7 +440,7 @@ def redispatch_due() -> dict[str, int]:
         | Q(state=State.SENDING, claimed_at__lt=now - timedelta(seconds=settings.VERIFY_EMAIL_CLAIM_TIMEOUT))
     )
     due = unfinished.filter(stalled, expires_at__gt=now, dispatched_at__lt=quiet)
-    gave_up = _owners_first(due.filter(attempts__gte=settings.VERIFY_EMAIL_MAX_ATTEMPTS)).update(
+    gave_up = _owners_first(due.filter(attempts__gte=settings.VERIFY_EMAIL_MAX_ATTEMPTS), skip_locked=True).update(
         state=State.FAILED, last_error=Concat(Value("gave up after the attempt limit: "), F("last_error"))
     )
     dispatched = 0

@@ -118,3 +118,20 @@ def test_opting_into_the_task_table_records_each_message_with_its_id_only(stub_b
     [task] = Task.tasks.filter(actor_name="send_verify_email")
     assert task.status == Task.STATUS_ENQUEUED
     assert task.message.args == (verification.pk,) and task.message.kwargs == {}
+
+
+def test_emails_and_links_are_read_only_records(staff_client):
+    """Their pages show them and the actions act on them; no form writes one back (saving would
+    write the state the page was loaded with over whatever the worker recorded since)."""
+    verification = create_verification()
+    email = email_of(verification)
+    for url in (
+        f"/admin/users/outboundemail/{email.pk}/change/",
+        f"/admin/users/emailverification/{verification.pk}/change/",
+    ):
+        page = staff_client.get(url)
+        assert page.status_code == 200 and 'name="_save"' not in page.content.decode()
+        assert staff_client.post(url, {"state": "sent"}).status_code == 403
+    assert OutboundEmail.objects.get(pk=email.pk).state == "pending"
+    listing = staff_client.get("/admin/users/outboundemail/").content.decode()
+    assert 'value="retry_failed"' in listing
