@@ -292,9 +292,12 @@ class OutboundEmail(models.Model):
                 name="users_email_unsent",
                 condition=Q(state__in=["pending", "sending"]),
             ),
-            # "Latest verification email failed" in the admin starts from the failed ones.
+            # A user's verification emails newest first: what the triggers that keep the user's
+            # verification_state read (migration 0007), one index descent per write.
             models.Index(
-                fields=["state", "user"], name="users_email_verification_state", condition=Q(kind="verification")
+                fields=["user", "-created_at", "-id"],
+                name="users_email_latest_verif",
+                condition=Q(kind="verification"),
             ),
         ]
 
