@@ -161,18 +161,15 @@ def load(first: int, last: int, total: int) -> None:
             "UPDATE users_outboundemail SET sent_at = NULL WHERE state = 'failed' AND user_id BETWEEN %s AND %s",
             [first, last],
         )
-        cursor.execute(
-            """
-            UPDATE users_user AS u SET verification_state = latest.state
-            FROM (SELECT DISTINCT ON (user_id) user_id, state FROM users_outboundemail
-                  WHERE kind = 'verification' AND user_id BETWEEN %s AND %s
-                  ORDER BY user_id, created_at DESC, id DESC) AS latest
-            WHERE u.id = latest.user_id
-            """,
-            [first, last],
-        )
+        cursor.execute(_latest_state_backfill())  # the migration's own (rows already set are skipped)
         cursor.execute("SET session_replication_role = DEFAULT")
     _vacuum()
+
+
+def _latest_state_backfill() -> str:
+    import importlib
+
+    return importlib.import_module("users.migrations.0007_latest_verification_state").BACKFILL_POSTGRESQL
 
 
 def _vacuum() -> None:

@@ -92,7 +92,8 @@ class OwnersFirstDeleteMixin(admin.ModelAdmin):
     owner_field = "user_id"
 
     def _lock_owners(self, user_ids) -> None:
-        list(User.objects.select_for_update().filter(pk__in=list(user_ids)).order_by("pk").values_list("pk", flat=True))
+        """``user_ids``: a list, or a QuerySet of them (one statement either way)."""
+        list(User.objects.select_for_update().filter(pk__in=user_ids).order_by("pk").values_list("pk", flat=True))
 
     def delete_model(self, request, obj):
         with transaction.atomic():
@@ -101,7 +102,7 @@ class OwnersFirstDeleteMixin(admin.ModelAdmin):
 
     def delete_queryset(self, request, queryset):
         with transaction.atomic():
-            self._lock_owners(queryset.values_list(self.owner_field, flat=True))
+            self._lock_owners(queryset.values(self.owner_field))
             super().delete_queryset(request, queryset)
 
 

@@ -106,7 +106,7 @@ def supersede(emails_qs: OutboundEmailQuerySet, reason: str) -> int:
 
 
 def _owners_first(
-    emails: OutboundEmailQuerySet, email_id: int | None = None, *, skip_locked: bool = False
+    emails: OutboundEmailQuerySet, user_id: int | None = None, *, skip_locked: bool = False
 ) -> OutboundEmailQuerySet:
     """The same rows, for an UPDATE that locks their users before them (PostgreSQL).
 
@@ -115,14 +115,15 @@ def _owners_first(
     locked an email and then waited for its user could deadlock with one of them. So every state
     change here first locks the users (``FOR NO KEY UPDATE``, in a sub-select that runs before
     the UPDATE takes any email row) — one statement still. SQLite has one writer at a time.
-    ``email_id``: the rows are that one email's, and a clause compiled once will do.
+    ``user_id``: the rows are that user's (one email, whose owner the caller knows): a clause
+    compiled once will do, on the hot path.
     ``skip_locked``: leave out the emails of users someone holds (the sweep: an account flow may
     hold two users, which a statement locking many could otherwise meet in the other order).
     """
     if db_connection.vendor != "postgresql":
         return emails
-    if email_id is not None:
-        return emails.filter(RawSQL(_owner_of_email_sql(), (email_id,), BooleanField()))  # noqa: S611 - constant
+    if user_id is not None:
+        return emails.filter(RawSQL(_owner_sql(), (user_id,), BooleanField()))  # noqa: S611 - constant
     owners = User.objects.filter(pk__in=emails.values("user_id")).values("pk").order_by("pk")
     sql, params = owners.query.sql_with_params()
     column = f"{db_connection.ops.quote_name(OutboundEmail._meta.db_table)}.{db_connection.ops.quote_name('user_id')}"
@@ -132,13 +133,10 @@ def _owners_first(
 
 
 @functools.cache
-def _owner_of_email_sql() -> str:
+def _owner_sql() -> str:
     qn = db_connection.ops.quote_name
     o, u = qn(OutboundEmail._meta.db_table), qn(User._meta.db_table)
-    return (
-        f"{o}.user_id IN (SELECT {u}.id FROM {u} WHERE {u}.id = "  # noqa: S608 - identifiers
-        f"(SELECT owned.user_id FROM {o} AS owned WHERE owned.id = %s) FOR NO KEY UPDATE)"
-    )
+    return f"{o}.user_id IN (SELECT {u}.id FROM {u} WHERE {u}.id = %s FOR NO KEY UPDATE)"  # noqa: S608
 
 
 # --- Sending -------------------------------------------------------------------------------------
@@ -153,14 +151,14 @@ def deliver(*, email_id: int | None = None, verification_id: int | None = None) 
     if token is None:  # already sent
         return email, False
     if reason := _unwanted(email):
-        _finish(email.pk, token, state=State.SUPERSEDED, last_error=reason)
+        _finish(email, token, state=State.SUPERSEDED, last_error=reason)
         raise EmailNotWanted(f"{email.kind} email {email.pk}: {reason}")
     try:
         mail.send(emails.build(email))
     except BaseException as exc:
         _record_failure(email, token, exc)
         raise
-    email.sent_at = _mark_sent(email.pk, token)
+    email.sent_at = _mark_sent(email, token)
     email.state = State.SENT
     return email, True
 
@@ -196,11 +194,11 @@ def _unwanted(email: OutboundEmail) -> str:
 def _record_failure(email: OutboundEmail, token: datetime, exc: BaseException) -> None:
     if not isinstance(exc, Exception) or not _is_smtp_error(exc):
         # Anything else (a template error, the time limit): give the row back for the retry.
-        _finish(email.pk, token, state=State.PENDING, last_error=repr(exc)[:2000])
+        _finish(email, token, state=State.PENDING, last_error=repr(exc)[:2000])
         return
     answer = smtp.classify(exc)
     if answer.verdict is smtp.Verdict.PERMANENT:
-        _finish(email.pk, token, state=State.FAILED, last_error=answer.description[:2000])
+        _finish(email, token, state=State.FAILED, last_error=answer.description[:2000])
         raise PermanentSendError(answer.description) from exc
     if answer.verdict is smtp.Verdict.CONFIGURATION:
         SMTP_CONFIGURATION_ERRORS.inc()
@@ -208,7 +206,7 @@ def _record_failure(email: OutboundEmail, token: datetime, exc: BaseException) -
             "SMTP configuration problem: the server refuses us, not the address; retrying",
             extra={"email_id": email.pk, "answer": answer.description},
         )
-    _finish(email.pk, token, state=State.PENDING, last_error=answer.description[:2000])
+    _finish(email, token, state=State.PENDING, last_error=answer.description[:2000])
 
 
 def _is_smtp_error(exc: Exception) -> bool:
@@ -241,12 +239,12 @@ def _claim(key: dict[str, int]) -> tuple[OutboundEmail, datetime | None]:
         if email.state == State.SENDING and email.claimed_at and email.claimed_at >= stale:
             raise EmailBusy(f"{email.kind} email {email.pk} is being sent by another delivery")
         if email.expires_at <= now:
-            _mark_failed(email.pk, "expired before it could be sent")  # never mail a dead link
+            _mark_failed(email, "expired before it could be sent")  # never mail a dead link
             raise EmailExpired(f"{email.kind} email {email.pk} expired before it could be sent")
         if email.attempts >= settings.VERIFY_EMAIL_MAX_ATTEMPTS:
             # Counts every delivery, redeliveries of a killed worker's message included.
             error = f"gave up after {email.attempts} attempts: {email.last_error or 'no answer'}"
-            _mark_failed(email.pk, error)
+            _mark_failed(email, error)
             raise PermanentSendError(error)
     raise EmailBusy(f"email {key} keeps changing under this delivery")
 
@@ -346,14 +344,14 @@ def _converted(fields, values) -> list:
     return out
 
 
-def _finish(email_id: int, token: datetime, **fields: object) -> int:
+def _finish(email: OutboundEmail, token: datetime, **fields: object) -> int:
     """Update the row only if this attempt's claim still holds it (fenced by ``claimed_at``)."""
     # claimed_at stays: it is when the last attempt was made, which the sweep looks at.
-    attempt = OutboundEmail.objects.filter(pk=email_id, state=State.SENDING, claimed_at=token)
-    return _owners_first(attempt, email_id).update(**fields)
+    attempt = OutboundEmail.objects.filter(pk=email.pk, state=State.SENDING, claimed_at=token)
+    return _owners_first(attempt, email.user_id).update(**fields)
 
 
-def _mark_sent(email_id: int, token: datetime) -> datetime:
+def _mark_sent(email: OutboundEmail, token: datetime) -> datetime:
     """Record an email the SMTP server accepted; keep trying through a short database outage.
 
     Giving up here would leave the row claimed, and once the claim went stale the email would be
@@ -366,27 +364,27 @@ def _mark_sent(email_id: int, token: datetime) -> datetime:
     delay = 0.1
     while True:
         try:
-            marked = _finish(email_id, token, state=State.SENT, sent_at=now, last_error="")
+            marked = _finish(email, token, state=State.SENT, sent_at=now, last_error="")
             break
         except (OperationalError, InterfaceError):
             if time.monotonic() + delay > deadline:
                 raise
-            logger.warning("email sent but not yet recorded; retrying", extra={"email_id": email_id})
+            logger.warning("email sent but not yet recorded; retrying", extra={"email_id": email.pk})
             db_connection.close()  # drop the broken connection; the next query opens a new one
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
     if not marked:
         logger.error(
-            "email sent after this attempt's claim was taken over: it may go out twice", extra={"email_id": email_id}
+            "email sent after this attempt's claim was taken over: it may go out twice", extra={"email_id": email.pk}
         )
     return now
 
 
-def _mark_failed(email_id: int, error: str) -> int:
+def _mark_failed(email: OutboundEmail, error: str) -> int:
     """Fail a row nobody is sending: pending, or claimed by a worker whose claim went stale."""
     stale = timezone.now() - timedelta(seconds=settings.VERIFY_EMAIL_CLAIM_TIMEOUT)
-    unclaimed = OutboundEmail.objects.unclaimed(stale=stale).filter(pk=email_id)
-    return _owners_first(unclaimed, email_id).update(state=State.FAILED, last_error=error[:2000])
+    unclaimed = OutboundEmail.objects.unclaimed(stale=stale).filter(pk=email.pk)
+    return _owners_first(unclaimed, email.user_id).update(state=State.FAILED, last_error=error[:2000])
 
 
 # --- After the queue gave up, and for operators ---------------------------------------------------
@@ -394,8 +392,8 @@ def mark_failed(*, email_id: int | None = None, verification_id: int | None = No
     """Retries exhausted: no more attempts will be made. Leaves alone a row being sent (a duplicate
     may be delivering it right now) or already done."""
     key = _key(email_id, verification_id)
-    pk = OutboundEmail.objects.filter(**key).values_list("pk", flat=True).first()
-    return pk is not None and bool(_mark_failed(pk, error))
+    email = OutboundEmail.objects.filter(**key).only("pk", "user_id").first()
+    return email is not None and bool(_mark_failed(email, error))
 
 
 def email_retry(*, email_id: int) -> bool:
@@ -408,7 +406,7 @@ def email_retry(*, email_id: int) -> bool:
     if email is None or email.state != State.FAILED or email.expires_at <= timezone.now() or _unwanted(email):
         return False
     with transaction.atomic():
-        retried = _owners_first(OutboundEmail.objects.filter(pk=email_id, state=State.FAILED), email_id).update(
+        retried = _owners_first(OutboundEmail.objects.filter(pk=email_id, state=State.FAILED), email.user_id).update(
             state=State.PENDING, attempts=0, dispatched_at=timezone.now()
         )
         if retried:

@@ -156,7 +156,7 @@ def test_a_stale_worker_cannot_release_or_finish_a_claim_taken_over(settings):
     _update(verification, claimed_at=stale)
     _, new_token = delivery._claim(key)  # a second worker takes the stale claim over
     _update(verification, claimed_at=new_token)
-    assert delivery._finish(email.pk, stale, state=State.PENDING) == 0  # the first one's token
+    assert delivery._finish(email, stale, state=State.PENDING) == 0  # the first one's token
     assert old_token != new_token
     row = email_of(verification)
     assert row.state == State.SENDING and row.claimed_at == new_token and row.attempts == 2
