@@ -120,6 +120,8 @@ MIDDLEWARE = [
     "csp.middleware.CSPMiddleware",
     # django-axes: turns a locked-out log-in (web, admin) into its 429 page; the API answers its own.
     "axes.middleware.AxesMiddleware",
+    # Who is asking and from where, for security events; browser sessions are session rows.
+    "users.middleware.SecurityContextMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
@@ -187,6 +189,11 @@ ACCOUNT_LOGIN_REQUIRES_VERIFIED_EMAIL = env_bool("ACCOUNT_LOGIN_REQUIRES_VERIFIE
 ACCESS_TOKEN_LIFETIME = env_int("ACCESS_TOKEN_LIFETIME", 900)
 REFRESH_TOKEN_LIFETIME = env_int("REFRESH_TOKEN_LIFETIME", 86400)
 PASSWORD_RESET_TIMEOUT = env_int("PASSWORD_RESET_TIMEOUT", 3600)
+# A session (API or browser) with no request for this long has ended; REFRESH_TOKEN_LIFETIME bounds
+# it in any case. Browser sessions are session rows too (users/middleware.py), so the cookie lives
+# as long as an API log-in at most.
+SESSION_IDLE_TIMEOUT = env_int("SESSION_IDLE_TIMEOUT", 900)
+SESSION_COOKIE_AGE = REFRESH_TOKEN_LIFETIME
 # djangorestframework-simplejwt signs and checks the tokens (HS256 under the SECRET_KEY); the
 # session row behind each token is ours (users/services/sessions.py).
 SIMPLE_JWT: dict[str, Any] = {
@@ -202,8 +209,10 @@ SIMPLE_JWT: dict[str, Any] = {
 }
 # Brute force (django-axes, attempts in the database, listed in the admin): after
 # LOGIN_LOCKOUT_FAILURES failed log-ins for one username (or address) from one client IP, that pair
-# is locked out for LOGIN_LOCKOUT_MINUTES (API, web log-in and /admin/login/ alike); a success
-# resets the count. The per-IP and per-username rate limits (THROTTLE_LOGIN*) hold the rest.
+# is locked out for LOGIN_LOCKOUT_MINUTES (API, web log-in and /admin/login/ alike; a wrong
+# current_password counts as a failed log-in); a success resets the count. There is no account-wide
+# block: the owner logging in from an address that has not failed is never refused. The per-IP
+# rate limit (THROTTLE_LOGIN) counts failed log-ins only.
 AXES_FAILURE_LIMIT = env_int("LOGIN_LOCKOUT_FAILURES", 5)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
@@ -435,7 +444,6 @@ REST_FRAMEWORK: dict[str, Any] = {
         "resend": os.environ.get("THROTTLE_RESEND", "30/min"),
         "resend_address": os.environ.get("THROTTLE_RESEND_ADDRESS", "30/hour"),
         "login": os.environ.get("THROTTLE_LOGIN", "20/min"),
-        "login_username": os.environ.get("THROTTLE_LOGIN_USERNAME", "30/hour"),
         "refresh": os.environ.get("THROTTLE_REFRESH", "60/min"),
         "password_reset": os.environ.get("THROTTLE_PASSWORD_RESET", "10/min"),
         "password_reset_address": os.environ.get("THROTTLE_PASSWORD_RESET_ADDRESS", "10/hour"),

@@ -7,27 +7,28 @@ Every form has CSRF; the same throttles as the API; a locked-out log-in is djang
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, cast
 
 from django.contrib import messages
 from django.contrib.auth import update_session_auth_hash
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.forms import PasswordChangeForm, SetPasswordForm
+from django.contrib.auth.forms import SetPasswordForm
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
-from users.errors import InvalidToken, WrongPassword
-from users.forms import EmailChangeForm, LoginForm, NameForm, PasswordResetRequestForm
-from users.models import User
+from users import reauth
+from users.errors import InvalidToken, LockedOut, WrongPassword
+from users.forms import EmailChangeForm, LoginForm, NameForm, PasswordResetRequestForm, ReauthPasswordChangeForm
+from users.models import SecurityEvent, User
 from users.services import accounts
 from users.throttles import (
     AccountThrottle,
     LoginThrottle,
-    LoginUsernameThrottle,
     PasswordResetAddressThrottle,
     PasswordResetThrottle,
     throttle_wait,
@@ -41,7 +42,7 @@ class LoginView(auth_views.LoginView):
     redirect_authenticated_user = True
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if wait := throttle_wait(request, [LoginThrottle, LoginUsernameThrottle]):
+        if wait := throttle_wait(request, [LoginThrottle]):  # failed log-ins of this client address
             return too_many(request, wait)
         return super().post(request, *args, **kwargs)
 
@@ -60,7 +61,8 @@ def _account_page(request: HttpRequest, *, status: int = 200, **forms: Any) -> H
     context = {
         "name_form": forms.get("name_form") or NameForm(initial={"full_name": user.full_name}),
         "email_form": forms.get("email_form") or EmailChangeForm(),
-        "password_form": forms.get("password_form") or PasswordChangeForm(user),
+        "password_form": forms.get("password_form") or ReauthPasswordChangeForm(user),
+        "events": SecurityEvent.objects.filter(user=user)[:10],
     }
     return render(request, "users/account.html", context, status=status)
 
@@ -86,26 +88,36 @@ def account(request: HttpRequest) -> HttpResponse:
         email_form = EmailChangeForm(request.POST)
         if not email_form.is_valid():
             return _account_page(request, status=400, email_form=email_form)
+        if (refused := _reauthenticate(request, email_form.cleaned_data["current_password"])) is not None:
+            email_form.add_error("current_password", refused)
+            return _account_page(request, status=400, email_form=email_form)
         accounts.email_change_request(user=user, new_email=email_form.cleaned_data["email"])
         messages.success(
             request, "We sent a link to the new address. Until you use it, your account keeps its current address."
         )
     elif which == "password":
-        password_form = PasswordChangeForm(user, request.POST)
+        password_form = ReauthPasswordChangeForm(user, request.POST, check=partial(_reauthenticate, request))
         if not password_form.is_valid():
             return _account_page(request, status=400, password_form=password_form)
         try:
-            accounts.password_change(
-                user=user,
-                new_password=password_form.cleaned_data["new_password1"],
-                current_password=password_form.cleaned_data["old_password"],
-            )
-        except (WrongPassword, ValidationError) as exc:  # changed meanwhile
-            password_form.add_error(None, str(exc) or "That is not your current password.")
+            accounts.password_change(user=user, new_password=password_form.cleaned_data["new_password1"])
+        except ValidationError as exc:
+            password_form.add_error(None, exc)
             return _account_page(request, status=400, password_form=password_form)
         update_session_auth_hash(request, user)  # this browser stays logged in; every other session ends
         messages.success(request, "Your password is changed. Every other session was logged out.")
     return redirect("account")
+
+
+def _reauthenticate(request: HttpRequest, password: str | None) -> str | None:
+    """None if the current password is right; else what to say (a wrong one counts as a failed log-in)."""
+    try:
+        reauth.reauthenticate(request=request, user=cast("User", request.user), password=password)
+    except LockedOut:
+        return "Too many failed log-ins. Try again later, or reset your password."
+    except WrongPassword:
+        return "That is not your current password."
+    return None
 
 
 def _reset_invalid(request: HttpRequest) -> HttpResponse:

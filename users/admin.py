@@ -20,8 +20,8 @@ from django.utils.safestring import mark_safe
 from tasks.metrics import queue_stats
 from users import identity
 from users.metrics import email_stats
-from users.models import EmailVerification, LoginSession, OutboundEmail, User
-from users.services import accounts, delivery, sessions, signup
+from users.models import EmailVerification, LoginSession, OutboundEmail, SecurityEvent, User
+from users.services import accounts, delivery, events, sessions, signup
 
 Kind, State = OutboundEmail.Kind, OutboundEmail.State
 VERIFIED = "verified"
@@ -169,6 +169,7 @@ class LoginSessionInline(ReadOnlyInline):
     show_change_link = True
     fields = (
         "id",
+        "kind",
         "created_at",
         "last_used_at",
         "expires_at",
@@ -227,15 +228,18 @@ class UserAdmin(OwnersFirstDeleteMixin, FastListMixin, DjangoUserAdmin):
     show_full_result_count = False
     paginator = LargeTablePaginator
     list_per_page = 50  # operators search and filter; each row costs ~1 ms to render
-    readonly_fields = ["created_at", "password_changed_at", "last_login", "pending_email"]
+    readonly_fields = ["created_at", "password_changed_at", "last_login", "pending_email", "security_events"]
     actions = [resend_verification]
     inlines = [LoginSessionInline, OutboundEmailInline, EmailVerificationInline]
     fieldsets = (
         (None, {"fields": ("username", "password")}),
         ("Personal info", {"fields": ("full_name", "email", "pending_email", "is_email_verified")}),
         ("Permissions", {"fields": ("role", "is_active", "is_staff", "is_superuser", "groups", "user_permissions")}),
-        ("Dates", {"fields": ("created_at", "password_changed_at", "last_login")}),
+        ("Dates", {"fields": ("created_at", "password_changed_at", "last_login", "security_events")}),
     )
+    # What staff change here besides the address (its own flow) and the password (its own form,
+    # whose effects User.save() runs): recorded as an event with staff as the actor, and told.
+    RECORDED_FIELDS = ("username", "full_name", "is_email_verified", "role", "is_active", "is_staff", "is_superuser")
     add_fieldsets = (
         (None, {"classes": ("wide",), "fields": ("username", "email", "full_name", "password1", "password2")}),
     )
@@ -246,7 +250,16 @@ class UserAdmin(OwnersFirstDeleteMixin, FastListMixin, DjangoUserAdmin):
             # Staff go through the customer's own flow: the new address is pending until its link
             # is used, the current one is told, a taken one is answered alike.
             obj.email = form.initial["email"]
-        super().save_model(request, obj, form, change)
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            changed = [name for name in self.RECORDED_FIELDS if change and name in form.changed_data]
+            if changed:
+                events.event_record(
+                    user=obj,
+                    kind=SecurityEvent.Kind.PROFILE_CHANGED,
+                    detail=", ".join(changed),
+                    notify=obj.pk != request.user.pk,
+                )
         if change and "email" in form.changed_data:
             accounts.email_change_request(user=obj, new_email=new_email)
             self.message_user(
@@ -264,6 +277,13 @@ class UserAdmin(OwnersFirstDeleteMixin, FastListMixin, DjangoUserAdmin):
             return (queryset.filter(email_canonical=canonical) if canonical else queryset.none()), False
         prefix = identity.canonical_username(term)
         return queryset.filter(Q(username_canonical__startswith=prefix) | Q(full_name__icontains=term)), False
+
+    @admin.display(description="security events")
+    def security_events(self, obj: User) -> str:
+        if obj.pk is None:
+            return "—"
+        url = reverse("admin:users_securityevent_changelist") + f"?user__id__exact={obj.pk}"
+        return format_html('<a href="{}">Who did what to this account, when, from where</a>', url)
 
     @admin.display(description="verification email")
     def verification_email(self, obj: User) -> str:
@@ -356,16 +376,17 @@ class EmailVerificationAdmin(HistoryMixin, admin.ModelAdmin):
 class LoginSessionAdmin(FastListMixin, admin.ModelAdmin):
     """Every user's log-in sessions; staff can block one (its refresh and access tokens stop working)."""
 
-    list_display = ["id", "user", "created_at", "last_used_at", "expires_at", "client_ip", "status"]
+    list_display = ["id", "user", "kind", "created_at", "last_used_at", "expires_at", "client_ip", "status"]
     show_full_result_count = False
     paginator = LargeTablePaginator
     list_per_page = 50  # operators search and filter; each row costs ~1 ms to render
-    list_filter = ["blocked_at", "revoked_at", "created_at"]
+    list_filter = ["kind", "blocked_at", "revoked_at", "created_at"]
     search_fields = ["user__username", "user__email_canonical", "client_ip"]
     list_select_related = ["user"]
     # The refresh token's id is deliberately absent (it is not a secret, but nobody needs it).
     fields = (
         "user",
+        "kind",
         "created_at",
         "last_used_at",
         "expires_at",
@@ -393,6 +414,58 @@ class LoginSessionAdmin(FastListMixin, admin.ModelAdmin):
     def block(self, request: HttpRequest, queryset: QuerySet[LoginSession]) -> None:
         blocked = sum(sessions.session_block(session=session) for session in queryset)
         self.message_user(request, f"Blocked {blocked} session(s): their tokens stop working now.", messages.SUCCESS)
+
+
+class ActorFilter(admin.SimpleListFilter):
+    title = "actor"
+    parameter_name = "actor"
+
+    def lookups(self, request, model_admin):
+        return [("self", "the user"), ("banker", "a banker"), ("staff", "staff"), ("system", "system")]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if value in ("self", "system"):
+            return queryset.filter(actor=value)
+        if value in ("banker", "staff"):
+            return queryset.filter(actor__startswith=f"{value}:")
+        return queryset
+
+
+@admin.register(SecurityEvent)
+class SecurityEventAdmin(FastListMixin, admin.ModelAdmin):
+    """The security trail, read-only: nothing here adds, changes or deletes an event."""
+
+    list_display = ["at", "kind", "user", "actor", "client_ip", "detail"]
+    list_filter = ["kind", ActorFilter, "at"]
+    search_fields = ["user__username_canonical", "actor"]
+    search_help_text = "The start of a username, or an actor (banker:<username>, staff:<username>)."
+    list_select_related = ["user"]
+    show_full_result_count = False
+    paginator = LargeTablePaginator
+    list_per_page = 50
+    fields = ("user", "kind", "at", "actor", "actor_user", "client_ip", "user_agent", "detail")
+    readonly_fields = fields
+
+    def lookup_allowed(self, lookup, value, request=None):
+        return lookup == "user__id__exact" or super().lookup_allowed(lookup, value, request)
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        if ":" in term:
+            return queryset.filter(actor=term), False
+        return queryset.filter(user__username_canonical__startswith=identity.canonical_username(term)), False
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 def queue_overview(request: HttpRequest) -> HttpResponse:

@@ -19,7 +19,7 @@ from rest_framework.settings import api_settings
 from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.tokens import Token
 
-from users import identity
+from users import context, identity
 from users.models import LoginSession, User
 from users.services.sessions import SESSION_CLAIM
 
@@ -118,10 +118,13 @@ class SessionJWTAuthentication(JWTAuthentication):
             raise AuthenticationFailed("This session has ended; log in again.", code="session_ended")
         if str(session.user_id) != str(validated_token.get("user_id")):
             raise AuthenticationFailed("This session has ended; log in again.", code="session_ended")
+        if session.kind != LoginSession.Kind.API:  # a browser session's id is no bearer credential
+            raise AuthenticationFailed("This session has ended; log in again.", code="session_ended")
         now = timezone.now()
         if now - session.last_used_at > LAST_USED_RESOLUTION:
             LoginSession.objects.filter(pk=session.pk).update(last_used_at=now)
         session.user.login_session = session  # type: ignore[attr-defined]  # for "current" and sign-out
+        context.signed_in(session.user, session.pk)
         return session.user
 
 

@@ -36,3 +36,7 @@ class InvalidToken(Exception):
 
 class WrongPassword(Exception):
     """The current password given to confirm a change is not the account's."""
+
+
+class LockedOut(Exception):
+    """Too many failed log-ins of this account from this address: the pair is locked for now."""

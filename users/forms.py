@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
 from django.conf import settings
 from django.contrib.auth import password_validation
-from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm
 
 from users import identity
 from users.models import User
@@ -105,6 +106,12 @@ class EmailChangeForm(forms.Form):
     email = forms.EmailField(
         label="New email address", max_length=254, widget=forms.EmailInput(attrs={"autocomplete": "email"})
     )
+    current_password = forms.CharField(
+        label="Current password",
+        strip=False,
+        max_length=128,
+        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+    )
 
     def clean_email(self) -> str:
         return identity.normalize_email(self.cleaned_data["email"])
@@ -112,3 +119,19 @@ class EmailChangeForm(forms.Form):
 
 class PasswordResetRequestForm(ResendVerificationForm):
     """The address to send a reset link to (same rules as any address we mail)."""
+
+
+class ReauthPasswordChangeForm(PasswordChangeForm):
+    """Django's password change form, whose old password is checked by the re-authentication
+    (``check``: None when right, else the message), so a wrong one counts as a failed log-in."""
+
+    def __init__(self, user: Any, *args: Any, check: Callable[[str], str | None] | None = None, **kwargs: Any) -> None:
+        super().__init__(user, *args, **kwargs)
+        self.check = check
+
+    def clean_old_password(self) -> str:
+        old_password = self.cleaned_data["old_password"]
+        refused = self.check(old_password) if self.check is not None else "Not checked."
+        if refused is not None:
+            raise forms.ValidationError(refused, code="password_incorrect")
+        return old_password

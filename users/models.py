@@ -2,13 +2,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
 from django.contrib.auth.models import PermissionsMixin
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Q
 from django.db.models.functions import Lower
 from django.utils import timezone
@@ -22,6 +22,7 @@ from users.identity import (
     normalize_email,
     normalize_username,
 )
+from users.signals import password_changed
 
 
 class UserManager(BaseUserManager["User"]):
@@ -137,7 +138,22 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         """Saving an existing user writes every loaded field but ``verification_state``: the
-        database keeps that one, and this instance's copy may be older than the last email's state."""
+        database keeps that one, and this instance's copy may be older than the last email's state.
+
+        A saved new password (``set_password`` then ``save``, whoever does it: the API, a reset, the
+        account page, the admin's password form, ``manage.py changepassword``) sends
+        ``password_changed`` inside the same transaction: its receiver revokes the sessions, cancels
+        a pending address change, records the event and queues the notice. Django's hash upgrade at
+        log-in (``check_password``) is not a change and sends nothing."""
+        changed = getattr(self, "_password", None) is not None and not self._state.adding and self.pk is not None
+        if changed:
+            with transaction.atomic(using=kwargs.get("using") or self._state.db or "default"):
+                self._save(*args, **kwargs)
+                password_changed.send(sender=User, user=self)
+        else:
+            self._save(*args, **kwargs)
+
+    def _save(self, *args: Any, **kwargs: Any) -> None:
         if (
             not args
             and kwargs.get("update_fields") is None
@@ -246,6 +262,7 @@ class OutboundEmail(models.Model):
         EMAIL_CHANGE = "email_change", "address change link"
         EMAIL_CHANGE_NOTICE = "email_change_notice", "address change notice"
         PASSWORD_RESET = "password_reset", "password reset link"
+        SECURITY_NOTICE = "security_notice", "security notice"
 
     class State(models.TextChoices):
         PENDING = "pending", "pending"
@@ -261,6 +278,10 @@ class OutboundEmail(models.Model):
     # What a link email is about; None for notices and password resets (Django's token).
     verification = models.OneToOneField(
         EmailVerification, on_delete=models.CASCADE, null=True, blank=True, related_name="outbound"
+    )
+    # What a security notice tells (a password changed, an address replaced…); None for other kinds.
+    event = models.ForeignKey(
+        "SecurityEvent", on_delete=models.SET_NULL, null=True, blank=True, related_name="notices", db_index=False
     )
     recipient = models.EmailField(max_length=254)
     recipient_canonical = models.GeneratedField(
@@ -338,17 +359,33 @@ class UsernameReservation(models.Model):
 
 class LoginSessionQuerySet(models.QuerySet["LoginSession"]):
     def live(self, now: datetime | None = None) -> LoginSessionQuerySet:
-        """Sessions whose tokens still work: not revoked, not blocked, not expired."""
-        return self.filter(revoked_at__isnull=True, blocked_at__isnull=True, expires_at__gt=now or timezone.now())
+        """Sessions that still work: not revoked, not blocked, not expired, not idle for longer than
+        ``SESSION_IDLE_TIMEOUT``. The one spelling of it (``LoginSession.is_live`` says the same)."""
+        now = now or timezone.now()
+        return self.filter(
+            revoked_at__isnull=True,
+            blocked_at__isnull=True,
+            expires_at__gt=now,
+            last_used_at__gt=now - timedelta(seconds=settings.SESSION_IDLE_TIMEOUT),
+        )
 
 
 class LoginSession(models.Model):
-    """One log-in through the API: its access and refresh tokens name it (``sid``), so revoking or
-    blocking it ends both. Only the ``jti`` of the one refresh token that may be used next is kept;
-    presenting any other (an older, rotated one) means it was copied: the whole session ends."""
+    """One log-in, through the API or a browser (``/login/``, the admin's log-in).
+
+    An API session's access and refresh tokens name it (``sid``), so revoking or blocking it ends
+    both. Only the ``jti`` of the one refresh token that may be used next is kept; presenting any
+    other (an older, rotated one) means it was copied: the whole session ends. A browser session's
+    Django session names it; a browser whose row is no longer live is logged out at its next request.
+    """
+
+    class Kind(models.TextChoices):
+        API = "api", "api"
+        BROWSER = "browser", "browser"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="login_sessions")
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.API)
     user_agent = models.CharField(max_length=256, blank=True, default="")
     client_ip = models.GenericIPAddressField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -370,4 +407,63 @@ class LoginSession(models.Model):
 
     @property
     def is_live(self) -> bool:
-        return self.revoked_at is None and self.blocked_at is None and self.expires_at > timezone.now()
+        now = timezone.now()
+        return (
+            self.revoked_at is None
+            and self.blocked_at is None
+            and self.expires_at > now
+            and self.last_used_at > now - timedelta(seconds=settings.SESSION_IDLE_TIMEOUT)
+        )
+
+
+class SecurityEvent(models.Model):
+    """Who did what to an account, when and from where: one append-only row per security-relevant
+    event (a log-in, a password changed, a session revoked…), written by ``users.services.events``.
+
+    Never a secret: ``detail`` names what changed (field names, a session's kind), not values.
+    PostgreSQL refuses to UPDATE a row (a trigger, migration 0009); deleting the user deletes its
+    events (erasure), nothing else deletes them.
+    """
+
+    class Kind(models.TextChoices):
+        LOGIN = "login", "logged in"
+        LOGIN_FAILED = "login_failed", "failed log-in"
+        LOGOUT = "logout", "logged out"
+        REFRESH_REUSE = "refresh_reuse", "a spent refresh token was used again (session revoked)"
+        SESSION_REVOKED = "session_revoked", "session revoked"
+        SESSION_BLOCKED = "session_blocked", "session blocked by staff"
+        PASSWORD_CHANGED = "password_changed", "password changed"
+        PASSWORD_RESET = "password_reset", "password reset by email link"
+        EMAIL_CHANGE_REQUESTED = "email_change_requested", "email address change requested"
+        EMAIL_CHANGED = "email_changed", "email address replaced"
+        PROFILE_CHANGED = "profile_changed", "profile changed"
+        MFA_ENABLED = "mfa_enabled", "second factor turned on"
+        MFA_DISABLED = "mfa_disabled", "second factor turned off"
+        RECOVERY_CODES_REGENERATED = "recovery_codes_regenerated", "recovery codes regenerated"
+        RECOVERY_CODE_USED = "recovery_code_used", "recovery code used"
+        PASSKEY_ADDED = "passkey_added", "passkey added"
+        PASSKEY_REMOVED = "passkey_removed", "passkey removed"
+        MFA_RESET_BY_STAFF = "mfa_reset_by_staff", "second factors reset by staff"
+
+    # None for a failed log-in that named no account (so writing it costs the same either way).
+    user = models.ForeignKey(User, on_delete=models.CASCADE, null=True, blank=True, related_name="security_events")
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    at = models.DateTimeField(default=timezone.now)
+    client_ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=256, blank=True, default="")
+    # ``self``, ``banker:<username>``, ``staff:<username>`` or ``system``, as it was at the time.
+    actor = models.CharField(max_length=160, default="system")
+    actor_user = models.ForeignKey(
+        User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", db_index=False
+    )
+    detail = models.CharField(max_length=255, blank=True, default="")
+
+    class Meta:
+        ordering: ClassVar = ["-at", "-id"]
+        indexes: ClassVar = [
+            models.Index(fields=["user", "-at", "-id"], name="users_event_user_at"),
+            models.Index(fields=["kind", "-at"], name="users_event_kind_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} of {self.user_id} at {self.at:%Y-%m-%d %H:%M:%S}"

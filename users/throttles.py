@@ -30,13 +30,22 @@ from users import identity
 
 logger = logging.getLogger(__name__)
 
-# KEYS[1] the window; ARGV now, period, limit, a unique member. Returns {allowed, oldest time}.
+# KEYS[1] the window; ARGV now, period, limit, a unique member, mode. Returns {allowed, oldest time}.
+# Modes: "take" counts this request if it is under the limit (a rate limit); "peek" only says whether
+# the window is under the limit; "add" counts one event whatever the count (a failure counter).
 _SLIDING_WINDOW = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1] - ARGV[2])
-local count = redis.call('ZCARD', KEYS[1])
-if count < tonumber(ARGV[3]) then
+if ARGV[5] == 'add' then
   redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
   redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2])) + 1)
+  return {1, '0'}
+end
+local count = redis.call('ZCARD', KEYS[1])
+if count < tonumber(ARGV[3]) then
+  if ARGV[5] == 'take' then
+    redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
+    redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2])) + 1)
+  end
   return {1, '0'}
 end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
@@ -51,15 +60,19 @@ class _LocalWindows:
         self.lock = threading.Lock()
         self.counts: dict[str, deque[float]] = {}
 
-    def allow(self, key: str, now: float, period: float, limit: int) -> tuple[bool, float]:
+    def allow(self, key: str, now: float, period: float, limit: int, mode: str = "take") -> tuple[bool, float]:
         with self.lock:
             if len(self.counts) > 10_000:  # forget idle windows
                 self.counts = {k: v for k, v in self.counts.items() if v and v[-1] > now - period}
             history = self.counts.setdefault(key, deque())
             while history and history[0] <= now - period:
                 history.popleft()
-            if len(history) < limit:
+            if mode == "add":
                 history.append(now)
+                return True, 0.0
+            if len(history) < limit:
+                if mode == "take":
+                    history.append(now)
                 return True, 0.0
             return False, history[0]
 
@@ -68,12 +81,13 @@ _local = _LocalWindows()
 _script: Any = None
 
 
-def _shared_allow(key: str, now: float, period: float, limit: int) -> tuple[bool, float]:
+def _shared_allow(key: str, now: float, period: float, limit: int, mode: str = "take") -> tuple[bool, float]:
     global _script
     client = get_redis_connection("default")
     if _script is None:
         _script = client.register_script(_SLIDING_WINDOW)
-    allowed, oldest = _script(keys=[key], args=[now, period, limit, f"{now}:{uuid.uuid4().hex[:8]}"], client=client)
+    member = f"{now}:{uuid.uuid4().hex[:8]}"
+    allowed, oldest = _script(keys=[key], args=[now, period, limit, member, mode], client=client)
     return bool(allowed), float(oldest)
 
 
@@ -88,7 +102,12 @@ class _WindowThrottle(SimpleRateThrottle):
     def get_cache_key(self, request: Any, view: Any) -> str | None:
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
 
+    mode = "take"  # every request it lets through counts
+
     def allow_request(self, request: Any, view: Any) -> bool:
+        return self._window(request, view, self.mode)
+
+    def _window(self, request: Any, view: Any, mode: str) -> bool:
         if self.rate is None:
             return True
         ident = self.get_cache_key(request, view)
@@ -96,10 +115,10 @@ class _WindowThrottle(SimpleRateThrottle):
             return True
         now, key = time.time(), cache.make_key(ident)
         try:
-            allowed, oldest = _shared_allow(key, now, self.duration, self.num_requests)
+            allowed, oldest = _shared_allow(key, now, self.duration, self.num_requests, mode)
         except (RedisError, OSError):
             logger.warning("throttle cache unreachable; counting in this process", extra={"scope": self.scope})
-            allowed, oldest = _local.allow(key, now, self.duration, self.num_requests)
+            allowed, oldest = _local.allow(key, now, self.duration, self.num_requests, mode)
         self.free_at = oldest + self.duration
         return allowed
 
@@ -145,24 +164,21 @@ class ResendAddressThrottle(_AddressThrottle):
 
 
 class LoginThrottle(_WindowThrottle):
+    """Failed log-ins per client address (``THROTTLE_LOGIN``): a log-in is refused while its address
+    has that many failures in the window; a request alone counts nothing. Failures are recorded by
+    ``record_login_failure`` (every failed log-in: API, pages, admin, a wrong current password).
+
+    Nothing counts per account: one account's failures from many addresses never stop its owner
+    from logging in from an address that has not failed (django-axes locks an account and address
+    pair, not the account)."""
+
     scope = "login"
+    mode = "peek"
 
 
-class LoginUsernameThrottle(_WindowThrottle):
-    """Per account named (its canonical username or address), from any number of addresses."""
-
-    scope = "login_username"
-
-    def get_cache_key(self, request: Any, view: Any) -> str | None:
-        from users.auth import lockout_username  # the lockout's notion of "one account"
-
-        login = _field(request, "username")
-        if not login:
-            return None
-        return self.cache_format % {
-            "scope": self.scope,
-            "ident": _digest(lockout_username(request, {"username": login})),
-        }
+def record_login_failure(request: Any) -> None:
+    """Count one failed log-in against the request's client address."""
+    LoginThrottle()._window(request, None, "add")
 
 
 class RefreshThrottle(_WindowThrottle):

@@ -5,6 +5,11 @@ from users import account_apis, account_views, apis, views
 urlpatterns = [
     path("api/users/", apis.UserCreateApi.as_view(), name="api-user-create"),
     path("api/users/me/", account_apis.MeApi.as_view(), name="api-me"),
+    path(
+        "api/users/me/security-events/",
+        account_apis.SecurityEventListApi.as_view(),
+        name="api-security-events",
+    ),
     path("api/verify-email/", apis.EmailVerifyApi.as_view(), name="api-verify-email"),
     path(
         "api/users/resend-verification/",

@@ -69,6 +69,10 @@ def test_log_in_change_name_and_password_then_log_out(page, live_server, ada, no
 def test_address_change_from_the_account_page_then_the_emailed_link(page, live_server, ada, smtp_server, worker):
     _log_in(page, live_server, "ada", PASSWORD)
     page.fill("#email-form input[name=email]", "ada@lovelace.example.org")
+    page.fill("#email-form input[name=current_password]", "not my password")
+    page.click("#email-form button")
+    expect(page.locator("#email-form")).to_contain_text("That is not your current password.")
+    page.fill("#email-form input[name=current_password]", PASSWORD)
     page.click("#email-form button")
     expect(page.locator("#pending-email")).to_contain_text("ada@lovelace.example.org")
 

@@ -62,6 +62,7 @@ def test_schema_and_docs_are_served(client):
         "/api/tokens/refresh/",
         "/api/tokens/logout/",
         "/api/users/me/",
+        "/api/users/me/security-events/",
         "/api/users/{username}/",
         "/api/sessions/",
         "/api/sessions/{session_id}/",

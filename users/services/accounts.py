@@ -3,9 +3,13 @@
 - An address change is pending until the link sent to the new address is used; the old address
   keeps working and is told. A taken address is answered like a free one: no link goes out, its
   owner is told instead. Staff changing an address in the admin go through the same flow.
-- A password change needs the current password (bankers and staff excepted) and ends every other
-  session; a reset (Django's ``PasswordResetTokenGenerator``: single use, expires after
-  ``PASSWORD_RESET_TIMEOUT``, dies when the password changes) ends every session.
+- An address or password change needs the current password: the callers re-authenticate
+  (``users.reauth``). Bankers change names and addresses of depositors only, never passwords
+  (``users.policies``).
+- Every new password, however it is set, ends the other sessions (all of them for a reset, staff
+  or a command), cancels a pending address change and mails a notice: ``password_changed_effects``,
+  which ``User.save()`` runs. A reset (Django's ``PasswordResetTokenGenerator``: single use, expires
+  after ``PASSWORD_RESET_TIMEOUT``, dies when the password changes) is one of them.
 """
 
 from __future__ import annotations
@@ -20,12 +24,13 @@ from django.utils import timezone
 from django.utils.encoding import force_str
 from django.utils.http import urlsafe_base64_decode
 
-from users import identity
-from users.errors import InvalidToken, WrongPassword
-from users.models import EmailVerification, LoginSession, OutboundEmail, User
-from users.services import delivery, links, sessions, signup
+from users import context, identity
+from users.errors import InvalidToken
+from users.models import EmailVerification, OutboundEmail, SecurityEvent, User
+from users.services import delivery, events, links, sessions, signup
 
 Kind = OutboundEmail.Kind
+Event = SecurityEvent.Kind
 
 
 def profile_update(
@@ -34,50 +39,80 @@ def profile_update(
     full_name: str | None = None,
     email: str | None = None,
     password: str | None = None,
-    current_password: str | None = None,
-    by_staff: bool = False,
-    current_session: LoginSession | None = None,
 ) -> User:
-    """Change any of a user's name, address (pending) and password, each as its own flow. The
-    caller validated the shapes; ``by_staff`` (a banker, an admin) skips the current password."""
+    """The user changes any of their name, address (pending) and password, each as its own flow.
+    The caller validated the shapes and re-authenticated the request for an address or a password
+    (``users.reauth``)."""
     if password is not None:
-        password_change(
-            user=user,
-            new_password=password,
-            current_password=current_password,
-            by_staff=by_staff,
-            keep_session=current_session,
-        )
+        password_change(user=user, new_password=password)
     if full_name is not None:
-        name = identity.normalize_full_name(full_name)
-        User.objects.filter(pk=user.pk).update(full_name=name)
-        user.full_name = name
+        _name_change(user, full_name)
     if email is not None:
         email_change_request(user=user, new_email=email)
     user.refresh_from_db()
     return user
 
 
-def password_change(
-    *,
-    user: User,
-    new_password: str,
-    current_password: str | None,
-    by_staff: bool = False,
-    keep_session: LoginSession | None = None,
-) -> None:
-    """Set a new password (Django's validators) and end every other session; raises
-    ``WrongPassword`` when the current one is missing or wrong (unless ``by_staff``)."""
-    if not by_staff and (not current_password or not user.check_password(current_password)):
-        raise WrongPassword
-    password_validation.validate_password(new_password, user=user)
+def profile_update_by_banker(*, banker: User, user: User, full_name: str | None, email: str | None) -> User:
+    """A banker changes a depositor's name or address (``policies.can_change_profile`` allowed it):
+    the address goes through the same pending flow, and the user is mailed a notice naming what
+    changed, with the banker as the event's actor."""
+    changed = []
     with transaction.atomic():
-        user.set_password(new_password)  # sets password_changed_at
-        user.save(update_fields=["password", "password_changed_at"])
-        sessions.sessions_revoke(
-            user=user, except_session=None if by_staff else keep_session, reason="password changed"
-        )
-        _supersede_resets(user, "the password changed")
+        if full_name is not None and _name_change(user, full_name, record=False):
+            changed.append("full_name")
+        if email is not None:
+            email_change_request(user=user, new_email=email)
+            changed.append("email")
+        if changed:
+            events.event_record(user=user, kind=Event.PROFILE_CHANGED, detail=", ".join(changed), notify=True)
+    user.refresh_from_db()
+    return user
+
+
+def _name_change(user: User, full_name: str, *, record: bool = True) -> bool:
+    name = identity.normalize_full_name(full_name)
+    if name == user.full_name:
+        return False
+    with transaction.atomic():
+        User.objects.filter(pk=user.pk).update(full_name=name)
+        user.full_name = name
+        if record:
+            events.event_record(user=user, kind=Event.PROFILE_CHANGED, detail="full_name")
+    return True
+
+
+def password_change(*, user: User, new_password: str) -> None:
+    """Set a new password (Django's validators). What follows every password change — sessions
+    revoked, a pending address change cancelled, the event and the notice — is
+    ``password_changed_effects``, run by ``User.save()`` whoever saves a new password."""
+    password_validation.validate_password(new_password, user=user)
+    user.set_password(new_password)  # sets password_changed_at
+    user.save(update_fields=["password", "password_changed_at"])
+
+
+def password_changed_effects(*, user: User) -> None:
+    """Every new password, however it was set (the API, a reset link, the account page, the admin's
+    password form, ``manage.py changepassword``), inside the transaction that saved it:
+
+    - every session of the user ends — but the one that made the change, when the user changed
+      their own password (a reset, staff, a command: all of them);
+    - reset links die, and a pending address change is cancelled (its link stops working);
+    - a ``password_changed`` (or ``password_reset``) event, and a notice to the account's address.
+    """
+    ctx = context.current()
+    own = ctx.actor is not None and ctx.actor.pk == user.pk
+    reset = getattr(user, "_password_reset", False)
+    keep = ctx.session_id if own and not reset else None
+    sessions.sessions_revoke(
+        user=user, except_session_id=keep, reason="password reset" if reset else "password changed"
+    )
+    _supersede_resets(user, "the password changed")
+    if User.objects.filter(pk=user.pk).exclude(pending_email="").update(pending_email=""):
+        _supersede_change_links(user, "cancelled: the password changed")
+    user.pending_email = ""
+    kind = Event.PASSWORD_RESET if reset else Event.PASSWORD_CHANGED
+    events.event_record(user=user, kind=kind, actor=events.SELF if reset else None, notify=True)
 
 
 def email_change_request(*, user: User, new_email: str) -> None:
@@ -90,6 +125,7 @@ def email_change_request(*, user: User, new_email: str) -> None:
             User.objects.filter(pk=user.pk).update(pending_email="")
             _supersede_change_links(user, "the change was withdrawn")
             return
+        events.event_record(user=user, kind=Event.EMAIL_CHANGE_REQUESTED)
         User.objects.filter(pk=user.pk).update(pending_email=address)
         user.pending_email = address
         _supersede_change_links(user, "replaced by a newer address change")
@@ -120,11 +156,18 @@ def email_change_apply(verification: EmailVerification) -> bool:
     User.objects.filter(pk=user.pk).update(email=verification.email, pending_email="", is_email_verified=True)
     # Nothing owed to the old address goes out any more (a reset link, say); its links die.
     delivery.supersede(
-        OutboundEmail.objects.filter(user=user, recipient_canonical=old.lower()).exclude(kind=Kind.EMAIL_CHANGE_NOTICE),
+        OutboundEmail.objects.filter(user=user, recipient_canonical=old.lower()).exclude(
+            kind__in=delivery.NOTICES_TO_ANY_ADDRESS
+        ),
         "the address changed",
     )
     EmailVerification.objects.alive().filter(user=user, purpose=EmailVerification.Purpose.SIGNUP).update(
         state=EmailVerification.State.SUPERSEDED
+    )
+    # The old address is told its account moved (whoever used the link holds the new mailbox).
+    user.email = verification.email
+    events.event_record(
+        user=user, kind=Event.EMAIL_CHANGED, actor=events.SELF, notify=True, recipient=old, detail="to a new address"
     )
     return True
 
@@ -171,9 +214,8 @@ def password_reset_confirm(*, uid: str, token: str, new_password: str) -> User:
         if not default_token_generator.check_token(user, token):  # used by a concurrent request
             raise InvalidToken
         user.set_password(new_password)
-        user.save(update_fields=["password", "password_changed_at"])
-        sessions.sessions_revoke(user=user, reason="password reset")
-        _supersede_resets(user, "the password changed")
+        user._password_reset = True  # type: ignore[attr-defined]  # read by password_changed_effects
+        user.save(update_fields=["password", "password_changed_at"])  # every session ends (User.save)
     return user
 
 

@@ -34,7 +34,7 @@ from prometheus_client import Counter
 
 from users import dispatch, mail, smtp
 from users.errors import EmailBusy, EmailExpired, EmailGone, EmailNotWanted, PermanentSendError
-from users.models import EmailVerification, OutboundEmail, OutboundEmailQuerySet, User
+from users.models import EmailVerification, OutboundEmail, OutboundEmailQuerySet, SecurityEvent, User
 from users.services import emails
 
 logger = logging.getLogger(__name__)
@@ -48,6 +48,9 @@ LINK_COOLDOWN = [Kind.VERIFICATION]
 NOTICE_COOLDOWN = [Kind.ACCOUNT_EXISTS]
 CHANGE_COOLDOWN = [Kind.EMAIL_CHANGE]
 RESET_COOLDOWN = [Kind.PASSWORD_RESET]
+# Notices that may go to an address that is not (or no longer) the account's: the current address
+# told of a change to a new one, the old address told it was replaced.
+NOTICES_TO_ANY_ADDRESS = (Kind.EMAIL_CHANGE_NOTICE, Kind.SECURITY_NOTICE)
 
 # Counted where emails are sent: the worker's exporter (its processes share the counters through
 # PROMETHEUS_MULTIPROC_DIR files), not the web's /metrics, so no registry here.
@@ -66,6 +69,7 @@ def email_queue(
     recipient: str,
     verification: EmailVerification | None = None,
     expires_at: datetime | None = None,
+    event: SecurityEvent | None = None,
 ) -> OutboundEmail:
     """Record an email owed to ``recipient``; it is queued once the caller's transaction commits."""
     now = timezone.now()
@@ -73,6 +77,7 @@ def email_queue(
         kind=kind,
         user=user,
         verification=verification,
+        event=event,
         recipient=recipient,
         created_at=now,
         dispatched_at=now,
@@ -184,7 +189,7 @@ def _unwanted(email: OutboundEmail) -> str:
             return "the address changed"
         if email.kind == Kind.VERIFICATION and user.is_email_verified:
             return "the address is verified already"
-    elif email.kind != Kind.EMAIL_CHANGE_NOTICE and email.recipient.lower() != address:
+    elif email.kind not in NOTICES_TO_ANY_ADDRESS and email.recipient.lower() != address:
         return "the address changed"
     if not user.is_active:
         return "the account is inactive"

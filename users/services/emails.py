@@ -19,7 +19,7 @@ from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
 from users import tokens
-from users.models import EmailVerification, OutboundEmail, User
+from users.models import EmailVerification, OutboundEmail, SecurityEvent, User
 
 Kind = OutboundEmail.Kind
 
@@ -29,7 +29,11 @@ TEMPLATE_PREFIX = {
     Kind.EMAIL_CHANGE: "email_change",
     Kind.EMAIL_CHANGE_NOTICE: "email_change_notice",
     Kind.PASSWORD_RESET: "password_reset",
+    Kind.SECURITY_NOTICE: "security_notice",
 }
+
+# Who made a change, as a notice says it (never a colleague's username to a customer).
+ACTOR_WORDS = {"self": "from your account", "system": "by the bank's systems"}
 
 
 def verification_link(verification: EmailVerification) -> str:
@@ -78,6 +82,21 @@ def build(email: OutboundEmail) -> EmailMultiAlternatives:
         }
     elif email.kind == Kind.EMAIL_CHANGE_NOTICE:
         context["new_address"] = masked(user.pending_email) if user.pending_email else ""
+    elif email.kind == Kind.SECURITY_NOTICE and email.event is not None:
+        from users.services.events import NOTICE_TITLES  # the notices' words live with the events
+
+        event = email.event
+        context |= {
+            "title": NOTICE_TITLES.get(SecurityEvent.Kind(event.kind), event.get_kind_display()),
+            "what": event.get_kind_display(),
+            "detail": event.detail,
+            "at": event.at,
+            "client_ip": event.client_ip or "unknown",
+            "user_agent": event.user_agent,
+            "by": ACTOR_WORDS.get(event.actor)
+            or ("by a banker" if event.actor.startswith("banker:") else "by a member of our staff"),
+            "account_url": f"{settings.SITE_URL}/account/",
+        }
     elif email.kind == Kind.PASSWORD_RESET:
         context["reset_url"] = password_reset_link(user)
         context["max_age_minutes"] = max(1, settings.PASSWORD_RESET_TIMEOUT // 60)
@@ -108,7 +127,9 @@ def warm_up() -> None:
     verification = EmailVerification(
         pk=1, user=user, email=user.email, nonce="warm-up", expires_at=now + timedelta(days=1)
     )
+    event = SecurityEvent(pk=1, user=user, kind=SecurityEvent.Kind.PASSWORD_CHANGED, at=now, actor="self")
     for kind in TEMPLATE_PREFIX:
         email = OutboundEmail(pk=1, kind=kind, user=user, recipient=user.email, expires_at=now)
         email.verification = verification if kind in (Kind.VERIFICATION, Kind.EMAIL_CHANGE) else None
+        email.event = event if kind == Kind.SECURITY_NOTICE else None
         build(email).message().as_bytes()

@@ -1,5 +1,5 @@
 """Log-in sessions: tokens for a log-in, refresh with rotation and reuse detection, log-out,
-revocation.
+revocation; browser log-ins are session rows too.
 
 Each log-in is a ``LoginSession`` row. Its tokens are djangorestframework-simplejwt's, signed
 HS256 under the SECRET_KEY, carrying the session's id (``sid``); the refresh token's ``jti`` is
@@ -25,7 +25,11 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.utils import datetime_from_epoch
 
 from users.errors import InvalidToken
-from users.models import LoginSession, User
+from users.models import LoginSession, SecurityEvent, User
+from users.services import events
+from users.services.events import SELF, SYSTEM
+
+Kind = SecurityEvent.Kind
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +64,20 @@ def _issue(session: LoginSession) -> Tokens:
 
 
 def session_start(*, user: User, user_agent: str, client_ip: str | None) -> Tokens:
-    """A new log-in (the credentials were checked by the caller)."""
+    """A new log-in through the API (the credentials were checked by the caller)."""
+    return _issue(_session_create(user=user, kind=LoginSession.Kind.API, user_agent=user_agent, client_ip=client_ip))
+
+
+def browser_session_start(*, user: User, user_agent: str, client_ip: str | None) -> LoginSession:
+    """A new log-in in a browser (``/login/``, the admin's): the Django session will name this row."""
+    return _session_create(user=user, kind=LoginSession.Kind.BROWSER, user_agent=user_agent, client_ip=client_ip)
+
+
+def _session_create(*, user: User, kind: str, user_agent: str, client_ip: str | None) -> LoginSession:
     now = timezone.now()
-    session = LoginSession.objects.create(
+    return LoginSession.objects.create(
         user=user,
+        kind=kind,
         user_agent=(user_agent or "")[:256],
         client_ip=client_ip or None,
         created_at=now,
@@ -71,7 +85,6 @@ def session_start(*, user: User, user_agent: str, client_ip: str | None) -> Toke
         expires_at=now + timedelta(seconds=settings.REFRESH_TOKEN_LIFETIME),
         refresh_jti=uuid.uuid4().hex,
     )
-    return _issue(session)
 
 
 def _decode(raw: str) -> tuple[str, str]:
@@ -97,6 +110,7 @@ def session_refresh(*, refresh: str) -> Tokens:
             raise InvalidToken
         if session.refresh_jti != jti:
             _revoke(LoginSession.objects.filter(pk=session.pk), "refresh token reused")
+            events.event_record(user=session.user, kind=Kind.REFRESH_REUSE, detail="session revoked", actor=SYSTEM)
             reused = True
         else:
             session.refresh_jti, session.last_used_at = uuid.uuid4().hex, timezone.now()
@@ -110,26 +124,45 @@ def session_refresh(*, refresh: str) -> Tokens:
 def session_logout(*, refresh: str) -> None:
     """Revoke the session of a refresh token (any of its tokens, spent or current)."""
     session_id, _ = _decode(refresh)
-    if not _revoke(LoginSession.objects.filter(pk=session_id).live(), "logged out"):
+    session = LoginSession.objects.select_related("user").filter(pk=session_id).first()
+    if session is None or not _revoke(LoginSession.objects.filter(pk=session_id).live(), "logged out"):
         raise InvalidToken
+    events.event_record(user=session.user, kind=Kind.LOGOUT, detail=session.kind, actor=SELF)
 
 
-def sessions_revoke(*, user: User, except_session: LoginSession | None = None, reason: str) -> int:
-    """End every live session of ``user`` (but one): their refresh and access tokens stop working."""
+def browser_session_end(*, session_id: str | None, reason: str = "logged out") -> LoginSession | None:
+    """A browser logs out: its session row ends (returned if it was live)."""
+    session = LoginSession.objects.select_related("user").filter(pk=session_id).first() if session_id else None
+    if session is None or not _revoke(LoginSession.objects.filter(pk=session.pk).live(), reason):
+        return None
+    return session
+
+
+def sessions_revoke(*, user: User, except_session_id: uuid.UUID | None = None, reason: str) -> int:
+    """End every live session of ``user`` (but one): API tokens stop working, browsers are logged
+    out at their next request."""
     sessions = LoginSession.objects.filter(user=user).live()
-    if except_session is not None:
-        sessions = sessions.exclude(pk=except_session.pk)
+    if except_session_id is not None:
+        sessions = sessions.exclude(pk=except_session_id)
     return _revoke(sessions, reason)
 
 
 def session_revoke(*, user: User, session_id: uuid.UUID) -> bool:
     """The user ends one of their own sessions. False if it is not theirs (or not live)."""
-    return bool(_revoke(LoginSession.objects.filter(pk=session_id, user=user).live(), "revoked by the user"))
+    revoked = bool(_revoke(LoginSession.objects.filter(pk=session_id, user=user).live(), "revoked by the user"))
+    if revoked:
+        events.event_record(user=user, kind=Kind.SESSION_REVOKED, detail=str(session_id))
+    return revoked
 
 
 def session_block(*, session: LoginSession) -> bool:
-    """Staff block a session (admin): its tokens stop working from now on."""
-    return bool(LoginSession.objects.filter(pk=session.pk, blocked_at__isnull=True).update(blocked_at=timezone.now()))
+    """Staff block a session (admin): its tokens stop working from now on, its browser is logged out."""
+    blocked = bool(
+        LoginSession.objects.filter(pk=session.pk, blocked_at__isnull=True).update(blocked_at=timezone.now())
+    )
+    if blocked:
+        events.event_record(user=session.user, kind=Kind.SESSION_BLOCKED, detail=str(session.pk))
+    return blocked
 
 
 def _revoke(sessions, reason: str) -> int:

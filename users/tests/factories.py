@@ -1,4 +1,5 @@
 import factory
+from django.contrib.auth.hashers import make_password
 from django.db import transaction
 
 from users.models import OutboundEmail, User
@@ -13,12 +14,9 @@ class UserFactory(factory.django.DjangoModelFactory):
     username = factory.Sequence(lambda n: f"user{n}")
     full_name = factory.Faker("name")
     email = factory.LazyAttribute(lambda u: f"{u.username}@example.com")
-    password = factory.PostGenerationMethodCall("set_password", "correct horse battery staple")
-
-    @factory.post_generation
-    def save_password(obj, create, extracted, **kwargs):  # noqa: N805
-        if create:
-            obj.save()
+    # Hashed before the row is inserted: a password saved on an existing user is a password change
+    # (User.save() revokes sessions and mails a notice), which creating a user is not.
+    password = factory.LazyFunction(lambda: make_password("correct horse battery staple"))
 
 
 def create_verification(user: User | None = None):

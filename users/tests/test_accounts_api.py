@@ -10,7 +10,7 @@ from django.core import mail
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from users.models import EmailVerification, LoginSession, OutboundEmail, User
+from users.models import EmailVerification, LoginSession, OutboundEmail, SecurityEvent, User
 from users.services import delivery
 from users.tests.factories import UserFactory
 
@@ -137,7 +137,16 @@ def test_sessions_are_listed_and_revoked_by_their_owner_only(ada):
     laptop = _login(APIClient(), HTTP_USER_AGENT="laptop").json()
     listed = _bearer(laptop["access"]).get("/api/sessions/").json()
     assert {s["user_agent"]: s["current"] for s in listed} == {"phone": False, "laptop": True}
-    assert set(listed[0]) == {"id", "user_agent", "client_ip", "created_at", "expires_at", "last_used_at", "current"}
+    assert set(listed[0]) == {
+        "id",
+        "kind",
+        "user_agent",
+        "client_ip",
+        "created_at",
+        "expires_at",
+        "last_used_at",
+        "current",
+    }
 
     mallory = UserFactory(username="mallory", is_email_verified=True)
     theirs = _login(APIClient(), "mallory").json()
@@ -194,7 +203,8 @@ def test_profile_name_changes_and_bad_input_is_a_field_error(ada):
 
 def test_address_change_is_pending_until_its_link_is_used(ada):
     api = _bearer(_login(APIClient()).json()["access"])
-    response = api.patch("/api/users/me/", {"email": "ada@lovelace.example.org"}, format="json")
+    body = {"email": "ada@lovelace.example.org", "current_password": PASSWORD}
+    response = api.patch("/api/users/me/", body, format="json")
     assert response.status_code == 200
     assert (
         response.json()["email"] == "ada@example.com" and response.json()["pending_email"] == "ada@lovelace.example.org"
@@ -222,8 +232,8 @@ def test_address_change_is_pending_until_its_link_is_used(ada):
 def test_a_taken_address_is_answered_like_a_free_one_and_its_owner_is_told(ada):
     UserFactory(username="grace", email="grace@example.com", full_name="Grace Hopper", is_email_verified=True)
     api = _bearer(_login(APIClient()).json()["access"])
-    taken = api.patch("/api/users/me/", {"email": "GRACE@example.com"}, format="json")
-    free = api.patch("/api/users/me/", {"email": "free@example.com"}, format="json")
+    taken = api.patch("/api/users/me/", {"email": "GRACE@example.com", "current_password": PASSWORD}, format="json")
+    free = api.patch("/api/users/me/", {"email": "free@example.com", "current_password": PASSWORD}, format="json")
     assert taken.status_code == free.status_code == 200
     assert set(taken.json()) == set(free.json()) and taken.json()["pending_email"] == "GRACE@example.com"
     _deliver_all()
@@ -263,18 +273,37 @@ def test_password_change_needs_the_current_password_and_ends_every_other_session
 
 
 # --- Bankers and depositors ------------------------------------------------------------------------
-def test_bankers_may_change_anyone_and_depositors_nobody_not_even_themselves(ada):
+def test_bankers_change_names_and_addresses_of_depositors_only(ada):
     UserFactory(username="banker", role=User.Role.BANKER, is_email_verified=True)
+    UserFactory(username="banker2", role=User.Role.BANKER, is_email_verified=True)
+    UserFactory(username="ops", is_staff=True, is_email_verified=True)
+    UserFactory(username="root", is_staff=True, is_superuser=True, is_email_verified=True)
     customer_session = _login(APIClient()).json()
     banker = _bearer(_login(APIClient(), "banker").json()["access"])
     depositor = _bearer(customer_session["access"])
-    assert depositor.patch("/api/users/ada/", {"full_name": "Me Myself"}, format="json").status_code == 403
-    assert depositor.patch("/api/users/banker/", {"full_name": "Hacked"}, format="json").status_code == 403
+    # A depositor changes nobody through this route, not even themself.
+    for target in ("ada", "banker", "ops", "nobody"):
+        assert depositor.patch(f"/api/users/{target}/", {"full_name": "Me Myself"}, format="json").status_code == 403
     assert banker.patch("/api/users/nobody/", {"full_name": "X Y"}, format="json").status_code == 404
-    done = banker.patch("/api/users/ADA/", {"full_name": "Ada King", "password": "set by the bank 2026"}, format="json")
-    assert done.status_code == 200 and done.json()["full_name"] == "Ada King"  # no current password needed
-    assert depositor.get("/api/users/me/").status_code == 401  # a new password ends every session of hers
-    assert _login(APIClient(), password="set by the bank 2026").status_code == 200
+    # Never staff, a superuser, another banker or themself; never a password.
+    for target in ("ops", "root", "banker2", "banker", "BANKER"):
+        assert banker.patch(f"/api/users/{target}/", {"full_name": "Took Over"}, format="json").status_code == 403
+        answer = banker.patch(f"/api/users/{target}/", {"password": "set by the bank 2026"}, format="json")
+        assert answer.status_code == 403
+    refused = banker.patch("/api/users/ada/", {"password": "set by the bank 2026"}, format="json")
+    assert refused.status_code == 400 and set(refused.json()) == {"password"}
+    refused = banker.patch("/api/users/ada/", {"role": "banker", "full_name": "Ada King"}, format="json")
+    assert refused.status_code == 400 and set(refused.json()) == {"role"}
+    done = banker.patch("/api/users/ADA/", {"full_name": "Ada King"}, format="json")
+    assert done.status_code == 200 and done.json()["full_name"] == "Ada King"
+    assert depositor.get("/api/users/me/").status_code == 200  # a name change ends no session
+    assert _login(APIClient(), password="set by the bank 2026").status_code == 401
+    assert User.objects.get(username="ops").full_name != "Took Over"
+    event = SecurityEvent.objects.get(user=ada, kind="profile_changed")
+    assert (event.actor, event.detail) == ("banker:banker", "full_name")
+    _deliver_all()
+    [notice] = [m for m in mail.outbox if m.to == ["ada@example.com"]]
+    assert "Your profile was changed" in notice.subject and "by a banker" in notice.body and "full_name" in notice.body
 
 
 def test_only_staff_set_the_role(ada):

@@ -1,0 +1,86 @@
+"""Password reset: ``POST /api/password-reset/`` and ``POST /api/password-reset/confirm/``."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer
+from rest_framework import serializers, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from users import identity
+from users.account_apis.common import detail_response
+from users.apis import DETAIL, FIELD_ERRORS, THROTTLED, StrictInputSerializer, _field
+from users.errors import InvalidToken
+from users.services import accounts
+from users.throttles import PasswordResetAddressThrottle, PasswordResetThrottle
+
+BAD_RESET_LINK = "This password reset link is invalid or has expired."
+RESET_ACCEPTED = "If that address has an account, an email with a link to choose a new password is on its way."
+
+
+class PasswordResetApi(APIView):
+    """``POST /api/password-reset/``: always 202."""
+
+    throttle_classes = [PasswordResetThrottle, PasswordResetAddressThrottle]
+
+    @extend_schema_serializer(component_name="PasswordReset")
+    class InputSerializer(StrictInputSerializer):
+        email = serializers.EmailField(max_length=254)
+
+        validate_email = staticmethod(_field(identity.normalize_email))
+
+    @extend_schema(
+        operation_id="password_reset",
+        summary="Email a link to choose a new password",
+        description="Always 202, for unknown, unverified and verified addresses alike; a known address gets "
+        "one email per cooldown.",
+        request=InputSerializer,
+        responses={202: DETAIL, 400: FIELD_ERRORS, 429: THROTTLED},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        accounts.password_reset_request(email=serializer.validated_data["email"])
+        return Response({"detail": RESET_ACCEPTED}, status=status.HTTP_202_ACCEPTED)
+
+
+class PasswordResetConfirmApi(APIView):
+    """``POST /api/password-reset/confirm/``: set the new password through the emailed link."""
+
+    throttle_classes = [PasswordResetThrottle]
+
+    @extend_schema_serializer(component_name="PasswordResetConfirm")
+    class InputSerializer(StrictInputSerializer):
+        uid = serializers.CharField(max_length=64)
+        token = serializers.CharField(max_length=128)
+        new_password = serializers.CharField(max_length=settings.PASSWORD_MAX_LENGTH, trim_whitespace=False)
+
+    @extend_schema(
+        operation_id="password_reset_confirm",
+        summary="Choose a new password (every session ends)",
+        request=InputSerializer,
+        responses={
+            204: None,
+            400: OpenApiResponse(
+                FIELD_ERRORS.response,
+                description="One identical `detail` for a wrong, used or expired link; field errors for a weak "
+                "password.",
+            ),
+            429: THROTTLED,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            accounts.password_reset_confirm(uid=data["uid"], token=data["token"], new_password=data["new_password"])
+        except InvalidToken:
+            return detail_response(BAD_RESET_LINK, "invalid_link", status.HTTP_400_BAD_REQUEST)
+        except DjangoValidationError as exc:
+            raise ValidationError({"new_password": list(exc.messages)}) from exc
+        return Response(status=status.HTTP_204_NO_CONTENT)

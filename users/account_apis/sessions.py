@@ -1,0 +1,121 @@
+"""The user's sessions and security events: ``GET /api/sessions/``, ``DELETE /api/sessions/<id>/``,
+``GET /api/users/me/security-events/``."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, cast
+
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from users.account_apis.common import UNAUTHORISED, AuthenticatedApi
+from users.apis import DETAIL, FIELD_ERRORS
+from users.models import LoginSession, SecurityEvent, User
+from users.services import sessions
+
+
+class SessionOutputSerializer(serializers.ModelSerializer):
+    current = serializers.SerializerMethodField()
+
+    class Meta:
+        model = LoginSession
+        fields = ["id", "kind", "user_agent", "client_ip", "created_at", "last_used_at", "expires_at", "current"]
+
+    def get_current(self, session: LoginSession) -> bool:
+        return session.pk == self.context.get("current_id")
+
+
+class SessionListApi(AuthenticatedApi):
+    """``GET /api/sessions/``: the user's live sessions, API and browser log-ins alike."""
+
+    @extend_schema(
+        operation_id="sessions",
+        summary="Your live sessions (API and browser log-ins)",
+        responses={200: SessionOutputSerializer(many=True), 401: UNAUTHORISED},
+    )
+    def get(self, request: Request) -> Response:
+        user = cast("User", request.user)
+        live = LoginSession.objects.filter(user=user).live().order_by("-created_at")
+        current = getattr(getattr(request.user, "login_session", None), "pk", None)
+        return Response(SessionOutputSerializer(live, many=True, context={"current_id": current}).data)
+
+
+class SessionRevokeApi(AuthenticatedApi):
+    """``DELETE /api/sessions/<id>/``: end one of the user's sessions."""
+
+    @extend_schema(
+        operation_id="session_revoke",
+        summary="End one of your sessions (a browser is logged out at its next request)",
+        responses={204: None, 401: UNAUTHORISED, 404: OpenApiResponse(DETAIL, description="Not one of yours.")},
+    )
+    def delete(self, request: Request, session_id: str) -> Response:
+        try:
+            key = uuid.UUID(session_id)
+        except ValueError:
+            raise NotFound("No such session.") from None
+        if not sessions.session_revoke(user=cast("User", request.user), session_id=key):
+            raise NotFound("No such session.")
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class SecurityEventOutputSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = SecurityEvent
+        fields = ["kind", "at", "client_ip", "user_agent", "actor", "detail"]
+
+
+class NewestFirst(CursorPagination):
+    """Pages of a growing list that never skip or repeat a row: a JSON list, and the next and
+    previous pages in a ``Link`` header (RFC 8288)."""
+
+    ordering = ("-at", "-id")
+    page_size = 50
+
+    def decode_cursor(self, request: Request) -> Any:
+        try:
+            return super().decode_cursor(request)
+        except NotFound:
+            raise ValidationError({"cursor": ["Not a cursor of this list: follow the Link header."]}) from None
+
+    def get_paginated_response(self, data: Any) -> Response:
+        links = [
+            f'<{url}>; rel="{rel}"'
+            for rel, url in (("next", self.get_next_link()), ("prev", self.get_previous_link()))
+            if url
+        ]
+        return Response(data, headers={"Link": ", ".join(links)} if links else None)
+
+    def get_paginated_response_schema(self, schema: dict) -> dict:
+        return schema
+
+
+class SecurityEventListApi(AuthenticatedApi):
+    """``GET /api/users/me/security-events/``: who did what to the account, when, from where."""
+
+    pagination_class = NewestFirst
+
+    @extend_schema(
+        operation_id="security_events",
+        summary="Your account's security events, newest first",
+        description='50 a page; the next page\'s URL is in the `Link` header (`rel="next"`).',
+        parameters=[OpenApiParameter("cursor", str, description="From the `Link` header.")],
+        responses={
+            200: SecurityEventOutputSerializer(many=True),
+            400: OpenApiResponse(
+                FIELD_ERRORS.response, description="A `cursor` that is not one of this list's; an unknown parameter."
+            ),
+            401: UNAUTHORISED,
+        },
+    )
+    def get(self, request: Request) -> Response:
+        if unknown := sorted(set(request.query_params) - {"cursor"}):
+            raise ValidationError({name: ["Unknown parameter."] for name in unknown})
+        paginator = self.pagination_class()
+        rows = SecurityEvent.objects.filter(user=cast("User", request.user))
+        page = paginator.paginate_queryset(rows, request, view=self)
+        return paginator.get_paginated_response(SecurityEventOutputSerializer(page, many=True).data)

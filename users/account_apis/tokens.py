@@ -1,0 +1,166 @@
+"""Log-in, refresh and log-out: ``/api/tokens/``, ``/api/tokens/refresh/``, ``/api/tokens/logout/``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import authenticate, user_logged_in
+from django.http import HttpResponse
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_serializer,
+    inline_serializer,
+)
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from users.account_apis.common import UserOutputSerializer, detail_response
+from users.apis import DETAIL, FIELD_ERRORS, THROTTLED, StrictInputSerializer
+from users.auth import client_ip, lockout_response
+from users.errors import InvalidToken
+from users.services import sessions
+from users.throttles import LoginThrottle, RefreshThrottle
+
+BAD_CREDENTIALS = "No account matches that username or address and password."
+NOT_VERIFIED = "Verify your email address first: use the link we sent you, or ask for a new one."
+BAD_REFRESH = "This refresh token is invalid, expired or spent; log in again."
+
+
+def _token_fields() -> dict[str, serializers.Field]:
+    """The token pair in an answer (for the OpenAPI document)."""
+    return {
+        "access": serializers.CharField(),
+        "refresh": serializers.CharField(),
+        "access_expires_at": serializers.DateTimeField(),
+        "refresh_expires_at": serializers.DateTimeField(),
+    }
+
+
+def _tokens_body(tokens: sessions.Tokens) -> dict[str, Any]:
+    return {
+        "access": tokens.access,
+        "refresh": tokens.refresh,
+        "access_expires_at": tokens.access_expires_at,
+        "refresh_expires_at": tokens.refresh_expires_at,
+    }
+
+
+class TokenObtainApi(APIView):
+    """``POST /api/tokens/``: log in with a username (or the account's address) and password."""
+
+    throttle_classes = [LoginThrottle]  # failed log-ins per client address
+
+    @extend_schema_serializer(component_name="Login")
+    class InputSerializer(StrictInputSerializer):
+        username = serializers.CharField(max_length=254, help_text="The username or the account's email address.")
+        password = serializers.CharField(max_length=settings.PASSWORD_MAX_LENGTH, trim_whitespace=False)
+
+    @extend_schema(
+        operation_id="token_obtain",
+        summary="Log in: an access and a refresh token",
+        request=InputSerializer,
+        responses={
+            200: inline_serializer(
+                "Tokens",
+                _token_fields() | {"session_id": serializers.UUIDField(), "user": UserOutputSerializer()},
+            ),
+            400: FIELD_ERRORS,
+            401: OpenApiResponse(DETAIL, description="One answer for an unknown account and a wrong password."),
+            403: OpenApiResponse(DETAIL, description="`code` `email_not_verified`: the password is right."),
+            429: THROTTLED,
+        },
+        examples=[
+            OpenApiExample(
+                "log in", request_only=True, value={"username": "ada", "password": "correct horse battery staple"}
+            )
+        ],
+    )
+    def post(self, request: Request) -> Response | HttpResponse:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        user = authenticate(request._request, username=data["username"], password=data["password"])
+        if getattr(request._request, "axes_locked_out", False):  # django-axes refused to even try
+            return lockout_response(request._request)
+        if user is None:
+            return detail_response(BAD_CREDENTIALS, "invalid_credentials", status.HTTP_401_UNAUTHORIZED)
+        if settings.ACCOUNT_LOGIN_REQUIRES_VERIFIED_EMAIL and not user.is_email_verified:
+            return detail_response(NOT_VERIFIED, "email_not_verified", status.HTTP_403_FORBIDDEN)
+        tokens = sessions.session_start(
+            user=user, user_agent=request.headers.get("User-Agent", ""), client_ip=client_ip(request)
+        )
+        # As django.contrib.auth.login() does: last_login is updated, django-axes resets the
+        # failures of this account and client (and records the access), the event is written.
+        request._request.login_session = tokens.session  # type: ignore[attr-defined]  # not a browser log-in
+        user_logged_in.send(sender=user.__class__, request=request._request, user=user)
+        body = _tokens_body(tokens) | {"session_id": tokens.session.pk, "user": UserOutputSerializer(user).data}
+        return Response(body)
+
+
+class TokenRefreshApi(APIView):
+    """``POST /api/tokens/refresh/``: a new pair for the current refresh token (which is spent)."""
+
+    throttle_classes = [RefreshThrottle]
+
+    @extend_schema_serializer(component_name="TokenRefresh")
+    class InputSerializer(StrictInputSerializer):
+        refresh = serializers.CharField(max_length=2048)
+
+    @extend_schema(
+        operation_id="token_refresh",
+        summary="Renew the tokens (refresh tokens rotate)",
+        request=InputSerializer,
+        responses={
+            200: inline_serializer("RefreshedTokens", _token_fields()),
+            400: FIELD_ERRORS,
+            401: OpenApiResponse(
+                DETAIL,
+                description="Expired, revoked or blocked session, or a refresh token used before — which also "
+                "revokes its session.",
+            ),
+            429: THROTTLED,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            tokens = sessions.session_refresh(refresh=serializer.validated_data["refresh"])
+        except InvalidToken:
+            return detail_response(BAD_REFRESH, "token_not_valid", status.HTTP_401_UNAUTHORIZED)
+        return Response(_tokens_body(tokens))
+
+
+class LogoutApi(APIView):
+    """``POST /api/tokens/logout/``: end the session of a refresh token."""
+
+    throttle_classes = [RefreshThrottle]
+
+    @extend_schema_serializer(component_name="Logout")
+    class InputSerializer(StrictInputSerializer):
+        refresh = serializers.CharField(max_length=2048)
+
+    @extend_schema(
+        operation_id="logout",
+        summary="Log out (the session's tokens stop working)",
+        request=InputSerializer,
+        responses={
+            204: None,
+            400: FIELD_ERRORS,
+            401: OpenApiResponse(DETAIL, description="Unknown token."),
+            429: THROTTLED,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            sessions.session_logout(refresh=serializer.validated_data["refresh"])
+        except InvalidToken:
+            return detail_response(BAD_REFRESH, "token_not_valid", status.HTTP_401_UNAUTHORIZED)
+        return Response(status=status.HTTP_204_NO_CONTENT)

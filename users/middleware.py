@@ -1,0 +1,54 @@
+"""Per request: who is asking and from where (``users.context``), and browser sessions as session rows.
+
+A browser log-in (``/login/``, the admin's) is a ``LoginSession`` row of kind ``browser``, named by
+the Django session. At each request of a logged-in browser the row must still be live — not
+revoked (``DELETE /api/sessions/<id>/``, a password change), not blocked by staff, not idle for
+``SESSION_IDLE_TIMEOUT``, not past ``REFRESH_TOKEN_LIFETIME`` — or the browser is logged out
+before the view runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.contrib.auth import SESSION_KEY, logout
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+
+from users import context
+from users.auth import LAST_USED_RESOLUTION, client_ip
+from users.models import LoginSession
+from users.receivers import BROWSER_SESSION_KEY
+
+
+class SecurityContextMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        token = context.begin(
+            client_ip=client_ip(request) or None,
+            user_agent=request.headers.get("User-Agent", "")[:256],
+            request=request,
+        )
+        try:
+            session = getattr(request, "session", None)
+            if session is not None and session.get(SESSION_KEY) is not None:
+                _check_browser_session(request)
+            return self.get_response(request)
+        finally:
+            context.end(token)
+
+
+def _check_browser_session(request: HttpRequest) -> None:
+    row_id = request.session.get(BROWSER_SESSION_KEY)
+    row = LoginSession.objects.filter(pk=row_id, kind=LoginSession.Kind.BROWSER).first() if row_id else None
+    user = request.user
+    if row is None or not row.is_live or not user.is_authenticated or row.user_id != user.pk:
+        request._session_ended = True  # type: ignore[attr-defined]  # no "logout" event: it ended before
+        logout(request)  # flushes the Django session; request.user becomes anonymous
+        return
+    now = timezone.now()
+    if now - row.last_used_at > LAST_USED_RESOLUTION:
+        LoginSession.objects.filter(pk=row.pk).update(last_used_at=now)
+    context.signed_in(user, row.pk)

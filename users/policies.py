@@ -1,0 +1,21 @@
+"""Who may do what to whom: one named policy per action, decided here and nowhere else."""
+
+from __future__ import annotations
+
+from users.models import User
+
+# What a banker may change on someone else's profile (never a password).
+BANKER_FIELDS = frozenset({"full_name", "email"})
+
+
+def can_change_profile(actor: User, target: User) -> bool:
+    """A banker changes the name and address of depositors only: never of staff, superusers, other
+    bankers, or themself (they use ``/api/users/me/``, which asks for their password)."""
+    return (
+        actor.is_active
+        and actor.role == User.Role.BANKER
+        and target.pk != actor.pk
+        and target.role == User.Role.DEPOSITOR
+        and not target.is_staff
+        and not target.is_superuser
+    )

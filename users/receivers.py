@@ -1,0 +1,62 @@
+"""Django's authentication signals and the model's ``password_changed``, turned into the services'
+effects: session rows for browser log-ins, security events, failure counting. Connected by
+``UsersConfig.ready``; each receiver calls one service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import user_logged_in, user_logged_out, user_login_failed
+
+from users import context
+from users.auth import client_ip, find_user
+from users.models import SecurityEvent, User
+from users.services import accounts, events, sessions
+from users.signals import password_changed
+from users.throttles import record_login_failure
+
+BROWSER_SESSION_KEY = "_login_session_id"  # the Django session's key naming its LoginSession row
+
+
+def on_logged_in(sender: Any, request: Any, user: User, **kwargs: Any) -> None:
+    if request is None:
+        return
+    session = getattr(request, "login_session", None)  # the API started its own
+    if session is None:
+        session = sessions.browser_session_start(
+            user=user, user_agent=request.headers.get("User-Agent", ""), client_ip=client_ip(request) or None
+        )
+        request.session[BROWSER_SESSION_KEY] = str(session.pk)
+    context.signed_in(user, session.pk)
+    events.event_record(user=user, kind=SecurityEvent.Kind.LOGIN, detail=session.kind, actor=events.SELF)
+
+
+def on_logged_out(sender: Any, request: Any, user: User | None, **kwargs: Any) -> None:
+    if request is None or not hasattr(request, "session") or getattr(request, "_session_ended", False):
+        return
+    ended = sessions.browser_session_end(session_id=request.session.get(BROWSER_SESSION_KEY))
+    if ended is not None and user is not None:
+        events.event_record(user=user, kind=SecurityEvent.Kind.LOGOUT, detail=ended.kind, actor=events.SELF)
+
+
+def on_login_failed(sender: Any, credentials: dict, request: Any = None, **kwargs: Any) -> None:
+    """Every failed log-in (and wrong current password): one more failure for the client's address,
+    and an event — written whether or not the name is an account's, so it costs the same."""
+    if request is None:
+        return
+    record_login_failure(request)
+    login = credentials.get("username")
+    user = find_user(login) if isinstance(login, str) else None
+    detail = "wrong current password" if kwargs.get("reauthentication") else "wrong password or unknown account"
+    events.event_record(user=user, kind=SecurityEvent.Kind.LOGIN_FAILED, detail=detail, actor=events.SYSTEM)
+
+
+def on_password_changed(sender: Any, user: User, **kwargs: Any) -> None:
+    accounts.password_changed_effects(user=user)
+
+
+def connect() -> None:
+    user_logged_in.connect(on_logged_in, dispatch_uid="users.on_logged_in")
+    user_logged_out.connect(on_logged_out, dispatch_uid="users.on_logged_out")
+    user_login_failed.connect(on_login_failed, dispatch_uid="users.on_login_failed")
+    password_changed.connect(on_password_changed, dispatch_uid="users.on_password_changed")
