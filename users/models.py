@@ -136,6 +136,12 @@ class User(AbstractBaseUser, PermissionsMixin):
         super().set_password(raw_password)
         self.password_changed_at = timezone.now()
 
+    def set_unusable_password(self) -> None:
+        """The admin's "password-based authentication: disabled" is a password change too."""
+        super().set_unusable_password()
+        self.password_changed_at = timezone.now()
+        self._password_disabled = True
+
     def save(self, *args: Any, **kwargs: Any) -> None:
         """Saving an existing user writes every loaded field but ``verification_state``: the
         database keeps that one, and this instance's copy may be older than the last email's state.
@@ -145,8 +151,9 @@ class User(AbstractBaseUser, PermissionsMixin):
         ``password_changed`` inside the same transaction: its receiver revokes the sessions, cancels
         a pending address change, records the event and queues the notice. Django's hash upgrade at
         log-in (``check_password``) is not a change and sends nothing."""
-        changed = getattr(self, "_password", None) is not None and not self._state.adding and self.pk is not None
-        if changed:
+        changed = getattr(self, "_password", None) is not None or getattr(self, "_password_disabled", False)
+        self._password_disabled = False
+        if changed and not self._state.adding and self.pk is not None:
             with transaction.atomic(using=kwargs.get("using") or self._state.db or "default"):
                 self._save(*args, **kwargs)
                 password_changed.send(sender=User, user=self)

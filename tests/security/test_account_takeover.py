@@ -1,0 +1,322 @@
+"""Account takeover, tried as a hostile client would (issue "Account takeover").
+
+Every probe goes over HTTP to the running stack — Django served on a real port (``live_server``),
+PostgreSQL, Redis, an in-process Dramatiq worker and a real SMTP server — and looks at what a user
+would notice: the answer, the mail that arrives, whether a session still works.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+import requests
+from django.core.management import call_command
+from django.utils import timezone
+
+from bankproject import settings as shipped
+from conftest import links_in, message_text, wait_for
+from users.models import LoginSession, SecurityEvent, User
+from users.tests.factories import UserFactory
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+PASSWORD = "correct horse battery staple"
+NEW_PASSWORD = "a brand new pass phrase 2026"
+CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
+
+
+class Api:
+    """A JSON client of the live server, with a bearer token once logged in."""
+
+    def __init__(self, base: str, *, ip: str | None = None) -> None:
+        self.base, self.http = base, requests.Session()
+        if ip:
+            self.http.headers["X-Forwarded-For"] = ip
+
+    def call(self, method: str, path: str, body: dict | None = None) -> requests.Response:
+        return self.http.request(method, self.base + path, json=body, timeout=10)
+
+    def log_in(self, username: str, password: str = PASSWORD) -> requests.Response:
+        answer = self.call("POST", "/api/tokens/", {"username": username, "password": password})
+        if answer.status_code == 200:
+            self.tokens = answer.json()
+            self.http.headers["Authorization"] = f"Bearer {answer.json()['access']}"
+        return answer
+
+
+class Browser:
+    """A browser's cookies and CSRF token, over plain HTTP."""
+
+    def __init__(self, base: str) -> None:
+        self.base, self.http = base, requests.Session()
+
+    def get(self, path: str) -> requests.Response:
+        return self.http.get(self.base + path, timeout=10, allow_redirects=False)
+
+    def post_form(self, path: str, fields: dict[str, str], *, form_page: str | None = None) -> requests.Response:
+        page = self.http.get(self.base + (form_page or path), timeout=10)
+        token = CSRF.search(page.text).group(1)
+        headers = {"Referer": self.base + (form_page or path)}
+        return self.http.post(
+            self.base + path,
+            data={"csrfmiddlewaretoken": token, **fields},
+            headers=headers,
+            timeout=10,
+            allow_redirects=False,
+        )
+
+    def log_in(self, username: str, password: str = PASSWORD, path: str = "/login/") -> requests.Response:
+        return self.post_form(path, {"username": username, "password": password})
+
+
+@pytest.fixture
+def stack(live_server, smtp_server, worker, settings, no_throttling) -> Iterator[str]:
+    settings.SITE_URL = live_server.url
+    yield live_server.url
+
+
+@pytest.fixture
+def ada() -> User:
+    return UserFactory(username="ada", email="ada@example.com", full_name="Ada Lovelace", is_email_verified=True)
+
+
+def _notices(smtp_server, address: str, subject: str) -> list:
+    return [m for m in smtp_server.to(address) if subject in m["Subject"]]
+
+
+def _events(user: User, kind: str) -> list[SecurityEvent]:
+    return list(SecurityEvent.objects.filter(user=user, kind=kind))
+
+
+# 1. A banker takes over staff and superusers ---------------------------------------------------------
+def test_a_banker_cannot_set_anyones_password_nor_touch_staff_superusers_bankers_or_themself(stack, smtp_server, ada):
+    root = User.objects.create_superuser(username="admin", email="admin@example.com", password=PASSWORD, full_name="A")
+    UserFactory(username="ops", email="ops@example.com", is_staff=True, is_email_verified=True)
+    UserFactory(username="other-banker", role=User.Role.BANKER, is_email_verified=True)
+    UserFactory(username="bob", role=User.Role.BANKER, is_email_verified=True)
+    banker = Api(stack)
+    assert banker.log_in("bob").status_code == 200
+
+    for target in ("admin", "ops", "other-banker", "bob"):
+        for body in ({"password": "taken over 2026 pass"}, {"full_name": "Taken Over"}, {"email": "evil@example.com"}):
+            answer = banker.call("PATCH", f"/api/users/{target}/", body)
+            assert answer.status_code == 403, (target, body, answer.text)
+    # The superuser's password is what it was: the banker can't log in to the admin with one they chose.
+    assert Browser(stack).log_in("admin", "taken over 2026 pass", path="/admin/login/").status_code == 200  # form again
+    assert Browser(stack).log_in("admin", PASSWORD, path="/admin/login/").status_code == 302
+    assert User.objects.get(pk=root.pk).email == "admin@example.com"
+
+    refused = banker.call("PATCH", "/api/users/ada/", {"password": "set by the bank 2026"})
+    assert refused.status_code == 400 and "password" in refused.json()
+    assert Api(stack).log_in("ada").status_code == 200  # her password is unchanged
+
+    changed = banker.call("PATCH", "/api/users/ada/", {"full_name": "Ada King"})
+    assert changed.status_code == 200 and changed.json()["full_name"] == "Ada King"
+    [notice] = wait_for(lambda: _notices(smtp_server, "ada@example.com", "profile was changed"), what="the notice")
+    text = message_text(notice)
+    assert "full_name" in text and "by a banker" in text and links_in(notice) == []
+    assert re.findall(r"https?://\S+", text) == [f"{stack}/account/", stack]  # no link but to the site
+    [event] = _events(ada, "profile_changed")
+    assert event.actor == "banker:bob"
+
+
+def test_a_depositor_cannot_use_the_bankers_route_even_on_themself(stack, ada):
+    api = Api(stack)
+    assert api.log_in("ada").status_code == 200
+    assert api.call("PATCH", "/api/users/ada/", {"full_name": "Me"}).status_code == 403
+    assert api.call("PATCH", "/api/users/ada/", {"password": NEW_PASSWORD}).status_code == 403
+
+
+# 2. An address change without re-authentication --------------------------------------------------------
+def test_a_stolen_session_cannot_move_the_address_and_a_password_change_kills_a_pending_move(stack, smtp_server, ada):
+    thief = Api(stack)
+    assert thief.log_in("ada").status_code == 200
+    refused = thief.call("PATCH", "/api/users/me/", {"email": "thief@example.org"})
+    assert refused.status_code == 400 and set(refused.json()) == {"current_password"}
+    assert User.objects.get(pk=ada.pk).pending_email == ""
+
+    # Even with the password (phished), the owner's password change cancels the move.
+    moved = thief.call("PATCH", "/api/users/me/", {"email": "thief@example.org", "current_password": PASSWORD})
+    assert moved.status_code == 200 and moved.json()["pending_email"] == "thief@example.org"
+    [link_email] = wait_for(lambda: smtp_server.to("thief@example.org"), what="the change link")
+    [(_, email_id, code)] = links_in(link_email)
+    wait_for(lambda: _notices(smtp_server, "ada@example.com", "address was requested"), what="the change notice")
+
+    owner = Api(stack)
+    assert owner.log_in("ada").status_code == 200
+    body = {"password": NEW_PASSWORD, "current_password": PASSWORD}
+    assert owner.call("PATCH", "/api/users/me/", body).status_code == 200
+    assert owner.call("GET", "/api/users/me/").json()["pending_email"] is None
+    assert thief.call("GET", "/api/users/me/").status_code == 401  # every other session ended
+    used = Api(stack).call("POST", "/api/verify-email/", {"email_id": email_id, "secret_code": code})
+    assert used.status_code == 400  # the link died with the password change
+    assert User.objects.get(pk=ada.pk).email == "ada@example.com"
+    [notice] = wait_for(lambda: _notices(smtp_server, "ada@example.com", "password was changed"), what="notice")
+    assert "127.0.0.1" in message_text(notice)  # from where
+
+
+def test_the_old_address_is_told_when_a_change_completes(stack, smtp_server, ada):
+    api = Api(stack)
+    api.log_in("ada")
+    body = {"email": "ada@new.example.org", "current_password": PASSWORD}
+    assert api.call("PATCH", "/api/users/me/", body).status_code == 200
+    [link_email] = wait_for(lambda: smtp_server.to("ada@new.example.org"), what="the change link")
+    [(_, email_id, code)] = links_in(link_email)
+    assert Api(stack).call("POST", "/api/verify-email/", {"email_id": email_id, "secret_code": code}).status_code == 200
+    [notice] = wait_for(lambda: _notices(smtp_server, "ada@example.com", "was replaced"), what="the replaced notice")
+    assert links_in(notice) == [] and "ada@new.example.org" not in message_text(notice)
+    assert [e.actor for e in _events(ada, "email_changed")] == ["self"]
+
+
+# 3. Anyone can lock a chosen user out --------------------------------------------------------------------
+def _behind_a_proxy(settings, login_rate: str | None = None) -> None:
+    """Client addresses from X-Forwarded-For (one trusted proxy), and the shipped rate limits (with
+    another per-address failure limit if given)."""
+    rates = dict(shipped.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"])
+    if login_rate:
+        rates["login"] = login_rate
+    settings.REST_FRAMEWORK = settings.REST_FRAMEWORK | {"NUM_PROXIES": 1, "DEFAULT_THROTTLE_RATES": rates}
+
+
+def test_failures_from_many_addresses_never_stop_the_owner_logging_in_from_a_clean_one(stack, settings, ada):
+    _behind_a_proxy(settings)
+    limit = settings.AXES_FAILURE_LIMIT
+    for attacker in range(8):  # 40 failures: more than the old per-account limit of 30 an hour
+        api = Api(stack, ip=f"203.0.113.{attacker}")
+        answers = [api.log_in("ada", f"guess {n}").status_code for n in range(limit)]
+        # django-axes locks the pair with the failure that reaches the limit.
+        assert answers == [401] * (limit - 1) + [429], (attacker, answers)
+        assert api.log_in("ada").status_code == 429  # that pair is locked, right password or not
+    assert Api(stack, ip="198.51.100.7").log_in("ada").status_code == 200
+
+
+def test_the_per_address_limit_counts_failures_only(stack, settings, ada):
+    _behind_a_proxy(settings, "3/min")
+    office = Api(stack, ip="192.0.2.10")
+    assert [office.log_in("ada").status_code for _ in range(6)] == [200] * 6  # successes count nothing
+    for n in range(3):  # three different accounts: the address's limit, not any account's
+        assert office.log_in(f"nobody{n}", "guess").status_code == 401
+    assert office.log_in("ada").status_code == 429
+    assert Api(stack, ip="192.0.2.11").log_in("ada").status_code == 200
+
+
+# 4. A staff password reset in the admin leaves sessions working ------------------------------------------
+def test_every_way_a_password_changes_revokes_the_sessions_and_mails_a_notice(stack, smtp_server, ada):
+    User.objects.create_superuser(username="root", email="root@example.com", password=PASSWORD, full_name="R")
+    customer = Api(stack)
+    assert customer.log_in("ada").status_code == 200
+    staff = Browser(stack)
+    assert staff.log_in("root", path="/admin/login/").status_code == 302
+    form = f"/admin/users/user/{ada.pk}/password/"
+    answer = staff.post_form(form, {"password1": NEW_PASSWORD, "password2": NEW_PASSWORD, "usable_password": "true"})
+    assert answer.status_code == 302, answer.text[-2000:]
+    assert customer.call("GET", "/api/users/me/").status_code == 401
+    [notice] = wait_for(lambda: _notices(smtp_server, "ada@example.com", "password was changed"), what="notice")
+    assert "by a member of our staff" in message_text(notice)
+    assert [e.actor for e in _events(ada, "password_changed")] == ["staff:root"]
+
+    # manage.py changepassword (what an operator types on the server) does the same.
+    assert customer.log_in("ada", NEW_PASSWORD).status_code == 200
+    import getpass
+
+    original, getpass.getpass = getpass.getpass, lambda prompt="": "an operator's choice 2026"
+    try:
+        call_command("changepassword", "ada")
+    finally:
+        getpass.getpass = original
+    assert customer.call("GET", "/api/users/me/").status_code == 401
+    wait_for(lambda: len(_notices(smtp_server, "ada@example.com", "password was changed")) == 2, what="2nd notice")
+    assert sorted(e.actor for e in _events(ada, "password_changed")) == ["staff:root", "system"]
+
+
+def test_a_reset_revokes_every_session_and_mails_a_notice(stack, smtp_server, ada):
+    api = Api(stack)
+    assert api.log_in("ada").status_code == 200
+    assert Api(stack).call("POST", "/api/password-reset/", {"email": "ada@example.com"}).status_code == 202
+    [reset] = wait_for(lambda: _notices(smtp_server, "ada@example.com", "Choose a new password"), what="reset email")
+    uid, token = re.search(r"uid=([\w-]+)&token=([\w-]+)", message_text(reset)).groups()
+    body = {"uid": uid, "token": token, "new_password": NEW_PASSWORD}
+    assert Api(stack).call("POST", "/api/password-reset/confirm/", body).status_code == 204
+    assert api.call("GET", "/api/users/me/").status_code == 401
+    wait_for(lambda: _notices(smtp_server, "ada@example.com", "password was reset"), what="the reset notice")
+
+
+# 5. current_password guesses bypass the lockout ---------------------------------------------------------
+def test_current_password_guesses_count_as_failed_log_ins(stack, settings, ada):
+    api = Api(stack)
+    assert api.log_in("ada").status_code == 200
+    for n in range(settings.AXES_FAILURE_LIMIT - 1):
+        answer = api.call("PATCH", "/api/users/me/", {"password": NEW_PASSWORD, "current_password": f"guess {n}"})
+        assert answer.status_code == 400 and set(answer.json()) == {"current_password"}, n
+    # As at the log-in, the failure that reaches the limit locks the account and address.
+    last = api.call("PATCH", "/api/users/me/", {"password": NEW_PASSWORD, "current_password": "last guess"})
+    assert last.status_code == 429
+    locked = api.call("PATCH", "/api/users/me/", {"password": NEW_PASSWORD, "current_password": PASSWORD})
+    assert locked.status_code == 429 and locked.headers["Retry-After"]
+    assert Api(stack).log_in("ada").status_code == 429  # the log-in from this address is locked too
+    assert User.objects.get(pk=ada.pk).check_password(PASSWORD)
+    guesses = [e for e in _events(ada, "login_failed") if e.detail == "wrong current password"]
+    assert len(guesses) == settings.AXES_FAILURE_LIMIT
+
+
+# 6. Browser sessions are invisible and long-lived --------------------------------------------------------
+def test_a_browser_log_in_is_a_session_the_owner_can_see_and_end(stack, ada):
+    browser = Browser(stack)
+    assert browser.log_in("ada").status_code == 302
+    assert browser.get("/account/").status_code == 200
+    api = Api(stack)
+    api.log_in("ada")
+    listed = api.call("GET", "/api/sessions/").json()
+    assert sorted(s["kind"] for s in listed) == ["api", "browser"]
+    [row] = [s for s in listed if s["kind"] == "browser"]
+    assert api.call("DELETE", f"/api/sessions/{row['id']}/").status_code == 204
+    gone = browser.get("/account/")
+    assert gone.status_code == 302 and "/login/" in gone.headers["Location"]
+    assert [s["kind"] for s in api.call("GET", "/api/sessions/").json()] == ["api"]
+
+
+def test_sessions_end_after_the_idle_timeout_browser_and_api_alike(stack, settings, ada):
+    browser, api = Browser(stack), Api(stack)
+    assert browser.log_in("ada").status_code == 302
+    assert api.log_in("ada").status_code == 200
+    idle = timezone.now() - timedelta(seconds=settings.SESSION_IDLE_TIMEOUT + 1)
+    LoginSession.objects.filter(user=ada).update(last_used_at=idle)  # as if nobody had asked for that long
+    assert browser.get("/account/").status_code == 302
+    assert api.call("GET", "/api/users/me/").status_code == 401
+    assert api.call("POST", "/api/tokens/refresh/", {"refresh": api.tokens["refresh"]}).status_code == 401
+
+
+def test_staff_block_a_browser_session_in_the_admin(stack, ada):
+    User.objects.create_superuser(username="root", email="root@example.com", password=PASSWORD, full_name="R")
+    browser = Browser(stack)
+    assert browser.log_in("ada").status_code == 302
+    row = LoginSession.objects.get(user=ada, kind="browser")
+    staff = Browser(stack)
+    assert staff.log_in("root", path="/admin/login/").status_code == 302
+    fields = {"action": "block", "_selected_action": str(row.pk), "index": "0"}
+    answer = staff.post_form("/admin/users/loginsession/", fields)
+    assert answer.status_code == 302
+    assert browser.get("/account/").status_code == 302
+    assert [e.actor for e in _events(ada, "session_blocked")] == ["staff:root"]
+
+
+# The trail ------------------------------------------------------------------------------------------------
+def test_the_user_reads_their_security_events_newest_first_without_secrets(stack, ada):
+    api = Api(stack)
+    assert api.log_in("ada", "a wrong guess").status_code == 401
+    assert api.log_in("ada").status_code == 200
+    body = {"password": NEW_PASSWORD, "current_password": PASSWORD}
+    assert api.call("PATCH", "/api/users/me/", body).status_code == 200
+    answer = api.call("GET", "/api/users/me/security-events/")
+    assert answer.status_code == 200
+    events = answer.json()
+    assert [e["kind"] for e in events] == ["password_changed", "login", "login_failed"]
+    assert set(events[0]) == {"kind", "at", "client_ip", "user_agent", "actor", "detail"}
+    assert events[0]["actor"] == "self" and events[0]["client_ip"] == "127.0.0.1"
+    assert PASSWORD not in answer.text and NEW_PASSWORD not in answer.text and "wrong guess" not in answer.text
+    other = UserFactory(username="mallory", is_email_verified=True)
+    assert SecurityEvent.objects.filter(user=other).count() == 0
+    assert Api(stack).call("GET", "/api/users/me/security-events/").status_code == 401
