@@ -4,6 +4,11 @@ The access log names the path without its query string (``%(U)s``) and no referr
 their secret in the query string (a verification code, a password reset token), and a secret in
 a log line is a secret given away. gunicorn's own error log, which prints a failing request's
 full URI, goes through the same redaction as Django's logs (``bankproject.logging.RedactSecrets``).
+
+Both logs go through that filter, which also escapes control characters: gunicorn writes its atoms
+as they came (``%(U)s`` is the path after percent-decoding, so ``%0a`` is a line feed; ``%(a)s``
+is the User-Agent, where C1 bytes such as NEL and CSI are allowed), so a request could otherwise
+start a forged line of the access log or send a terminal its escape codes.
 """
 
 import logging
@@ -17,4 +22,5 @@ def on_starting(server):
     """In the master, before the workers fork (they inherit the filter)."""
     from bankproject.logging import RedactSecrets
 
-    logging.getLogger("gunicorn.error").addFilter(RedactSecrets())
+    for name in ("gunicorn.error", "gunicorn.access"):
+        logging.getLogger(name).addFilter(RedactSecrets())
