@@ -5,10 +5,11 @@ their secret in the query string (a verification code, a password reset token), 
 a log line is a secret given away. gunicorn's own error log, which prints a failing request's
 full URI, goes through the same redaction as Django's logs (``bankproject.logging.RedactSecrets``).
 
-Both logs go through that filter, which also escapes control characters: gunicorn writes its atoms
-as they came (``%(U)s`` is the path after percent-decoding, so ``%0a`` is a line feed; ``%(a)s``
-is the User-Agent, where C1 bytes such as NEL and CSI are allowed), so a request could otherwise
-start a forged line of the access log or send a terminal its escape codes.
+Both logs go through that filter, which also escapes control characters: gunicorn escapes only
+``"`` in its atoms and writes the rest as it came (``%(U)s`` is the path after percent-decoding, so
+``%0a`` is a line feed; ``%(a)s`` is the User-Agent, where C1 bytes such as NEL and CSI are
+allowed), so a request could otherwise start a forged line of the access log or send a terminal
+its escape codes (tests/security/test_logs.py sends them to a real gunicorn).
 """
 
 import logging

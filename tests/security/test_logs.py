@@ -144,6 +144,8 @@ def test_request_data_cannot_start_a_line_or_send_terminal_codes(web):
     )
     user_agent = f"User-Agent: agent\t\x9b31m\x85{FORGED}-agent".encode("latin-1")  # tab, C1 CSI and NEL
     assert _raw_get(url, b"/probe/agent", user_agent) == b"HTTP/1.1 404 Not Found"
+    # A quote would close the quoted field and add fields of its own.
+    assert _raw_get(url, b"/probe/quote", b'User-Agent: x" request_id=forged "y') == b"HTTP/1.1 404 Not Found"
     assert _raw_get(url, b"/probe/done") == b"HTTP/1.1 404 Not Found"
     # The access log line of the last request is written after its answer: wait for it.
     wait_for(lambda: "GET /probe/done HTTP/1.1" in web_log.read_text(encoding="utf-8"), what="the last access line")
@@ -159,6 +161,7 @@ def test_request_data_cannot_start_a_line_or_send_terminal_codes(web):
     assert f'"GET /probe/\\x85{FORGED}-nel HTTP/1.1" 404' in log
     assert '"GET /probe/\\x1b[31mred HTTP/1.1" 404' in log
     assert f'"agent\\x09\\x9b31m\\x85{FORGED}-agent"' in log
+    assert '"x\\" request_id=forged \\"y" request_id=' in log  # gunicorn escapes quotes itself (only those)
     # ... and Django's warning, which escapes its arguments itself; its ``request`` field through the filter.
     assert f"Not Found: /probe/\\n{FORGED} - admin logged in" in log
     assert f"request='GET /probe/\\\\u2028{FORGED}-u2028'" in log
