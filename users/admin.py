@@ -20,7 +20,7 @@ from django.utils.safestring import mark_safe
 from tasks.metrics import queue_stats
 from users import identity
 from users.metrics import email_stats
-from users.models import EmailVerification, LoginSession, OutboundEmail, User
+from users.models import AddressRequest, EmailVerification, LoginSession, OutboundEmail, User
 from users.services import accounts, delivery, sessions, signup
 
 Kind, State = OutboundEmail.Kind, OutboundEmail.State
@@ -393,6 +393,30 @@ class LoginSessionAdmin(FastListMixin, admin.ModelAdmin):
     def block(self, request: HttpRequest, queryset: QuerySet[LoginSession]) -> None:
         blocked = sum(sessions.session_block(session=session) for session in queryset)
         self.message_user(request, f"Blocked {blocked} session(s): their tokens stop working now.", messages.SUCCESS)
+
+
+@admin.register(AddressRequest)
+class AddressRequestAdmin(FastListMixin, admin.ModelAdmin):
+    """Password-reset and resend requests, read-only: whether the worker has looked each one up.
+    The address is what a stranger typed into a public form; it shows on the request's own page
+    only, and is not searchable. The sweep deletes requests after a week."""
+
+    list_display = ["id", "kind", "created_at", "dispatched_at", "processed_at"]
+    list_filter = ["kind"]
+    show_full_result_count = False
+    paginator = LargeTablePaginator
+    list_per_page = 50
+    fields = ("kind", "address", "created_at", "dispatched_at", "processed_at")
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 def queue_overview(request: HttpRequest) -> HttpResponse:
