@@ -707,6 +707,11 @@ def main() -> None:
 
         scale(sys.argv[2:])
         return
+    if sys.argv[1:2] == ["reset_timing"]:  # `python -m bench reset_timing`: known vs unknown (bench/reset_timing.py)
+        from bench.reset_timing import main as reset_timing
+
+        reset_timing(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="smaller counts: under 3 minutes")
     parser.add_argument("--json", help="write the figures to this file (default: bench-results/bench-<when>.json)")

@@ -20,7 +20,7 @@ from django.utils.safestring import mark_safe
 from tasks.metrics import queue_stats
 from users import identity
 from users.metrics import email_stats
-from users.models import EmailVerification, LoginSession, OutboundEmail, SecurityEvent, User
+from users.models import AddressRequest, EmailVerification, LoginSession, OutboundEmail, SecurityEvent, User
 from users.services import accounts, delivery, events, sessions, signup
 
 Kind, State = OutboundEmail.Kind, OutboundEmail.State
@@ -457,6 +457,30 @@ class SecurityEventAdmin(FastListMixin, admin.ModelAdmin):
         if ":" in term:
             return queryset.filter(actor=term), False
         return queryset.filter(user__username_canonical__startswith=identity.canonical_username(term)), False
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(AddressRequest)
+class AddressRequestAdmin(FastListMixin, admin.ModelAdmin):
+    """Password-reset and resend requests, read-only: whether the worker has looked each one up.
+    The address is what a stranger typed into a public form; it shows on the request's own page
+    only, and is not searchable. The sweep deletes requests after a week."""
+
+    list_display = ["id", "kind", "created_at", "dispatched_at", "processed_at"]
+    list_filter = ["kind"]
+    show_full_result_count = False
+    paginator = LargeTablePaginator
+    list_per_page = 50
+    fields = ("kind", "address", "created_at", "dispatched_at", "processed_at")
+    readonly_fields = fields
 
     def has_add_permission(self, request):
         return False

@@ -25,7 +25,10 @@ logger = logging.getLogger(__name__)
 # Task types and the name of the argument each carries (for the logs).
 SEND_VERIFY_EMAIL = "send_verify_email"  # the verification's id (the contract's actor)
 SEND_EMAIL = "send_email"  # an OutboundEmail's id
-PAYLOAD_NAMES = {SEND_VERIFY_EMAIL: "verification_id", SEND_EMAIL: "email_id"}
+PROCESS_ADDRESS_REQUEST = "process_address_request"  # an AddressRequest's id (a reset, a resend)
+# The task types that send one email (the retries-exhausted hook and the dead letters know them).
+EMAIL_PAYLOAD_NAMES = {SEND_VERIFY_EMAIL: "verification_id", SEND_EMAIL: "email_id"}
+PAYLOAD_NAMES = EMAIL_PAYLOAD_NAMES | {PROCESS_ADDRESS_REQUEST: "request_id"}
 
 
 class Distributor(Protocol):

@@ -26,6 +26,10 @@ class EmailBusy(Exception):
     """Another delivery holds a fresh claim on this email (the sweep covers it if that one dies)."""
 
 
+class AddressRequestGone(Exception):
+    """The reset or resend request a message names no longer exists (deleted, or never committed)."""
+
+
 class InvalidLink(Exception):
     """A link's code is wrong, used, expired, replaced or not this row's. One error for all."""
 

@@ -474,3 +474,45 @@ class SecurityEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} of {self.user_id} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class AddressRequestQuerySet(models.QuerySet["AddressRequest"]):
+    def unprocessed(self) -> AddressRequestQuerySet:
+        return self.filter(processed_at__isnull=True)
+
+
+class AddressRequest(models.Model):
+    """An address someone typed into a public form asking for an email (a password reset, a new
+    verification link), recorded as it came, whether or not the address has an account.
+
+    The web request only inserts this row and queues its id (so it does the same work for every
+    address, and its timing tells nothing); a worker looks the address up and queues the email, if
+    any, exactly once (``users.services.address_requests``). The sweep queues again a row whose
+    message was lost, and deletes rows after ``ADDRESS_REQUEST_KEEP``. The address is what a stranger
+    typed: it is never logged.
+    """
+
+    class Kind(models.TextChoices):
+        PASSWORD_RESET = "password_reset", "password reset"
+        VERIFICATION_RESEND = "verification_resend", "new verification link"
+
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    address = models.CharField(max_length=254, help_text="The canonical (lower-case) address asked about.")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    dispatched_at = models.DateTimeField(help_text="When a message for it was last put on the queue.")
+    processed_at = models.DateTimeField(null=True, blank=True, help_text="When a worker looked the address up.")
+
+    objects = AddressRequestQuerySet.as_manager()
+
+    class Meta:
+        ordering: ClassVar = ["-created_at", "-id"]
+        indexes: ClassVar = [
+            # The sweep looks only at the rows no worker has processed yet.
+            models.Index(
+                fields=["dispatched_at"], name="users_addrreq_unprocessed", condition=Q(processed_at__isnull=True)
+            ),
+        ]
+
+    def __str__(self) -> str:
+        state = "processed" if self.processed_at else "unprocessed"
+        return f"{self.kind} request {self.pk} ({state})"

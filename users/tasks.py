@@ -5,6 +5,8 @@ turn a permanent outcome into ``SkipRetry``. Found by django-dramatiq's discover
 ``send_verify_email(verification_id)`` is the contract's actor (``from tasks import
 send_verify_email``): it sends the email of a verification link (a sign-up's, or an address
 change's). ``send_email(email_id)`` sends any other kind by its ``OutboundEmail`` id.
+``process_address_request(request_id)`` looks up the address of a password-reset or resend request
+(``AddressRequest``) and queues its email, if one is owed.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from dramatiq_crontab import cron
 from tasks import retry_policy
 from tasks.errors import SkipRetry
 from users import dispatch, metrics
-from users.errors import DeliveryError, EmailBusy
-from users.services import delivery
+from users.errors import AddressRequestGone, DeliveryError, EmailBusy
+from users.services import address_requests, delivery
 
 logger = logging.getLogger(__name__)
 
@@ -80,13 +82,34 @@ def send_email(email_id: int) -> None:
     _deliver(dispatch.SEND_EMAIL, email_id)
 
 
+# No email row to mark failed when its retries run out: the request stays unprocessed and the
+# sweep queues it again while it is worth an email.
+ADDRESS_REQUEST_ACTOR_OPTIONS = {k: v for k, v in EMAIL_ACTOR_OPTIONS.items() if k != "on_retry_exhausted"}
+
+
+@dramatiq.actor(**ADDRESS_REQUEST_ACTOR_OPTIONS)
+def process_address_request(request_id: int) -> None:
+    """Look up the address of a password-reset or resend request and queue its email, at most once."""
+    actor_name = dispatch.PROCESS_ADDRESS_REQUEST
+    payload = {"request_id": request_id}
+    key = _require_id(request_id, actor_name=actor_name, payload=payload)
+    try:
+        processed_now = address_requests.request_process(request_id=key)
+    except AddressRequestGone as exc:
+        logger.warning("skip retry: %s", exc, extra={"type": actor_name, "payload": payload})
+        raise SkipRetry(str(exc)) from exc
+    # Never the address: it is whatever a stranger typed into a public form.
+    message = "processed task" if processed_now else "skipped task: already processed"
+    logger.info(message, extra={"type": actor_name, "payload": payload})
+
+
 @dramatiq.actor(queue_name=retry_policy.QUEUE, max_retries=retry_policy.MAX_RETRIES, throws=(SkipRetry,))
 def email_retries_exhausted(message_data: dict[str, Any], retry_info: dict[str, Any]) -> None:
     """Record an email whose retries ran out as failed, so the admin shows it."""
     actor_name = message_data.get("actor_name", "")
-    if actor_name not in dispatch.PAYLOAD_NAMES:
+    if actor_name not in dispatch.EMAIL_PAYLOAD_NAMES:
         raise SkipRetry(f"not an email actor: {actor_name!r}")
-    name = dispatch.PAYLOAD_NAMES[actor_name]
+    name = dispatch.EMAIL_PAYLOAD_NAMES[actor_name]
     args = message_data.get("args") or [None]
     payload = {name: args[0]}
     key = _require_id(args[0], actor_name="email_retries_exhausted", payload=payload)

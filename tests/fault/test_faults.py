@@ -24,7 +24,7 @@ from rest_framework.test import APIClient
 from conftest import wait_for
 from tasks import send_verify_email
 from tests.fault.conftest import emails_per_address
-from users.models import EmailVerification, OutboundEmail
+from users.models import AddressRequest, EmailVerification, OutboundEmail
 from users.services import signup
 
 pytestmark = [pytest.mark.fault, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_throttling")]
@@ -328,21 +328,22 @@ def test_sigterm_finishes_the_email_in_flight_and_returns_the_prefetched(
 
 # 11 ----------------------------------------------------------------------------------------------
 def test_redis_down_when_a_password_reset_commits_then_swept(redis_server, broker, start_worker, sweep, smtp_server):
-    """The reset email has the verification email's promise: a lost enqueue is found by its row."""
+    """The reset email has the verification email's promise: a lost enqueue is found by its row —
+    the request's (the web request records it; the worker looks the address up)."""
     User.objects.create_user(
         username="ada", email="ada@example.com", password="x", full_name="Ada", is_email_verified=True
     )
     redis_server.stop()
     answer = APIClient().post("/api/password-reset/", {"email": "ada@example.com"}, format="json")
     assert answer.status_code == 202  # although the enqueue fails
-    [reset] = OutboundEmail.objects.filter(kind="password_reset")
-    assert reset.state == "pending"
+    [request] = AddressRequest.objects.all()
+    assert request.processed_at is None and not OutboundEmail.objects.exists()
 
     redis_server.start()
     worker = start_worker()
-    assert "redispatched=1" in sweep()
+    assert "requests_requeued=1" in sweep()
     _sent(1)
-    assert "redispatched=0" in sweep()
+    assert "redispatched=0" in sweep() and "requests_requeued=0" in sweep()
     assert worker.terminate() == 0
     [message] = smtp_server.to("ada@example.com")
     assert "/reset-password/?uid=" in message.get_body(preferencelist=("plain",)).get_content()

@@ -7,4 +7,5 @@ transactions and side effects):
 - ``emails``: building each kind of email from ``templates/emails/``
 - ``accounts``: the account after sign-up (profile, address change, password change and reset)
 - ``sessions``: log-in sessions and their tokens
+- ``address_requests``: reset and resend requests — recorded for every address, looked up by the worker
 """

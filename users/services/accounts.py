@@ -26,8 +26,8 @@ from django.utils.http import urlsafe_base64_decode
 
 from users import context, identity
 from users.errors import InvalidToken
-from users.models import EmailVerification, OutboundEmail, SecurityEvent, User
-from users.services import delivery, events, links, sessions, signup
+from users.models import AddressRequest, EmailVerification, OutboundEmail, SecurityEvent, User
+from users.services import address_requests, delivery, events, links, sessions, signup
 
 Kind = OutboundEmail.Kind
 Event = SecurityEvent.Kind
@@ -174,21 +174,25 @@ def email_change_apply(verification: EmailVerification) -> bool:
 
 # --- Password reset ---------------------------------------------------------------------------------
 def password_reset_request(*, email: str) -> None:
-    """Someone asks to reset the password of ``email``. Says nothing about whether it is known: a
-    known, active account gets one email with a link (at most one per address per cooldown)."""
-    canonical = identity.canonical_email(email)
-    if canonical is None:
+    """Someone asks to reset the password of ``email`` (the web request). Says nothing about whether
+    it is known, not even by its timing: the request is recorded and queued whatever the address,
+    and a worker looks it up (``password_reset_for``)."""
+    address_requests.request_record(kind=AddressRequest.Kind.PASSWORD_RESET, email=email)
+
+
+def password_reset_for(*, canonical: str) -> None:
+    """A recorded reset request, processed by the worker inside ``address_requests.request_process``'s
+    transaction: a known, active account gets one email with a link (at most one per address per
+    cooldown); an unknown address gets nothing."""
+    user = User.objects.select_for_update().filter(email_canonical=canonical, is_active=True).first()
+    if user is None or delivery.recently_mailed(canonical, delivery.RESET_COOLDOWN):
         return
-    with transaction.atomic():
-        user = User.objects.select_for_update().filter(email_canonical=canonical, is_active=True).first()
-        if user is None or delivery.recently_mailed(canonical, delivery.RESET_COOLDOWN):
-            return
-        delivery.email_queue(
-            kind=Kind.PASSWORD_RESET,
-            user=user,
-            recipient=user.email,
-            expires_at=timezone.now() + timedelta(seconds=settings.PASSWORD_RESET_TIMEOUT),
-        )
+    delivery.email_queue(
+        kind=Kind.PASSWORD_RESET,
+        user=user,
+        recipient=user.email,
+        expires_at=timezone.now() + timedelta(seconds=settings.PASSWORD_RESET_TIMEOUT),
+    )
 
 
 def password_reset_user(*, uid: str, token: str) -> User:

@@ -35,7 +35,7 @@ from prometheus_client import Counter
 from users import dispatch, mail, smtp
 from users.errors import EmailBusy, EmailExpired, EmailGone, EmailNotWanted, PermanentSendError
 from users.models import EmailVerification, OutboundEmail, OutboundEmailQuerySet, SecurityEvent, User
-from users.services import emails
+from users.services import address_requests, emails
 
 logger = logging.getLogger(__name__)
 
@@ -428,7 +428,9 @@ def redispatch_due() -> dict[str, int]:
     Covers whatever the queue lost: a use case committed while Redis was down, messages lost in
     a Redis restart, a retry that was never re-enqueued, a worker killed mid-send whose message
     did not come back. Rows are picked with ``SKIP LOCKED`` so concurrent sweeps split the work;
-    the send-once claim makes an extra message harmless. Returns counts for the operator.
+    the send-once claim makes an extra message harmless. Also queues again the password-reset and
+    resend requests whose message was lost, and deletes old ones (``address_requests``). Returns
+    counts for the operator.
     """
     now = timezone.now()
     quiet = now - timedelta(seconds=settings.VERIFY_EMAIL_REDISPATCH_AFTER)
@@ -461,6 +463,8 @@ def redispatch_due() -> dict[str, int]:
             dispatch.enqueue(*_task(email_id, verification_id))
         dispatched += len(rows)
     counts = {"redispatched": dispatched, "expired": expired, "gave_up": gave_up}
+    # A reset or resend request whose message was lost has no email row yet: its own row says so.
+    counts |= address_requests.requests_redispatch(now)
     logger.info("redispatch sweep", extra=counts)
     return counts
 
@@ -469,7 +473,7 @@ def retry_dead_letter(actor_name: str, args: tuple) -> str:
     """A dead-lettered email message is retried through its row (``email_retry``), since the actor
     would otherwise refuse the failed row again. Says what was done, for the operator."""
     argument = args[0] if args else None
-    if actor_name not in dispatch.PAYLOAD_NAMES or isinstance(argument, bool) or not isinstance(argument, int):
+    if actor_name not in dispatch.EMAIL_PAYLOAD_NAMES or isinstance(argument, bool) or not isinstance(argument, int):
         return "not an email message; dropped"
     key = {"pk": argument} if actor_name == dispatch.SEND_EMAIL else {"verification_id": argument}
     email_id = OutboundEmail.objects.filter(**key).values_list("pk", flat=True).first()

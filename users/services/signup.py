@@ -10,8 +10,8 @@ from django.db.models import BigIntegerField, Q, Value
 from django.utils import timezone
 
 from users import identity
-from users.models import OutboundEmail, User, UsernameReservation
-from users.services import delivery, links
+from users.models import AddressRequest, OutboundEmail, User, UsernameReservation
+from users.services import address_requests, delivery, links
 
 USERNAME_TAKEN = "A user with that username already exists."
 
@@ -98,17 +98,19 @@ def verification_resend(*, user: User) -> bool:
 
 
 def verification_resend_request(*, email: str) -> None:
-    """Someone asks for a new link for ``email``. Says nothing about whether the address is known.
+    """Someone asks for a new link for ``email`` (the web request). Says nothing about whether the
+    address is known, not even by its timing: the request is recorded and queued whatever the
+    address, and a worker looks it up (``verification_resend_for``)."""
+    address_requests.request_record(kind=AddressRequest.Kind.VERIFICATION_RESEND, email=email)
 
-    At most one email per address per ``VERIFY_EMAIL_RESEND_COOLDOWN`` (sign-ups and notices
-    count); a new link replaces older unused ones. Unknown and already verified addresses get nothing.
-    """
-    canonical = identity.canonical_email(email)
-    if canonical is None:
+
+def verification_resend_for(*, canonical: str) -> None:
+    """A recorded resend request, processed by the worker inside ``address_requests.request_process``'s
+    transaction. At most one email per address per ``VERIFY_EMAIL_RESEND_COOLDOWN`` (sign-ups and
+    notices count); a new link replaces older unused ones. Unknown and already verified addresses
+    get nothing."""
+    user = User.objects.select_for_update().filter(email_canonical=canonical).first()
+    if user is None or user.is_email_verified or delivery.recently_mailed(canonical, delivery.LINK_COOLDOWN):
         return
-    with transaction.atomic():
-        user = User.objects.select_for_update().filter(email_canonical=canonical).first()
-        if user is None or user.is_email_verified or delivery.recently_mailed(canonical, delivery.LINK_COOLDOWN):
-            return
-        links.verifications_supersede(user=user, reason="replaced by a newer link")
-        links.verification_insert(user=user, email=user.email)
+    links.verifications_supersede(user=user, reason="replaced by a newer link")
+    links.verification_insert(user=user, email=user.email)

@@ -38,3 +38,13 @@ def create_notice(user: User | None = None, *, kind: str = OutboundEmail.Kind.AC
     user = user or UserFactory()
     with transaction.atomic():
         return delivery.email_queue(kind=kind, user=user, recipient=user.email)
+
+
+def process_address_requests() -> int:
+    """What the worker does with every recorded reset and resend request not yet processed (tests
+    without a worker): look the address up, queue its email if one is owed. Returns how many."""
+    from users.models import AddressRequest
+    from users.services import address_requests
+
+    ids = list(AddressRequest.objects.unprocessed().order_by("pk").values_list("pk", flat=True))
+    return sum(address_requests.request_process(request_id=pk) for pk in ids)

@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 
 from users.models import EmailVerification, LoginSession, OutboundEmail, SecurityEvent, User
 from users.services import delivery
-from users.tests.factories import UserFactory
+from users.tests.factories import UserFactory, process_address_requests
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_throttling")]
 
@@ -35,7 +35,8 @@ def _bearer(access: str) -> APIClient:
 
 
 def _deliver_all() -> None:
-    """What the worker does with every queued email (here, into Django's locmem outbox)."""
+    """What the worker does with every queued reset request and email (into Django's locmem outbox)."""
+    process_address_requests()
     for email in OutboundEmail.objects.filter(state="pending"):
         if email.verification_id:
             delivery.deliver(verification_id=email.verification_id)

@@ -8,8 +8,8 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from users.errors import PermanentSendError
-from users.models import OutboundEmail
-from users.services import delivery
+from users.models import AddressRequest, OutboundEmail
+from users.services import address_requests, delivery
 from users.tests.factories import create_notice, create_verification, email_of
 
 pytestmark = pytest.mark.django_db
@@ -55,7 +55,7 @@ def test_sweep_queues_what_should_have_gone_and_nothing_else(stub_broker, settin
 
     counts = delivery.redispatch_due()
 
-    assert counts == {"redispatched": 4, "expired": 1, "gave_up": 1}
+    assert counts == {"redispatched": 4, "expired": 1, "gave_up": 1, "requests_requeued": 0, "requests_deleted": 0}
     assert _queued(stub_broker) == sorted(
         [("send_verify_email", v.pk) for v in (lost, retry_lost, dead_worker)] + [("send_email", lost_notice.pk)]
     )
@@ -70,7 +70,9 @@ def test_sweep_queues_what_should_have_gone_and_nothing_else(stub_broker, settin
 
 def test_command_prints_the_counts(stub_broker, capsys):
     call_command("redispatch_verifications")
-    assert capsys.readouterr().out.strip() == "redispatched=0 expired=0 gave_up=0"
+    assert capsys.readouterr().out.strip() == (
+        "redispatched=0 expired=0 gave_up=0 requests_requeued=0 requests_deleted=0"
+    )
 
 
 def test_attempt_cap_counts_redeliveries(settings):
@@ -92,3 +94,29 @@ def test_retry_of_a_failed_email_sends_the_same_link(django_capture_on_commit_ca
     assert row.state == State.PENDING and row.attempts == 0
     assert row.verification.nonce == verification.nonce  # the same link
     assert not delivery.email_retry(email_id=email.pk)  # not failed any more
+
+
+def test_sweep_queues_requests_whose_message_was_lost_and_deletes_old_ones(stub_broker, settings):
+    now = timezone.now()
+    old = now - timedelta(seconds=settings.VERIFY_EMAIL_REDISPATCH_AFTER + 1)
+
+    def request(**fields) -> AddressRequest:
+        address_requests.request_record(kind=AddressRequest.Kind.PASSWORD_RESET, email="someone@example.com")
+        row = AddressRequest.objects.latest("pk")
+        AddressRequest.objects.filter(pk=row.pk).update(**fields)
+        return row
+
+    lost = request(dispatched_at=old, created_at=old)  # recorded, its message never arrived
+    request()  # just recorded: its message is on its way
+    request(dispatched_at=old, created_at=old, processed_at=now)  # done
+    too_old = now - timedelta(seconds=settings.EMAIL_VERIFICATION_MAX_AGE + 1)
+    request(dispatched_at=too_old, created_at=too_old)  # no longer worth an email
+    request(created_at=now - timedelta(days=8), dispatched_at=old, processed_at=now - timedelta(days=8))
+
+    counts = delivery.redispatch_due()
+
+    assert counts == {"redispatched": 0, "expired": 0, "gave_up": 0, "requests_requeued": 1, "requests_deleted": 1}
+    assert _queued(stub_broker) == [("process_address_request", lost.pk)]
+    assert AddressRequest.objects.count() == 4
+    # A second pass right away queues nothing more: the row waits REDISPATCH_AFTER again.
+    assert delivery.redispatch_due()["requests_requeued"] == 0

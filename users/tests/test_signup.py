@@ -8,9 +8,9 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from users import dispatch
-from users.models import EmailVerification, OutboundEmail, User
+from users.models import AddressRequest, EmailVerification, OutboundEmail, User
 from users.services import signup
-from users.tests.factories import create_verification, email_of
+from users.tests.factories import create_verification, email_of, process_address_requests
 
 pytestmark = pytest.mark.django_db
 
@@ -128,12 +128,19 @@ def test_resend_request_holds_the_cooldown_from_the_rows_without_the_cache(
     with django_capture_on_commit_callbacks() as callbacks:
         for spelling in (user.email, user.email.upper()):
             signup.verification_resend_request(email=spelling)
-    assert callbacks == []  # the sign-up's own email started the cooldown
+        assert process_address_requests() == 2
+    assert _emails_queued(callbacks) == []  # the sign-up's own email started the cooldown
     OutboundEmail.objects.update(created_at=OutboundEmail.objects.get().created_at - timedelta(hours=1))
     with django_capture_on_commit_callbacks() as callbacks:
         for _ in range(5):
             signup.verification_resend_request(email=user.email)
-    assert len(callbacks) == 1
+        assert process_address_requests() == 5
+    assert len(_emails_queued(callbacks)) == 1
+
+
+def _emails_queued(callbacks) -> list:
+    """The emails queued among the on-commit callbacks (not the requests' own messages)."""
+    return [c for c in callbacks if c.args[0] != dispatch.PROCESS_ADDRESS_REQUEST]
 
 
 def test_resend_request_for_unknown_verified_or_malformed_addresses_sends_nothing(django_capture_on_commit_callbacks):
@@ -143,4 +150,6 @@ def test_resend_request_for_unknown_verified_or_malformed_addresses_sends_nothin
     with django_capture_on_commit_callbacks() as callbacks:
         for address in ("nobody@example.com", verified.email, "not an address", "a\ud800@example.com"):
             signup.verification_resend_request(email=address)
-    assert callbacks == []
+        assert process_address_requests() == 2  # the malformed ones are not even recorded
+    assert _emails_queued(callbacks) == []
+    assert not AddressRequest.objects.unprocessed().exists()

@@ -60,7 +60,7 @@ def allow_updates(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('users', '0007_latest_verification_state'),
+        ('users', '0008_address_requests'),
     ]
 
     operations = [
