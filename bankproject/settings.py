@@ -226,6 +226,9 @@ AXES_SENSITIVE_PARAMETERS = ["password", "current_password", "new_password", "ne
 SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
 EMAIL_VERIFICATION_MAX_AGE = env_int("EMAIL_VERIFICATION_MAX_AGE", 86400)
 VERIFY_EMAIL_REDISPATCH_AFTER = env_int("VERIFY_EMAIL_REDISPATCH_AFTER", 120)
+# An account never verified (and never logged in) is deleted this long after its sign-up, and a
+# username reserved by a sign-up answer is freed at the same age (users/services/signup.py).
+UNVERIFIED_ACCOUNT_MAX_AGE = env_int("UNVERIFIED_ACCOUNT_MAX_AGE", 7 * 86400)
 # A claimed ("sending") verification whose worker died is claimable again after this many seconds
 # (longer than the actor's 120 s time limit, so a live send is never taken over).
 VERIFY_EMAIL_CLAIM_TIMEOUT = env_int("VERIFY_EMAIL_CLAIM_TIMEOUT", 180)

@@ -111,6 +111,12 @@ class User(AbstractBaseUser, PermissionsMixin):
             models.Index(fields=["-created_at", "-id"], name="users_user_created_id"),
             # The admin's "verification email" filter: a range of this index is the page and its count.
             models.Index(fields=["verification_state", "-created_at", "-id"], name="users_user_verification_state"),
+            # Sign-ups nobody completed, oldest first (what the purge deletes).
+            models.Index(
+                fields=["created_at"],
+                name="users_user_never_verified",
+                condition=Q(is_email_verified=False, last_login__isnull=True),
+            ),
             # "Username starts with …" in the admin's search (a LIKE 'x%' under any collation).
             models.Index(
                 fields=["username_canonical"], opclasses=["varchar_pattern_ops"], name="users_user_username_prefix"
@@ -346,14 +352,17 @@ class UsernameReservation(models.Model):
 
     When an address already has an account, sign-up answers as if it had created one, with the
     username that was asked for. Were that username still free afterwards, signing up with it again
-    would tell an attacker the address is registered; so it is kept, like a real account's.
+    would tell an attacker the address is registered; so it is kept, like a real account's — for as
+    long as an account that was never verified is kept (``UNVERIFIED_ACCOUNT_MAX_AGE``): the sweep
+    frees both at the same age (``signup.stale_signups_purge``), so which names are held tells
+    nothing, and nobody holds a name for ever by signing up with their own address.
     """
 
     username = models.CharField(max_length=150, unique=True)
     username_canonical = models.GeneratedField(
         expression=Lower("username"), output_field=models.CharField(max_length=150), db_persist=True
     )
-    created_at = models.DateTimeField(default=timezone.now)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
         constraints: ClassVar = [

@@ -22,7 +22,7 @@ from tasks import retry_policy
 from tasks.errors import SkipRetry
 from users import dispatch, metrics
 from users.errors import AddressRequestGone, DeliveryError, EmailBusy
-from users.services import address_requests, delivery
+from users.services import address_requests, delivery, signup
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +124,13 @@ def email_retries_exhausted(message_data: dict[str, Any], retry_info: dict[str, 
 def redispatch_verifications() -> None:
     """Every minute: queue again the emails (of every kind) that should have gone by now."""
     delivery.redispatch_due()
+
+
+@cron("17 * * * *")
+@dramatiq.actor(queue_name=retry_policy.MAINTENANCE_QUEUE, max_retries=0, time_limit=retry_policy.SWEEP_TIME_LIMIT_MS)
+def purge_stale_signups() -> None:
+    """Every hour: delete accounts never verified, and free reserved usernames, past their age."""
+    signup.stale_signups_purge()
 
 
 @cron("* * * * *")

@@ -4,10 +4,15 @@ an attacker can learn from the usernames such sign-ups hold, over HTTP."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from users.models import User
+from users.services import signup
+from users.tests.factories import UserFactory
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_throttling")]
 
@@ -40,3 +45,45 @@ def test_which_usernames_repeated_sign_ups_hold_does_not_tell_whether_the_addres
     fresh = _held_after_signing_up_with(api, "nobody@example.com", "new")
     assert registered == fresh, f"held usernames: registered address {registered}, fresh address {fresh}"
     assert User.objects.filter(email="victim@example.com").get().username == "victim"
+
+
+def test_reserved_usernames_and_accounts_never_verified_free_up_at_the_same_age_for_every_address(settings):
+    """Squatting is bounded: a sign-up with one's own registered address holds the name it asked for
+    only until UNVERIFIED_ACCOUNT_MAX_AGE, and what frees up then is the same for a registered
+    address and for an address nobody used."""
+    api = APIClient()
+    assert _signup(api, username="victim", email="victim@example.com") == 201
+    User.objects.filter(username="victim").update(is_email_verified=True)  # a real customer
+    registered = [f"reg{n}" for n in range(1, SIGN_UPS + 1)]
+    fresh = [f"new{n}" for n in range(1, SIGN_UPS + 1)]
+    for reg, new in zip(registered, fresh, strict=True):
+        assert _signup(api, username=reg, email="victim@example.com") == 201
+        assert _signup(api, username=new, email="nobody@example.com") == 201
+
+    # A moment before the age: nothing is freed; just after it, every name the sign-ups held is.
+    almost = timezone.now() + timedelta(seconds=settings.UNVERIFIED_ACCOUNT_MAX_AGE - 60)
+    assert signup.stale_signups_purge(now=almost) == {"accounts": 0, "reservations": 0}
+    later = timezone.now() + timedelta(seconds=settings.UNVERIFIED_ACCOUNT_MAX_AGE + 1)
+    counts = signup.stale_signups_purge(now=later)
+    assert counts == {"accounts": 1, "reservations": 2 * SIGN_UPS - 1}
+    for name in registered + fresh:
+        assert _signup(api, username=name, email=f"later.{name}@example.com") == 201, name
+    # The customer's own account and name stay; the never-verified one is gone.
+    assert User.objects.filter(username="victim", email="victim@example.com").exists()
+    assert not User.objects.filter(email="nobody@example.com").exists()
+    assert _signup(api, username="victim", email="someone.else@example.com") == 400
+
+
+def test_the_purge_spares_anyone_who_logged_in_staff_and_bankers(settings):
+    long_ago = timezone.now() - timedelta(seconds=settings.UNVERIFIED_ACCOUNT_MAX_AGE + 60)
+    kept = [
+        UserFactory(username="logged-in", last_login=long_ago),
+        UserFactory(username="staff", is_staff=True),
+        UserFactory(username="banker", role=User.Role.BANKER),
+        UserFactory(username="verified", is_email_verified=True),
+        UserFactory(username="recent"),
+    ]
+    UserFactory(username="stale")
+    User.objects.exclude(username="recent").update(created_at=long_ago)
+    assert signup.stale_signups_purge() == {"accounts": 1, "reservations": 0}
+    assert set(User.objects.values_list("username", flat=True)) == {user.username for user in kept}

@@ -3,6 +3,10 @@ an account."""
 
 from __future__ import annotations
 
+import logging
+from datetime import datetime, timedelta
+
+from django.conf import settings
 from django.contrib.auth.hashers import make_password
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -12,6 +16,8 @@ from django.utils import timezone
 from users import identity
 from users.models import AddressRequest, OutboundEmail, User, UsernameReservation
 from users.services import address_requests, delivery, links
+
+logger = logging.getLogger(__name__)
 
 USERNAME_TAKEN = "A user with that username already exists."
 
@@ -114,3 +120,42 @@ def verification_resend_for(*, canonical: str) -> None:
         return
     links.verifications_supersede(user=user, reason="replaced by a newer link")
     links.verification_insert(user=user, email=user.email)
+
+
+PURGE_BATCH = 500
+
+
+def stale_signups_purge(*, now: datetime | None = None) -> dict[str, int]:
+    """Free what sign-ups nobody completed hold, once older than ``UNVERIFIED_ACCOUNT_MAX_AGE``:
+    accounts never verified and never logged in (with their emails, links and events), and the
+    usernames reserved by answers to sign-ups with a registered address.
+
+    Both at the same age, measured from their own sign-up: after the first sign-up with an address
+    nobody uses (which creates an unverified account) every later one reserves a name exactly as
+    with a registered address, so the names an address's sign-ups hold, and when they free up, are
+    the same either way. Staff, bankers and anyone who ever logged in are never purged.
+    """
+    cutoff = (now or timezone.now()) - timedelta(seconds=settings.UNVERIFIED_ACCOUNT_MAX_AGE)
+    reservations, _ = UsernameReservation.objects.filter(created_at__lt=cutoff).delete()
+    stale = User.objects.filter(
+        is_email_verified=False,
+        last_login__isnull=True,
+        created_at__lt=cutoff,
+        is_staff=False,
+        is_superuser=False,
+        role=User.Role.DEPOSITOR,
+    )
+    accounts = 0
+    while True:
+        with transaction.atomic():
+            # The users first (as every writer of their emails does), skipping any a flow holds now.
+            ids = list(
+                stale.select_for_update(skip_locked=True).order_by("pk").values_list("pk", flat=True)[:PURGE_BATCH]
+            )
+            if not ids:
+                break
+            User.objects.filter(pk__in=ids).delete()
+        accounts += len(ids)
+    counts = {"accounts": accounts, "reservations": reservations}
+    logger.info("stale sign-ups purged", extra=counts)
+    return counts

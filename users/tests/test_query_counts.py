@@ -11,7 +11,7 @@ from tasks import send_verify_email
 from users.models import EmailVerification, OutboundEmail, User
 from users.services import delivery, emails
 from users.tasks import send_email
-from users.tests.factories import create_notice
+from users.tests.factories import UserFactory, create_notice
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -55,6 +55,20 @@ def test_sending_a_notice_costs_two_statements_too(stub_broker):
         send_email(notice.pk)
     assert OutboundEmail.objects.get(pk=notice.pk).state == "sent"
     assert _statements(captured) == ["UPDATE", "UPDATE"], captured.captured_queries
+
+
+def test_a_security_notice_costs_one_more_read_its_event(stub_broker):
+    from users.models import SecurityEvent
+    from users.services import events
+
+    user = UserFactory(is_email_verified=True)
+    events.event_record(user=user, kind=SecurityEvent.Kind.PASSWORD_CHANGED, notify=True)
+    notice = OutboundEmail.objects.get(kind="security_notice")
+    with CaptureQueriesContext(connection) as captured:
+        send_email(notice.pk)
+    assert OutboundEmail.objects.get(pk=notice.pk).state == "sent"
+    # claim, the event the notice tells of (what changed, when, from where), mark sent
+    assert _statements(captured) == ["UPDATE", "SELECT", "UPDATE"], captured.captured_queries
 
 
 def test_without_update_returning_an_email_costs_one_more_read(signup_data, stub_broker, no_throttling, monkeypatch):
