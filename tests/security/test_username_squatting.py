@@ -7,25 +7,41 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+import requests
 from django.utils import timezone
-from rest_framework.test import APIClient
 
 from users.models import User
 from users.services import signup
 from users.tests.factories import UserFactory
 
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_throttling")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_throttling")]
+
+
+class LiveApi:
+    """The probes go over HTTP to the server on a real port, as the attacker's would."""
+
+    def __init__(self, base: str) -> None:
+        self.base, self.http = base, requests.Session()
+
+    def post(self, path: str, body: dict) -> requests.Response:
+        return self.http.post(self.base + path, json=body, timeout=10)
+
+
+@pytest.fixture
+def api(live_server) -> LiveApi:
+    return LiveApi(live_server.url)
+
 
 PASSWORD = "correct horse battery staple"
 SIGN_UPS = 5
 
 
-def _signup(api: APIClient, *, username: str, email: str) -> int:
+def _signup(api: LiveApi, *, username: str, email: str) -> int:
     body = {"username": username, "full_name": "Some One", "email": email, "password": PASSWORD}
-    return api.post("/api/users/", body, format="json").status_code
+    return api.post("/api/users/", body).status_code
 
 
-def _held_after_signing_up_with(api: APIClient, email: str, prefix: str) -> list[bool]:
+def _held_after_signing_up_with(api: LiveApi, email: str, prefix: str) -> list[bool]:
     """Sign up ``SIGN_UPS`` times with ``email`` and usernames prefix1..prefix5 (each answered
     ``201``), then try each username with an unrelated new address: is it still held?"""
     usernames = [f"{prefix}{n}" for n in range(1, SIGN_UPS + 1)]
@@ -36,10 +52,9 @@ def _held_after_signing_up_with(api: APIClient, email: str, prefix: str) -> list
     return [probes[username] == 400 for username in usernames]
 
 
-def test_which_usernames_repeated_sign_ups_hold_does_not_tell_whether_the_address_had_an_account():
+def test_which_usernames_repeated_sign_ups_hold_does_not_tell_whether_the_address_had_an_account(api):
     """The attacker's view of a victim's registered address and of an address nobody uses: the
     same sign-ups, the same usernames held afterwards."""
-    api = APIClient()
     assert _signup(api, username="victim", email="victim@example.com") == 201
     registered = _held_after_signing_up_with(api, "victim@example.com", "reg")
     fresh = _held_after_signing_up_with(api, "nobody@example.com", "new")
@@ -47,11 +62,10 @@ def test_which_usernames_repeated_sign_ups_hold_does_not_tell_whether_the_addres
     assert User.objects.filter(email="victim@example.com").get().username == "victim"
 
 
-def test_reserved_usernames_and_accounts_never_verified_free_up_at_the_same_age_for_every_address(settings):
+def test_reserved_usernames_and_accounts_never_verified_free_up_at_the_same_age_for_every_address(settings, api):
     """Squatting is bounded: a sign-up with one's own registered address holds the name it asked for
     only until UNVERIFIED_ACCOUNT_MAX_AGE, and what frees up then is the same for a registered
     address and for an address nobody used."""
-    api = APIClient()
     assert _signup(api, username="victim", email="victim@example.com") == 201
     User.objects.filter(username="victim").update(is_email_verified=True)  # a real customer
     registered = [f"reg{n}" for n in range(1, SIGN_UPS + 1)]
