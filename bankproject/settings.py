@@ -218,7 +218,7 @@ AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_USERNAME_CALLABLE = "users.auth.lockout_username"
-AXES_CLIENT_IP_CALLABLE = "users.auth.client_ip"
+AXES_CLIENT_IP_CALLABLE = "users.auth.client_network"  # an IPv6 client counts by its /64
 AXES_LOCKOUT_CALLABLE = "users.auth.lockout_response"
 AXES_SENSITIVE_PARAMETERS = ["password", "current_password", "new_password", "new_password1", "new_password2"]
 

@@ -10,7 +10,7 @@ from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 from django.core.paginator import Page, Paginator
 from django.db import connection, transaction
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.functional import cached_property
@@ -18,7 +18,7 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
 from tasks.metrics import queue_stats
-from users import identity
+from users import identity, policies
 from users.metrics import email_stats
 from users.models import AddressRequest, EmailVerification, LoginSession, OutboundEmail, SecurityEvent, User
 from users.services import accounts, delivery, events, sessions, signup
@@ -253,6 +253,9 @@ class UserAdmin(OwnersFirstDeleteMixin, FastListMixin, DjangoUserAdmin):
         with transaction.atomic():
             super().save_model(request, obj, form, change)
             changed = [name for name in self.RECORDED_FIELDS if change and name in form.changed_data]
+            if {"role", "is_staff", "is_superuser"} & set(changed) and obj.pending_email:
+                # An address change someone else may have asked for must not follow the account up.
+                accounts.email_change_cancel(user=obj, reason="cancelled: the account's role changed")
             if changed:
                 events.event_record(
                     user=obj,
@@ -267,6 +270,26 @@ class UserAdmin(OwnersFirstDeleteMixin, FastListMixin, DjangoUserAdmin):
                 f"{new_email} is pending: we sent it a link, and the account keeps {obj.email} until it is used.",
                 messages.INFO,
             )
+
+    def has_change_permission(self, request, obj=None):
+        allowed = super().has_change_permission(request, obj)
+        return allowed and (obj is None or policies.can_admin_change(request.user, obj))
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = list(super().get_readonly_fields(request, obj))
+        if not request.user.is_superuser:
+            fields += policies.SUPERUSER_FIELDS
+        if obj is not None and obj.pk == request.user.pk:
+            fields.append("email")  # one's own address: /account/, which asks for the password
+        return fields
+
+    def user_change_password(self, request, id, form_url=""):
+        """One's own password is changed on /account/, with the current password (a browser left
+        open must not be enough); others' here, as Django does, within ``can_admin_change``."""
+        if str(request.user.pk) == str(id):
+            self.message_user(request, "Change your own password on your account page.", messages.WARNING)
+            return HttpResponseRedirect("/account/")
+        return super().user_change_password(request, id, form_url)
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()
@@ -504,3 +527,12 @@ def queue_overview(request: HttpRequest) -> HttpResponse:
         "snapshot_age": snapshot_age,
     }
     return TemplateResponse(request, "admin/queue_overview.html", context)
+
+
+def admin_login(request: HttpRequest, extra_context=None) -> HttpResponse:
+    """The admin's log-in, behind the same failed-log-in limit per client address as the others."""
+    from users.account_views import LoginThrottle, throttle_wait, too_many
+
+    if request.method == "POST" and (wait := throttle_wait(request, [LoginThrottle])):
+        return too_many(request, wait)
+    return admin.site.login(request, extra_context)

@@ -3,6 +3,7 @@ IP (one rule for throttles and lockout), and django-axes' hooks."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from datetime import timedelta
 from typing import Any
@@ -24,6 +25,9 @@ from users.models import LoginSession, User
 from users.services.sessions import SESSION_CLAIM
 
 logger = logging.getLogger(__name__)
+
+# Set on a request whose password was really checked (the failure then counts; see users.receivers).
+PASSWORD_TRIED = "_users_password_tried"  # noqa: S105 - an attribute name
 
 # How often a session's "last used" is written while its access tokens are in use.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -49,6 +53,8 @@ class UsernameOrEmailBackend(ModelBackend):
     ) -> User | None:
         if username is None or password is None:
             return None
+        if request is not None:
+            setattr(request, PASSWORD_TRIED, True)  # django-axes let it through: this is a real try
         user = find_user(username)
         if user is None:
             User().set_password(password)  # the work a real check does
@@ -69,6 +75,22 @@ def client_ip(request: HttpRequest | Request) -> str:
         if addresses:
             return addresses[-min(proxies, len(addresses))]
     return remote
+
+
+def client_network(request: HttpRequest | Request) -> str:
+    """What per-address limits and the lockout count against: the client's IPv4 address, or the
+    /64 of its IPv6 address (one host is given a whole /64: counting single IPv6 addresses would
+    give it 2^64 fresh ones)."""
+    ip = client_ip(request)
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False).network_address)
+    return str(address)
 
 
 def lockout_username(request: HttpRequest, credentials: dict | None) -> str:

@@ -19,3 +19,18 @@ def can_change_profile(actor: User, target: User) -> bool:
         and not target.is_staff
         and not target.is_superuser
     )
+
+
+def can_admin_change(actor: User, target: User) -> bool:
+    """Who may change whom in the admin (the change form and the password form): superusers
+    anyone; other staff depositors, bankers and themself — never a superuser or another member of
+    staff, so a staff account can't be used to take over the accounts that run the bank."""
+    if actor.is_superuser:
+        return True
+    if target.is_superuser:
+        return False
+    return not target.is_staff or target.pk == actor.pk
+
+
+# What only a superuser changes in the admin: who is staff, and with which permissions.
+SUPERUSER_FIELDS = ("is_staff", "is_superuser", "groups", "user_permissions")

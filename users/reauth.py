@@ -12,6 +12,7 @@ from axes.handlers.proxy import AxesProxyHandler  # type: ignore[import-untyped]
 from django.contrib.auth import user_login_failed
 from django.http import HttpRequest
 
+from users.auth import PASSWORD_TRIED
 from users.errors import LockedOut, WrongPassword
 from users.models import User
 
@@ -22,7 +23,10 @@ def reauthenticate(*, request: HttpRequest, user: User, password: str | None) ->
     credentials = {"username": user.username}
     if AxesProxyHandler.is_locked(request, credentials):
         raise LockedOut
-    if not password or not user.check_password(password):
+    if not password:  # nothing was tried: a client that forgot the field guesses nothing
+        raise WrongPassword
+    setattr(request, PASSWORD_TRIED, True)
+    if not user.check_password(password):
         # What Django's authenticate() sends for a failed log-in: django-axes counts it, and so do
         # the failure limit and the security events (users.receivers).
         user_login_failed.send(sender=__name__, credentials=credentials, request=request, reauthentication=True)

@@ -9,7 +9,7 @@ from typing import Any
 from django.contrib.auth import user_logged_in, user_logged_out, user_login_failed
 
 from users import context
-from users.auth import client_ip, find_user
+from users.auth import PASSWORD_TRIED, client_ip, find_user
 from users.models import SecurityEvent, User
 from users.services import accounts, events, sessions
 from users.signals import password_changed
@@ -42,7 +42,10 @@ def on_logged_out(sender: Any, request: Any, user: User | None, **kwargs: Any) -
 def on_login_failed(sender: Any, credentials: dict, request: Any = None, **kwargs: Any) -> None:
     """Every failed log-in (and wrong current password): one more failure for the client's address,
     and an event — written whether or not the name is an account's, so it costs the same."""
-    if request is None:
+    # Only a password that was actually checked counts: when django-axes refused a locked account
+    # and address first, nothing was tried, so nothing is counted or written (a locked pair can't
+    # flood the owner's trail). The backend and the re-authentication mark what they checked.
+    if request is None or not getattr(request, PASSWORD_TRIED, False):
         return
     record_login_failure(request)
     login = credentials.get("username")

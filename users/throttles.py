@@ -31,18 +31,19 @@ from users import identity
 logger = logging.getLogger(__name__)
 
 # KEYS[1] the window; ARGV now, period, limit, a unique member, mode. Returns {allowed, oldest time}.
-# Modes: "take" counts this request if it is under the limit (a rate limit); "peek" only says whether
+# Modes (default "take"): "take" counts this request if it is under the limit (a rate limit); "peek" only says whether
 # the window is under the limit; "add" counts one event whatever the count (a failure counter).
 _SLIDING_WINDOW = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1] - ARGV[2])
-if ARGV[5] == 'add' then
+local mode = ARGV[5] or 'take'
+if mode == 'add' then
   redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
   redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2])) + 1)
   return {1, '0'}
 end
 local count = redis.call('ZCARD', KEYS[1])
 if count < tonumber(ARGV[3]) then
-  if ARGV[5] == 'take' then
+  if mode == 'take' then
     redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
     redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2])) + 1)
   end
@@ -98,6 +99,11 @@ class _WindowThrottle(SimpleRateThrottle):
     def get_rate(self) -> str | None:
         # Read at use, not at import, so settings overrides (and tests) take effect.
         return cast("str | None", api_settings.DEFAULT_THROTTLE_RATES[str(self.scope)])
+
+    def get_ident(self, request: Any) -> str:
+        from users.auth import client_network  # one rule for every per-address limit and the lockout
+
+        return client_network(request)
 
     def get_cache_key(self, request: Any, view: Any) -> str | None:
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}

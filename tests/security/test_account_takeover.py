@@ -320,3 +320,98 @@ def test_the_user_reads_their_security_events_newest_first_without_secrets(stack
     other = UserFactory(username="mallory", is_email_verified=True)
     assert SecurityEvent.objects.filter(user=other).count() == 0
     assert Api(stack).call("GET", "/api/users/me/security-events/").status_code == 401
+
+
+# A second hostile review of the fixes (same day) ----------------------------------------------------------
+def test_a_log_in_racing_a_password_change_gets_no_session(stack, monkeypatch, ada):
+    """The password is checked (a hash's time), then the session starts: a change committed in
+    between must not leave the attacker a session that its revocation never saw."""
+    from users.account_apis import tokens as token_views
+    from users.services import accounts
+
+    real = token_views.authenticate
+
+    def authenticate_while_the_owner_changes_it(request, **credentials):
+        user = real(request, **credentials)
+        accounts.password_change(user=User.objects.get(pk=ada.pk), new_password=NEW_PASSWORD)  # the owner, meanwhile
+        return user
+
+    monkeypatch.setattr(token_views, "authenticate", authenticate_while_the_owner_changes_it)
+    assert Api(stack).log_in("ada").status_code == 401
+    assert not LoginSession.objects.filter(user=ada).live().exists()
+
+
+def test_the_admin_log_in_counts_against_the_same_failure_limit(stack, settings, ada):
+    _behind_a_proxy(settings, "3/min")
+    browser = Browser(stack)
+    browser.http.headers["X-Forwarded-For"] = "192.0.2.50"
+    for n in range(3):  # three accounts, one guess each: the address's limit
+        assert browser.log_in(f"someone{n}", "a guess", path="/admin/login/").status_code == 200
+    assert browser.log_in("ada", "a guess", path="/admin/login/").status_code == 429
+
+
+def test_refused_attempts_of_a_locked_pair_write_nothing(stack, settings, ada):
+    api = Api(stack)
+    for n in range(settings.AXES_FAILURE_LIMIT):
+        api.log_in("ada", f"guess {n}")
+    written = SecurityEvent.objects.filter(kind="login_failed").count()
+    assert [api.log_in("ada", "more").status_code for _ in range(10)] == [429] * 10
+    assert SecurityEvent.objects.filter(kind="login_failed").count() == written
+
+
+def test_forgetting_current_password_is_no_failed_log_in(stack, settings, ada):
+    api = Api(stack)
+    api.log_in("ada")
+    for _ in range(settings.AXES_FAILURE_LIMIT + 2):
+        answer = api.call("PATCH", "/api/users/me/", {"password": NEW_PASSWORD})
+        assert answer.status_code == 400 and set(answer.json()) == {"current_password"}
+    assert Api(stack).log_in("ada").status_code == 200
+
+
+def test_an_ipv6_host_counts_as_its_slash_64(stack, settings, ada):
+    _behind_a_proxy(settings)
+    limit = settings.AXES_FAILURE_LIMIT
+    answers = [Api(stack, ip=f"2001:db8:1:2::{n + 1:x}").log_in("ada", "guess").status_code for n in range(limit)]
+    assert answers == [401] * (limit - 1) + [429]
+    assert Api(stack, ip="2001:db8:1:2:ffff::9").log_in("ada").status_code == 429  # same /64: locked
+    assert Api(stack, ip="2001:db8:1:3::1").log_in("ada").status_code == 200  # another /64
+
+
+def test_odd_input_to_the_new_routes_is_a_4xx(stack, ada):
+    import base64
+
+    UserFactory(username="bob", role=User.Role.BANKER, is_email_verified=True)
+    banker = Api(stack)
+    banker.log_in("bob")
+    assert banker.call("PATCH", "/api/users/a%00b/", {"full_name": "X Y"}).status_code == 404
+    for position in ("notadate", "2020-13-45", "\x00", "x" * 40):
+        cursor = base64.b64encode(f"o=0&r=0&p={position}".encode()).decode()
+        answer = banker.call("GET", f"/api/users/me/security-events/?cursor={cursor}")
+        assert answer.status_code == 400 and set(answer.json()) == {"cursor"}, position
+
+
+def test_staff_cannot_take_over_superusers_other_staff_or_raise_themselves(stack):
+    from django.contrib.auth.models import Permission
+
+    root = User.objects.create_superuser(username="root", email="root@example.com", password=PASSWORD, full_name="R")
+    other = UserFactory(username="ops2", is_staff=True, is_email_verified=True)
+    ops = UserFactory(username="ops", is_staff=True, is_email_verified=True)
+    ops.user_permissions.add(*Permission.objects.filter(codename__in=["view_user", "change_user"]))
+    customer = UserFactory(username="carol", is_email_verified=True)
+    staff = Browser(stack)
+    assert staff.log_in("ops", path="/admin/login/").status_code == 302
+    for target in (root, other):
+        page = f"/admin/users/user/{target.pk}/password/"
+        assert staff.get(page).status_code == 403
+        view_only = staff.get(f"/admin/users/user/{target.pk}/change/")
+        assert view_only.status_code == 200 and 'name="_save"' not in view_only.text  # can look, not change
+    # Their own password and address: on /account/, which asks for the current password.
+    own = staff.get(f"/admin/users/user/{ops.pk}/password/")
+    assert own.status_code == 302 and own.headers["Location"] == "/account/"
+    own_page = staff.get(f"/admin/users/user/{ops.pk}/change/").text
+    assert 'name="is_superuser"' not in own_page and 'name="email"' not in own_page
+    # A customer's password: allowed, and the customer is told.
+    body = {"password1": NEW_PASSWORD, "password2": NEW_PASSWORD, "usable_password": "true"}
+    assert staff.post_form(f"/admin/users/user/{customer.pk}/password/", body).status_code == 302
+    assert User.objects.get(pk=customer.pk).check_password(NEW_PASSWORD)
+    assert User.objects.get(pk=root.pk).check_password(PASSWORD) and not User.objects.get(pk=ops.pk).is_superuser

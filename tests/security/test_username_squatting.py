@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from users.models import User
 from users.services import signup
-from users.tests.factories import UserFactory
+from users.tests.factories import UserFactory, create_verification
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_throttling")]
 
@@ -97,7 +97,8 @@ def test_the_purge_spares_anyone_who_logged_in_staff_and_bankers(settings):
         UserFactory(username="verified", is_email_verified=True),
         UserFactory(username="recent"),
     ]
-    UserFactory(username="stale")
+    create_verification(UserFactory(username="stale"))  # a sign-up: it made a link
+    kept.append(UserFactory(username="made-by-staff"))  # in the admin: no link, never purged
     User.objects.exclude(username="recent").update(created_at=long_ago)
     assert signup.stale_signups_purge() == {"accounts": 1, "reservations": 0}
     assert set(User.objects.values_list("username", flat=True)) == {user.username for user in kept}

@@ -124,7 +124,9 @@ class UserUpdateApi(AuthenticatedApi):
         banker = cast("User", request.user)
         if banker.role != User.Role.BANKER:
             raise PermissionDenied("Only bankers may change other people's profiles.")
-        user = User.objects.filter(username_canonical=identity.canonical_username(username)).first()
+        # A name no account can have (a NUL, say) is nobody: 404, not the database's error.
+        valid = "\x00" not in username and len(username) <= 150
+        user = User.objects.filter(username_canonical=identity.canonical_username(username)).first() if valid else None
         if user is None:
             raise NotFound("No such user.")
         if not policies.can_change_profile(banker, user):

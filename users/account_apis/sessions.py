@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any, cast
 
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
@@ -69,6 +70,13 @@ class SecurityEventOutputSerializer(serializers.ModelSerializer):
         fields = ["kind", "at", "client_ip", "user_agent", "actor", "detail"]
 
 
+def _is_time(position: str) -> bool:
+    try:
+        return parse_datetime(position) is not None
+    except ValueError:
+        return False
+
+
 class NewestFirst(CursorPagination):
     """Pages of a growing list that never skip or repeat a row: a JSON list, and the next and
     previous pages in a ``Link`` header (RFC 8288)."""
@@ -77,10 +85,14 @@ class NewestFirst(CursorPagination):
     page_size = 50
 
     def decode_cursor(self, request: Request) -> Any:
+        invalid = ValidationError({"cursor": ["Not a cursor of this list: follow the Link header."]})
         try:
-            return super().decode_cursor(request)
+            cursor = super().decode_cursor(request)
         except NotFound:
-            raise ValidationError({"cursor": ["Not a cursor of this list: follow the Link header."]}) from None
+            raise invalid from None
+        if cursor is not None and cursor.position is not None and not _is_time(str(cursor.position)):
+            raise invalid
+        return cursor
 
     def get_paginated_response(self, data: Any) -> Response:
         links = [

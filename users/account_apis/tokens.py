@@ -91,9 +91,12 @@ class TokenObtainApi(APIView):
             return detail_response(BAD_CREDENTIALS, "invalid_credentials", status.HTTP_401_UNAUTHORIZED)
         if settings.ACCOUNT_LOGIN_REQUIRES_VERIFIED_EMAIL and not user.is_email_verified:
             return detail_response(NOT_VERIFIED, "email_not_verified", status.HTTP_403_FORBIDDEN)
-        tokens = sessions.session_start(
-            user=user, user_agent=request.headers.get("User-Agent", ""), client_ip=client_ip(request)
-        )
+        try:
+            tokens = sessions.session_start(
+                user=user, user_agent=request.headers.get("User-Agent", ""), client_ip=client_ip(request)
+            )
+        except InvalidToken:  # the password changed while it was being checked
+            return detail_response(BAD_CREDENTIALS, "invalid_credentials", status.HTTP_401_UNAUTHORIZED)
         # As django.contrib.auth.login() does: last_login is updated, django-axes resets the
         # failures of this account and client (and records the access), the event is written.
         request._request.login_session = tokens.session  # type: ignore[attr-defined]  # not a browser log-in

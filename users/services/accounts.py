@@ -108,9 +108,7 @@ def password_changed_effects(*, user: User) -> None:
         user=user, except_session_id=keep, reason="password reset" if reset else "password changed"
     )
     _supersede_resets(user, "the password changed")
-    if User.objects.filter(pk=user.pk).exclude(pending_email="").update(pending_email=""):
-        _supersede_change_links(user, "cancelled: the password changed")
-    user.pending_email = ""
+    email_change_cancel(user=user, reason="cancelled: the password changed")
     kind = Event.PASSWORD_RESET if reset else Event.PASSWORD_CHANGED
     events.event_record(user=user, kind=kind, actor=events.SELF if reset else None, notify=True)
 
@@ -136,6 +134,13 @@ def email_change_request(*, user: User, new_email: str) -> None:
             links.verification_insert(user=user, email=address, purpose=EmailVerification.Purpose.CHANGE)
         # The current address hears about it either way (the requester may read that mailbox too).
         delivery.email_queue(kind=Kind.EMAIL_CHANGE_NOTICE, user=user, recipient=user.email)
+
+
+def email_change_cancel(*, user: User, reason: str) -> None:
+    """A pending address change ends: its link stops working, the account keeps its address."""
+    if User.objects.filter(pk=user.pk).exclude(pending_email="").update(pending_email=""):
+        _supersede_change_links(user, reason)
+    user.pending_email = ""
 
 
 def _supersede_change_links(user: User, reason: str) -> None:

@@ -64,8 +64,16 @@ def _issue(session: LoginSession) -> Tokens:
 
 
 def session_start(*, user: User, user_agent: str, client_ip: str | None) -> Tokens:
-    """A new log-in through the API (the credentials were checked by the caller)."""
-    return _issue(_session_create(user=user, kind=LoginSession.Kind.API, user_agent=user_agent, client_ip=client_ip))
+    """A new log-in through the API (the credentials were checked by the caller). Raises
+    ``InvalidToken`` if the password changed since it was checked: the check takes a password hash's
+    time, and a session started after the change's revocation would outlive it. Under the lock on
+    the user the change either committed (the hash differs) or waits until this session exists (and
+    revokes it)."""
+    with transaction.atomic():
+        if not User.objects.select_for_update().filter(pk=user.pk, password=user.password, is_active=True).exists():
+            raise InvalidToken
+        session = _session_create(user=user, kind=LoginSession.Kind.API, user_agent=user_agent, client_ip=client_ip)
+    return _issue(session)
 
 
 def browser_session_start(*, user: User, user_agent: str, client_ip: str | None) -> LoginSession:

@@ -10,11 +10,11 @@ from django.conf import settings
 from django.contrib.auth.hashers import make_password
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import BigIntegerField, Q, Value
+from django.db.models import BigIntegerField, Exists, OuterRef, Q, Value
 from django.utils import timezone
 
 from users import identity
-from users.models import AddressRequest, OutboundEmail, User, UsernameReservation
+from users.models import AddressRequest, EmailVerification, OutboundEmail, User, UsernameReservation
 from users.services import address_requests, delivery, links
 
 logger = logging.getLogger(__name__)
@@ -144,6 +144,9 @@ def stale_signups_purge(*, now: datetime | None = None) -> dict[str, int]:
         is_staff=False,
         is_superuser=False,
         role=User.Role.DEPOSITOR,
+    ).filter(
+        # made by a sign-up (which always makes a link), not by staff in the admin
+        Exists(EmailVerification.objects.filter(user=OuterRef("pk"), purpose=EmailVerification.Purpose.SIGNUP))
     )
     accounts = 0
     while True:
