@@ -300,3 +300,49 @@ def test_staff_reset_a_customers_factors_and_never_see_a_secret(stack, ada, smtp
     assert [e.actor for e in _kinds(ada, "mfa_reset_by_staff")] == ["staff:root"]
     wait_for(lambda: [m for m in smtp_server.to("ada@example.com") if "reset by our staff" in m["Subject"]])
     assert Api(stack).log_in("ada").status_code == 200  # the password alone again: she sets up a new app
+
+
+def test_the_account_page_asks_for_a_code_only_once_there_is_a_factor(stack, ada):
+    browser = Browser(stack)
+    assert browser.log_in("ada").status_code == 302  # before the factor: the password alone
+    assert 'name="code"' not in browser.get("/account/").text
+    api = Api(stack)
+    assert api.log_in("ada").status_code == 200
+    app, _codes = enrol(api, ada)
+    assert 'name="code"' in browser.get("/account/").text
+
+    fields = {"form": "email", "email": "new@example.com", "current_password": PASSWORD}
+    refused = browser.post_form("/account/", fields)
+    assert refused.status_code == 400 and "This field is required." in refused.text
+    refused = browser.post_form("/account/", fields | {"code": _wrong(app)})
+    assert refused.status_code == 400 and "That code is wrong, or was used already." in refused.text
+    assert User.objects.get(pk=ada.pk).pending_email == ""
+    assert browser.post_form("/account/", fields | {"code": app.code()}).status_code == 302
+    assert User.objects.get(pk=ada.pk).pending_email == "new@example.com"
+
+    password = {"form": "password", "old_password": PASSWORD, "new_password1": NEW_PASSWORD}
+    password["new_password2"] = NEW_PASSWORD
+    refused = browser.post_form("/account/", password | {"code": _wrong(app)})
+    assert refused.status_code == 400 and "That code is wrong, or was used already." in refused.text
+    assert browser.post_form("/account/", password | {"code": app.code()}).status_code == 302
+    assert Api(stack).call("POST", "/api/tokens/", {"username": "ada", "password": NEW_PASSWORD}).status_code == 401
+    assert Api(stack).call("POST", "/api/tokens/", {"username": "ada", "password": NEW_PASSWORD}).json()["code"] == (
+        "mfa_required"
+    )
+
+
+def test_the_reset_page_asks_for_the_code_and_a_refused_one_leaves_the_link_usable(stack, ada):
+    _, app, _codes = logged_in_with_factor(stack, ada)
+    ada.refresh_from_db()
+    uid, token = urlsafe_base64_encode(force_bytes(ada.pk)), default_token_generator.make_token(ada)
+    page = f"/reset-password/?uid={uid}&token={token}"
+    browser = Browser(stack)
+    assert 'name="code"' in browser.get(page).text
+    fields = {"uid": uid, "token": token, "new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD}
+    refused = browser.post_form("/reset-password/", fields | {"code": _wrong(app)}, form_page=page)
+    assert refused.status_code == 400 and "That code is wrong, or was used already." in refused.text
+    done = browser.post_form("/reset-password/", fields | {"code": app.code()}, form_page=page)
+    assert done.status_code == 200 and 'name="code"' not in done.text
+    assert Api(stack).call("POST", "/api/tokens/", {"username": "ada", "password": NEW_PASSWORD}).json()["code"] == (
+        "mfa_required"
+    )
