@@ -76,7 +76,15 @@ class TokenObtainApi(APIView):
             ),
             400: FIELD_ERRORS,
             401: OpenApiResponse(
-                DETAIL,
+                inline_serializer(
+                    "LoginRefused",
+                    {
+                        "detail": serializers.CharField(),
+                        "code": serializers.CharField(required=False),
+                        "mfa_token": serializers.CharField(required=False),
+                        "methods": serializers.ListField(child=serializers.CharField(), required=False),
+                    },
+                ),
                 description="One answer for an unknown account and a wrong password. For an account with a "
                 "second factor and the right password: `code` `mfa_required`, `mfa_token` (single use, 5 minutes) "
                 "and `methods`; go on with `POST /api/tokens/mfa/`.",
