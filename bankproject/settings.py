@@ -220,7 +220,29 @@ AXES_RESET_ON_SUCCESS = True
 AXES_USERNAME_CALLABLE = "users.auth.lockout_username"
 AXES_CLIENT_IP_CALLABLE = "users.auth.client_network"  # an IPv6 client counts by its /64
 AXES_LOCKOUT_CALLABLE = "users.auth.lockout_response"
-AXES_SENSITIVE_PARAMETERS = ["password", "current_password", "new_password", "new_password1", "new_password2"]
+AXES_SENSITIVE_PARAMETERS = [
+    "password",
+    "current_password",
+    "new_password",
+    "new_password1",
+    "new_password2",
+    "code",
+    "mfa_token",
+]
+
+# --- Second factor (users/mfa/) ------------------------------------------------------------------
+# The issuer an authenticator app shows next to the account (the otpauth:// URI).
+SITE_NAME = os.environ.get("SITE_NAME", "Simple Bank")
+# Who must have a second factor before using the API (but for log-in, refresh, log-out, /api/mfa/
+# and GET /api/users/me/): any of "staff", "banker", "depositor"; "all"; "none".
+MFA_REQUIRED_ROLES = tuple(role.lower() for role in env_list("MFA_REQUIRED_ROLES", "staff,banker"))
+_MFA_ROLES = {"staff", "banker", "depositor", "all", "none"}
+if unknown_roles := sorted(set(MFA_REQUIRED_ROLES) - _MFA_ROLES):
+    raise ImproperlyConfigured(f"MFA_REQUIRED_ROLES: unknown role(s) {unknown_roles}; use {sorted(_MFA_ROLES)}")
+# The key TOTP secrets are encrypted with (any string; HKDF derives the Fernet key). Empty: derived
+# from DJANGO_SECRET_KEY (and its fallbacks, for reading) — then rotating that key without keeping
+# the old one in DJANGO_SECRET_KEY_FALLBACKS makes every TOTP secret unreadable.
+MFA_ENCRYPTION_KEY = os.environ.get("MFA_ENCRYPTION_KEY", "")
 
 # --- Email verification -------------------------------------------------------------------------
 SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:8000").rstrip("/")

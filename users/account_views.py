@@ -14,7 +14,6 @@ from django.contrib import messages
 from django.contrib.auth import update_session_auth_hash
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.forms import SetPasswordForm
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -22,8 +21,16 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
 from users import reauth
-from users.errors import InvalidToken, LockedOut, WrongPassword
-from users.forms import EmailChangeForm, LoginForm, NameForm, PasswordResetRequestForm, ReauthPasswordChangeForm
+from users.errors import InvalidToken, LockedOut, ProofMissing, WrongPassword, WrongProof
+from users.forms import (
+    EmailChangeForm,
+    LoginForm,
+    NameForm,
+    PasswordResetRequestForm,
+    ReauthPasswordChangeForm,
+    ResetSetPasswordForm,
+)
+from users.mfa import flows as mfa
 from users.models import SecurityEvent, User
 from users.services import accounts
 from users.throttles import (
@@ -58,10 +65,11 @@ class LogoutView(auth_views.LogoutView):
 
 def _account_page(request: HttpRequest, *, status: int = 200, **forms: Any) -> HttpResponse:
     user = cast("User", request.user)
+    second_factor = mfa.has_factor(user=user)
     context = {
         "name_form": forms.get("name_form") or NameForm(initial={"full_name": user.full_name}),
-        "email_form": forms.get("email_form") or EmailChangeForm(),
-        "password_form": forms.get("password_form") or ReauthPasswordChangeForm(user),
+        "email_form": forms.get("email_form") or EmailChangeForm(second_factor=second_factor),
+        "password_form": forms.get("password_form") or ReauthPasswordChangeForm(user, second_factor=second_factor),
         "events": SecurityEvent.objects.filter(user=user)[:10],
     }
     return render(request, "users/account.html", context, status=status)
@@ -85,18 +93,22 @@ def account(request: HttpRequest) -> HttpResponse:
         accounts.profile_update(user=user, full_name=form.cleaned_data["full_name"])
         messages.success(request, "Your name is changed.")
     elif which == "email":
-        email_form = EmailChangeForm(request.POST)
+        email_form = EmailChangeForm(request.POST, second_factor=mfa.has_factor(user=user))
         if not email_form.is_valid():
             return _account_page(request, status=400, email_form=email_form)
-        if (refused := _reauthenticate(request, email_form.cleaned_data["current_password"])) is not None:
-            email_form.add_error("current_password", refused)
+        data = email_form.cleaned_data
+        if (refused := _reauthenticate(request, data["current_password"], data.get("code"))) is not None:
+            field, message = refused
+            email_form.add_error("current_password" if field == "old_password" else field, message)
             return _account_page(request, status=400, email_form=email_form)
         accounts.email_change_request(user=user, new_email=email_form.cleaned_data["email"])
         messages.success(
             request, "We sent a link to the new address. Until you use it, your account keeps its current address."
         )
     elif which == "password":
-        password_form = ReauthPasswordChangeForm(user, request.POST, check=partial(_reauthenticate, request))
+        password_form = ReauthPasswordChangeForm(
+            user, request.POST, check=partial(_reauthenticate, request), second_factor=mfa.has_factor(user=user)
+        )
         if not password_form.is_valid():
             return _account_page(request, status=400, password_form=password_form)
         try:
@@ -109,14 +121,19 @@ def account(request: HttpRequest) -> HttpResponse:
     return redirect("account")
 
 
-def _reauthenticate(request: HttpRequest, password: str | None) -> str | None:
-    """None if the current password is right; else what to say (a wrong one counts as a failed log-in)."""
+def _reauthenticate(request: HttpRequest, password: str | None, code: str | None) -> tuple[str, str] | None:
+    """None if the current password (and the second factor, once the user has one) is right; else
+    the field at fault and what to say (a wrong one counts as a failed log-in)."""
     try:
-        reauth.reauthenticate(request=request, user=cast("User", request.user), password=password)
+        reauth.reauthenticate(request=request, user=cast("User", request.user), password=password, code=code)
     except LockedOut:
-        return "Too many failed log-ins. Try again later, or reset your password."
+        return "old_password", "Too many failed log-ins. Try again later, or reset your password."
     except WrongPassword:
-        return "That is not your current password."
+        return "old_password", "That is not your current password."
+    except ProofMissing:
+        return "code", "Give a code from your authenticator app, or one of your recovery codes."
+    except WrongProof:
+        return "code", "That code is wrong, or was used already."
     return None
 
 
@@ -145,8 +162,13 @@ def _reset_password(request: HttpRequest) -> HttpResponse:
         user = accounts.password_reset_user(uid=uid or "", token=token or "")
     except InvalidToken:
         return _reset_invalid(request)
-    form = SetPasswordForm(user, request.POST if request.method == "POST" else None)
+    form = ResetSetPasswordForm(user, request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
+        # A reset never bypasses the second factor; refused for its proof, the link stays usable.
+        if "code" in form.fields and (refused := _second_factor(request, user, form.cleaned_data.get("code"))):
+            form.add_error("code", refused)
+            context = {"form": form, "uid": uid, "token": token}
+            return render(request, "users/reset_password_confirm.html", context, status=400)
         try:
             accounts.password_reset_confirm(
                 uid=uid or "", token=token or "", new_password=form.cleaned_data["new_password1"]
@@ -159,6 +181,16 @@ def _reset_password(request: HttpRequest) -> HttpResponse:
             return render(request, "users/reset_password_done.html")
     context = {"form": form, "uid": uid, "token": token}
     return render(request, "users/reset_password_confirm.html", context, status=400 if form.errors else 200)
+
+
+def _second_factor(request: HttpRequest, user: User, code: str | None) -> str | None:
+    try:
+        reauth.reauthenticate(request=request, user=user, password=None, code=code, password_needed=False)
+    except LockedOut:
+        return "Too many failed log-ins. Try again later."
+    except (ProofMissing, WrongProof):
+        return "That code is wrong, or was used already."
+    return None
 
 
 def _reset_request(request: HttpRequest) -> HttpResponse:

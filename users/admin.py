@@ -19,11 +19,17 @@ from django.utils.safestring import mark_safe
 
 from tasks.metrics import queue_stats
 from users import identity, policies
+from users.forms import AdminLoginForm
 from users.metrics import email_stats
+from users.mfa import flows as mfa
 from users.models import AddressRequest, EmailVerification, LoginSession, OutboundEmail, SecurityEvent, User
 from users.services import accounts, delivery, events, sessions, signup
 
 Kind, State = OutboundEmail.Kind, OutboundEmail.State
+
+# A password alone never opens an admin session of an account with a second factor (until the
+# log-in pages have their second step).
+admin.site.login_form = AdminLoginForm
 VERIFIED = "verified"
 
 
@@ -205,6 +211,16 @@ def resend_verification(modeladmin, request: HttpRequest, queryset: QuerySet[Use
     )
 
 
+@admin.action(description="Reset the second factors (the customer lost them)", permissions=["change"])
+def reset_second_factors(modeladmin, request: HttpRequest, queryset: QuerySet[User]) -> None:
+    """Staff remove every factor of the selected users — after checking who is asking by other
+    means. Each reset is a security event naming the staff member, and the user is mailed a notice."""
+    reset = sum(1 for user in queryset if mfa.factors_reset_by_staff(user=user))
+    modeladmin.message_user(
+        request, f"Reset the second factors of {reset} user(s); the others had none.", messages.SUCCESS
+    )
+
+
 @admin.register(User)
 class UserAdmin(OwnersFirstDeleteMixin, FastListMixin, DjangoUserAdmin):
     owner_field = "pk"
@@ -228,13 +244,21 @@ class UserAdmin(OwnersFirstDeleteMixin, FastListMixin, DjangoUserAdmin):
     show_full_result_count = False
     paginator = LargeTablePaginator
     list_per_page = 50  # operators search and filter; each row costs ~1 ms to render
-    readonly_fields = ["created_at", "password_changed_at", "last_login", "pending_email", "security_events"]
-    actions = [resend_verification]
+    readonly_fields = [
+        "created_at",
+        "password_changed_at",
+        "last_login",
+        "pending_email",
+        "security_events",
+        "second_factor",
+    ]
+    actions = [resend_verification, reset_second_factors]
     inlines = [LoginSessionInline, OutboundEmailInline, EmailVerificationInline]
     fieldsets = (
         (None, {"fields": ("username", "password")}),
         ("Personal info", {"fields": ("full_name", "email", "pending_email", "is_email_verified")}),
         ("Permissions", {"fields": ("role", "is_active", "is_staff", "is_superuser", "groups", "user_permissions")}),
+        ("Second factor", {"fields": ("second_factor",)}),
         ("Dates", {"fields": ("created_at", "password_changed_at", "last_login", "security_events")}),
     )
     # What staff change here besides the address (its own flow) and the password (its own form,
@@ -307,6 +331,16 @@ class UserAdmin(OwnersFirstDeleteMixin, FastListMixin, DjangoUserAdmin):
             return "—"
         url = reverse("admin:users_securityevent_changelist") + f"?user__id__exact={obj.pk}"
         return format_html('<a href="{}">Who did what to this account, when, from where</a>', url)
+
+    @admin.display(description="second factor")
+    def second_factor(self, obj: User) -> str:
+        """Whether the user has one, never what it is: secrets and codes are not shown anywhere."""
+        if obj.pk is None:
+            return "—"
+        found = mfa.status(user=obj)
+        if not found.totp:
+            return "none"
+        return f"TOTP on; {found.recovery_codes_left} recovery code(s) left"
 
     @admin.display(description="verification email")
     def verification_email(self, obj: User) -> str:

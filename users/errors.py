@@ -44,3 +44,16 @@ class WrongPassword(Exception):
 
 class LockedOut(Exception):
     """Too many failed log-ins of this account from this address: the pair is locked for now."""
+
+
+class ProofMissing(Exception):
+    """The user has a second factor and the request brought no proof of it (``code``)."""
+
+
+class WrongProof(Exception):
+    """A second-factor proof that is wrong, replayed or used: one error for all."""
+
+
+class FactorStateError(Exception):
+    """The factor change makes no sense now (TOTP already on, nothing pending, no factor at all);
+    the message says which, for the user."""

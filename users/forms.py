@@ -5,11 +5,35 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth import password_validation
-from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm
+from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm, SetPasswordForm
 
 from users import identity
+from users.mfa import flows as mfa
 from users.models import User
+
+# Until the log-in page has its second step, a password alone never opens a browser session of an
+# account with a second factor (``/login/`` and ``/admin/login/`` alike).
+SECOND_FACTOR_LOGIN = "This account uses a second factor: log in through the app"
+
+
+class RefuseSecondFactorAccounts:
+    """A log-in form mixin: the right password of an account with a second factor is refused."""
+
+    def confirm_login_allowed(self, user: User) -> None:
+        super().confirm_login_allowed(user)  # type: ignore[misc]
+        if mfa.has_factor(user=user):
+            raise forms.ValidationError(SECOND_FACTOR_LOGIN, code="mfa_required")
+
+
+def code_field() -> forms.CharField:
+    """The second factor's proof on a page, shown only to users who have a factor."""
+    return forms.CharField(
+        label="Code from your authenticator app (or a recovery code)",
+        max_length=32,
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "text"}),
+    )
 
 
 class SignupForm(forms.Form):
@@ -73,7 +97,7 @@ class ResendVerificationForm(forms.Form):
         return identity.normalize_email(self.cleaned_data["email"])
 
 
-class LoginForm(AuthenticationForm):
+class LoginForm(RefuseSecondFactorAccounts, AuthenticationForm):
     """Django's log-in form, by username or address, with one error for any wrong pair."""
 
     username = forms.CharField(
@@ -91,6 +115,10 @@ class LoginForm(AuthenticationForm):
         super().confirm_login_allowed(user)
         if settings.ACCOUNT_LOGIN_REQUIRES_VERIFIED_EMAIL and not user.is_email_verified:
             raise forms.ValidationError(self.error_messages["email_not_verified"], code="email_not_verified")
+
+
+class AdminLoginForm(RefuseSecondFactorAccounts, AdminAuthenticationForm):
+    """The admin's log-in form, refusing a password alone for an account with a second factor."""
 
 
 class NameForm(forms.Form):
@@ -113,6 +141,11 @@ class EmailChangeForm(forms.Form):
         widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
     )
 
+    def __init__(self, *args: Any, second_factor: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if second_factor:
+            self.fields["code"] = code_field()
+
     def clean_email(self) -> str:
         return identity.normalize_email(self.cleaned_data["email"])
 
@@ -122,16 +155,41 @@ class PasswordResetRequestForm(ResendVerificationForm):
 
 
 class ReauthPasswordChangeForm(PasswordChangeForm):
-    """Django's password change form, whose old password is checked by the re-authentication
-    (``check``: None when right, else the message), so a wrong one counts as a failed log-in."""
+    """Django's password change form, whose old password (and second factor, once the user has one)
+    is checked by the re-authentication: ``check(old_password, code)`` returns None when right, else
+    the field at fault and the message — so a wrong one counts as a failed log-in."""
 
-    def __init__(self, user: Any, *args: Any, check: Callable[[str], str | None] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        user: Any,
+        *args: Any,
+        check: Callable[[str, str | None], tuple[str, str] | None] | None = None,
+        second_factor: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(user, *args, **kwargs)
         self.check = check
+        if second_factor:
+            self.fields["code"] = code_field()
 
     def clean_old_password(self) -> str:
-        old_password = self.cleaned_data["old_password"]
-        refused = self.check(old_password) if self.check is not None else "Not checked."
+        return self.cleaned_data["old_password"]  # checked in clean(), with the code
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if self.errors:  # nothing to check a password or a code against yet
+            return cleaned
+        refused = self.check(cleaned["old_password"], cleaned.get("code")) if self.check else ("old_password", "?")
         if refused is not None:
-            raise forms.ValidationError(refused, code="password_incorrect")
-        return old_password
+            field, message = refused
+            self.add_error(field, forms.ValidationError(message, code="password_incorrect"))
+        return cleaned
+
+
+class ResetSetPasswordForm(SetPasswordForm):
+    """The new password through a reset link, and the second factor when the account has one."""
+
+    def __init__(self, user: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(user, *args, **kwargs)
+        if mfa.has_factor(user=user):
+            self.fields["code"] = code_field()

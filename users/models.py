@@ -525,3 +525,54 @@ class AddressRequest(models.Model):
     def __str__(self) -> str:
         state = "processed" if self.processed_at else "unprocessed"
         return f"{self.kind} request {self.pk} ({state})"
+
+
+class TotpDevice(models.Model):
+    """A user's authenticator app (``users.mfa.totp``): pending until a first code confirms it.
+
+    ``secret`` is the base32 secret encrypted with Fernet (``users.mfa.crypto``), never shown again
+    after set-up. ``last_step`` is the last 30 s step accepted: a code of that step or an earlier
+    one is refused (a conditional UPDATE moves it forward, so one code works once).
+    """
+
+    user = models.OneToOneField(User, on_delete=models.CASCADE, related_name="totp_device")
+    secret = models.BinaryField(editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    last_step = models.BigIntegerField(null=True, blank=True, editable=False)
+
+    def __str__(self) -> str:
+        return f"TOTP of {self.user_id} ({'on' if self.confirmed_at else 'pending'})"
+
+
+class RecoveryCode(models.Model):
+    """One single-use recovery code (``users.mfa.recovery_codes``), stored as a keyed hash only."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="recovery_codes")
+    code_hash = models.CharField(max_length=64, editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints: ClassVar = [
+            models.UniqueConstraint(fields=["user", "code_hash"], name="users_recoverycode_user_hash_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"recovery code of {self.user_id} ({'used' if self.used_at else 'unused'})"
+
+
+class MfaLoginToken(models.Model):
+    """The second step of a log-in (``POST /api/tokens/mfa/``): the password was right, a proof is
+    owed. Only the token's SHA-256 is stored; single use, ``MFA_LOGIN_TOKEN_LIFETIME``, dead after
+    ``MFA_LOGIN_TOKEN_MAX_FAILURES`` wrong proofs."""
+
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(db_index=True)
+    used_at = models.DateTimeField(null=True, blank=True)
+    failures = models.PositiveSmallIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"second log-in step of {self.user_id}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from django.conf import settings
+
 from users.models import User
 
 # What a banker may change on someone else's profile (never a password).
@@ -34,3 +36,18 @@ def can_admin_change(actor: User, target: User) -> bool:
 
 # What only a superuser changes in the admin: who is staff, and with which permissions.
 SUPERUSER_FIELDS = ("is_staff", "is_superuser", "groups", "user_permissions")
+
+
+def must_have_second_factor(user: User) -> bool:
+    """``MFA_REQUIRED_ROLES``: whether ``user`` must set up a second factor before using the API
+    (``staff`` covers superusers, who are not ``depositor`` whatever their role field says; ``all``
+    everyone; ``none`` nobody)."""
+    roles = set(settings.MFA_REQUIRED_ROLES)
+    if "none" in roles or not user.is_authenticated:
+        return False
+    if "all" in roles:
+        return True
+    held = {user.role}
+    if user.is_staff or user.is_superuser:  # staff are staff, not depositors (the field's default)
+        held = {"staff"} | (held - {User.Role.DEPOSITOR})
+    return bool(held & roles)

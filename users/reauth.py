@@ -1,9 +1,12 @@
-"""Re-authentication: the one check every sensitive change makes ("this request proved the password").
+"""Re-authentication: the one check every sensitive change makes ("this request proved the password
+and, if the user has one, a second factor").
 
-A new address, a new password — and, with the second factor, changes of factors — call
-``reauthenticate`` before they do anything. A wrong current password counts as a failed log-in of
-that account from that address (django-axes' lockout and the per-address failure limit apply), so
-guessing through ``PATCH /api/users/me/`` costs what guessing at the log-in costs.
+A new address, a new password, a password reset and every change of factors call
+``reauthenticate`` before they do anything; the second step of a log-in uses ``is_locked`` and
+``proof_failed`` from here too. A wrong current password or a wrong second-factor proof counts as a
+failed log-in of that account from that address (django-axes' lockout and the per-address failure
+limit apply), so guessing through ``PATCH /api/users/me/`` costs what guessing at the log-in costs.
+A missing proof is not a guess: it is refused without counting.
 """
 
 from __future__ import annotations
@@ -13,21 +16,55 @@ from django.contrib.auth import user_login_failed
 from django.http import HttpRequest
 
 from users.auth import PASSWORD_TRIED
-from users.errors import LockedOut, WrongPassword
+from users.errors import LockedOut, ProofMissing, WrongPassword, WrongProof
+from users.mfa import flows as mfa
 from users.models import User
 
 
-def reauthenticate(*, request: HttpRequest, user: User, password: str | None) -> None:
-    """Raise ``LockedOut`` if the account and address are locked, ``WrongPassword`` (after counting
-    the failure) if ``password`` is missing or not the account's current one."""
-    credentials = {"username": user.username}
-    if AxesProxyHandler.is_locked(request, credentials):
-        raise LockedOut
-    if not password:  # nothing was tried: a client that forgot the field guesses nothing
-        raise WrongPassword
+def _credentials(user: User) -> dict[str, str]:
+    return {"username": user.username}
+
+
+def is_locked(*, request: HttpRequest, user: User) -> bool:
+    return bool(AxesProxyHandler.is_locked(request, _credentials(user)))
+
+
+def _failed(request: HttpRequest, user: User, **kind: bool) -> None:
+    # What Django's authenticate() sends for a failed log-in: django-axes counts it, and so do the
+    # failure limit and the security events (users.receivers, which count only what was tried).
     setattr(request, PASSWORD_TRIED, True)
-    if not user.check_password(password):
-        # What Django's authenticate() sends for a failed log-in: django-axes counts it, and so do
-        # the failure limit and the security events (users.receivers).
-        user_login_failed.send(sender=__name__, credentials=credentials, request=request, reauthentication=True)
+    user_login_failed.send(sender=__name__, credentials=_credentials(user), request=request, **kind)
+
+
+def proof_failed(*, request: HttpRequest, user: User) -> None:
+    """A wrong second-factor proof: one more failed log-in of ``user`` from this address."""
+    _failed(request, user, second_factor=True)
+
+
+def reauthenticate(
+    *,
+    request: HttpRequest,
+    user: User,
+    password: str | None,
+    code: str | None = None,
+    password_needed: bool = True,
+) -> None:
+    """Raise ``LockedOut`` if the account and address are locked; ``WrongPassword`` (after counting
+    the failure) if ``password`` is missing or not the account's current one; once the user has a
+    second factor, ``ProofMissing`` without ``code`` and ``WrongProof`` (after counting) for a wrong,
+    replayed or used one. ``password_needed=False``: the password was proven another way (a reset
+    link), only the second factor is checked."""
+    if is_locked(request=request, user=user):
+        raise LockedOut
+    if password_needed and not password:  # nothing was tried: a forgetful client guesses nothing
         raise WrongPassword
+    if password_needed and not user.check_password(password or ""):
+        _failed(request, user, reauthentication=True)
+        raise WrongPassword
+    if not mfa.has_factor(user=user):
+        return
+    if not code:
+        raise ProofMissing
+    if not mfa.proof_verify(user=user, code=code):
+        proof_failed(request=request, user=user)
+        raise WrongProof

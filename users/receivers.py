@@ -50,7 +50,12 @@ def on_login_failed(sender: Any, credentials: dict, request: Any = None, **kwarg
     record_login_failure(request)
     login = credentials.get("username")
     user = find_user(login) if isinstance(login, str) else None
-    detail = "wrong current password" if kwargs.get("reauthentication") else "wrong password or unknown account"
+    if kwargs.get("second_factor"):
+        detail = "wrong second factor"
+    elif kwargs.get("reauthentication"):
+        detail = "wrong current password"
+    else:
+        detail = "wrong password or unknown account"
     events.event_record(user=user, kind=SecurityEvent.Kind.LOGIN_FAILED, detail=detail, actor=events.SYSTEM)
 
 

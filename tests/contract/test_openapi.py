@@ -11,6 +11,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from users.models import User
 from users.services import sessions
+from users.tests.factories import with_totp
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_throttling", "keep_test_connection")]
 
@@ -31,7 +32,8 @@ schema = schemathesis.openapi.from_wsgi("/api/schema/", get_wsgi_application())
 
 @pytest.fixture
 def bearer() -> dict[str, str]:
-    """A real access token of a verified banker (so every endpoint is reachable)."""
+    """A real access token of a verified banker with a second factor (so every endpoint is reachable:
+    ``MFA_REQUIRED_ROLES`` keeps a banker without one out of most)."""
     user = User.objects.create_user(
         username="contract",
         email="contract@example.com",
@@ -40,6 +42,7 @@ def bearer() -> dict[str, str]:
         is_email_verified=True,
         role=User.Role.BANKER,
     )
+    with_totp(user)
     tokens = sessions.session_start(user=user, user_agent="schemathesis", client_ip="127.0.0.1")
     return {"Authorization": f"Bearer {tokens.access}"}
 
@@ -68,6 +71,12 @@ def test_schema_and_docs_are_served(client):
         "/api/sessions/{session_id}/",
         "/api/password-reset/",
         "/api/password-reset/confirm/",
+        "/api/tokens/mfa/",
+        "/api/mfa/",
+        "/api/mfa/totp/setup/",
+        "/api/mfa/totp/confirm/",
+        "/api/mfa/totp/",
+        "/api/mfa/recovery-codes/",
     }
     assert document["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
     signup = document["paths"]["/api/users/"]["post"]["responses"]

@@ -92,7 +92,10 @@ def _events(user: User, kind: str) -> list[SecurityEvent]:
 
 
 # 1. A banker takes over staff and superusers ---------------------------------------------------------
-def test_a_banker_cannot_set_anyones_password_nor_touch_staff_superusers_bankers_or_themself(stack, smtp_server, ada):
+def test_a_banker_cannot_set_anyones_password_nor_touch_staff_superusers_bankers_or_themself(
+    stack, smtp_server, ada, settings
+):
+    settings.MFA_REQUIRED_ROLES = ("none",)  # the banker rule alone (enrolment: test_second_factor.py)
     root = User.objects.create_superuser(username="admin", email="admin@example.com", password=PASSWORD, full_name="A")
     UserFactory(username="ops", email="ops@example.com", is_staff=True, is_email_verified=True)
     UserFactory(username="other-banker", role=User.Role.BANKER, is_email_verified=True)

@@ -4,25 +4,33 @@
 - ``profile``: the user's own profile, a banker's change of a depositor's
 - ``sessions``: live sessions, ending one, the security events
 - ``password_reset``: asking for a link, choosing the new password
+- ``mfa``: the second factor (TOTP, recovery codes); its log-in step is in ``tokens``
 
 Every error body is JSON with ``detail`` (and ``code`` where named); throttled answers are 429
 with Retry-After.
 """
 
+from users.account_apis.mfa import MfaStatusApi, RecoveryCodesApi, TotpApi, TotpConfirmApi, TotpSetupApi
 from users.account_apis.password_reset import PasswordResetApi, PasswordResetConfirmApi
 from users.account_apis.profile import MeApi, UserUpdateApi
 from users.account_apis.sessions import SecurityEventListApi, SessionListApi, SessionRevokeApi
-from users.account_apis.tokens import LogoutApi, TokenObtainApi, TokenRefreshApi
+from users.account_apis.tokens import LogoutApi, TokenMfaApi, TokenObtainApi, TokenRefreshApi
 
 __all__ = [
     "LogoutApi",
     "MeApi",
+    "MfaStatusApi",
     "PasswordResetApi",
     "PasswordResetConfirmApi",
+    "RecoveryCodesApi",
     "SecurityEventListApi",
     "SessionListApi",
     "SessionRevokeApi",
+    "TokenMfaApi",
     "TokenObtainApi",
     "TokenRefreshApi",
+    "TotpApi",
+    "TotpConfirmApi",
+    "TotpSetupApi",
     "UserUpdateApi",
 ]

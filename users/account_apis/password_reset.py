@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from users import identity
-from users.account_apis.common import detail_response
+from users.account_apis.common import detail_response, step_up
 from users.apis import DETAIL, FIELD_ERRORS, THROTTLED, StrictInputSerializer, _field
 from users.errors import InvalidToken
 from users.services import accounts
@@ -58,6 +58,11 @@ class PasswordResetConfirmApi(APIView):
         uid = serializers.CharField(max_length=64)
         token = serializers.CharField(max_length=128)
         new_password = serializers.CharField(max_length=settings.PASSWORD_MAX_LENGTH, trim_whitespace=False)
+        code = serializers.CharField(
+            max_length=32,
+            required=False,
+            help_text="Needed when the account has a second factor: a TOTP code or a recovery code.",
+        )
 
     @extend_schema(
         operation_id="password_reset_confirm",
@@ -68,7 +73,8 @@ class PasswordResetConfirmApi(APIView):
             400: OpenApiResponse(
                 FIELD_ERRORS.response,
                 description="One identical `detail` for a wrong, used or expired link; field errors for a weak "
-                "password.",
+                "password, and for a missing or wrong `code` when the account has a second factor (the link stays "
+                "usable).",
             ),
             429: THROTTLED,
         },
@@ -78,6 +84,10 @@ class PasswordResetConfirmApi(APIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         try:
+            # A reset never bypasses the second factor; refused for its proof, the link stays usable.
+            user = accounts.password_reset_user(uid=data["uid"], token=data["token"])
+            if refused := step_up(request, user, password=None, code=data.get("code"), password_needed=False):
+                return refused
             accounts.password_reset_confirm(uid=data["uid"], token=data["token"], new_password=data["new_password"])
         except InvalidToken:
             return detail_response(BAD_RESET_LINK, "invalid_link", status.HTTP_400_BAD_REQUEST)

@@ -14,16 +14,17 @@ from rest_framework.exceptions import NotFound, PermissionDenied, ValidationErro
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from users import identity, policies, reauth
-from users.account_apis.common import UNAUTHORISED, AuthenticatedApi, UserOutputSerializer
+from users import identity, policies
+from users.account_apis.common import (
+    ENROLLMENT_FORBIDDEN,
+    UNAUTHORISED,
+    AuthenticatedApi,
+    UserOutputSerializer,
+    step_up,
+)
 from users.apis import DETAIL, FIELD_ERRORS, THROTTLED, StrictInputSerializer, _field
-from users.auth import lockout_response
-from users.errors import LockedOut, WrongPassword
 from users.models import User
 from users.services import accounts
-
-CURRENT_PASSWORD_NEEDED = "Give your current password to change your address or password."  # noqa: S105 - a message
-CURRENT_PASSWORD_WRONG = "That is not your current password."  # noqa: S105 - a message
 
 
 class ProfileInputSerializer(StrictInputSerializer):
@@ -35,6 +36,11 @@ class ProfileInputSerializer(StrictInputSerializer):
         required=False,
         trim_whitespace=False,
         help_text="Needed for a new `email` or `password`; wrong tries count as failed log-ins.",
+    )
+    code = serializers.CharField(
+        max_length=32,
+        required=False,
+        help_text="Once you have a second factor, needed with `current_password`: a TOTP or recovery code.",
     )
 
     validate_full_name = staticmethod(_field(identity.normalize_full_name))
@@ -57,6 +63,8 @@ class BankerProfileInputSerializer(StrictInputSerializer):
 class MeApi(AuthenticatedApi):
     """``GET, PATCH /api/users/me/``: the user's own profile."""
 
+    enrollment_exempt_methods = frozenset({"GET"})  # a user who must enrol can still see who they are
+
     @extend_schema(operation_id="me", summary="Your profile", responses={200: UserOutputSerializer, 401: UNAUTHORISED})
     def get(self, request: Request) -> Response:
         return Response(UserOutputSerializer(request.user).data)
@@ -65,28 +73,31 @@ class MeApi(AuthenticatedApi):
         operation_id="me_update",
         summary="Change your name, address or password",
         description=(
-            "A new `email` or `password` needs `current_password` (wrong tries count as failed log-ins: the "
+            "A new `email` or `password` needs `current_password` and, once you have a second factor, `code` "
+            "(wrong tries count as failed log-ins: the "
             "lockout applies, answered 429). A new `email` is not applied: it becomes `pending_email`, a link goes "
             "to it and a notice to the current address; it replaces `email` once the link is used, and the old "
             "address is told. A taken address is answered the same (its owner is told instead). A new `password` "
             "ends every other session, cancels a pending address change and mails a notice."
         ),
         request=ProfileInputSerializer,
-        responses={200: UserOutputSerializer, 400: FIELD_ERRORS, 401: UNAUTHORISED, 429: THROTTLED},
+        responses={
+            200: UserOutputSerializer,
+            400: FIELD_ERRORS,
+            401: UNAUTHORISED,
+            403: ENROLLMENT_FORBIDDEN,
+            429: THROTTLED,
+        },
     )
     def patch(self, request: Request) -> Response:
         user = cast("User", request.user)
         serializer = ProfileInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        if "email" in data or "password" in data:
-            try:
-                reauth.reauthenticate(request=request._request, user=user, password=data.get("current_password"))
-            except LockedOut:
-                return cast("Response", lockout_response(request._request))
-            except WrongPassword:
-                message = CURRENT_PASSWORD_WRONG if data.get("current_password") else CURRENT_PASSWORD_NEEDED
-                raise ValidationError({"current_password": [message]}) from None
+        if ("email" in data or "password" in data) and (
+            refused := step_up(request, user, password=data.get("current_password"), code=data.get("code"))
+        ):
+            return refused
         if "password" in data:
             try:
                 password_validation.validate_password(data["password"], user=user)
@@ -114,7 +125,9 @@ class UserUpdateApi(AuthenticatedApi):
             400: FIELD_ERRORS,
             401: UNAUTHORISED,
             403: OpenApiResponse(
-                DETAIL, description="Not a banker, or a target that is staff, a superuser, a banker or the caller."
+                DETAIL,
+                description="Not a banker, or a target that is staff, a superuser, a banker or the caller; "
+                "`code` `mfa_enrollment_required`: a banker without a second factor (`MFA_REQUIRED_ROLES`).",
             ),
             404: OpenApiResponse(DETAIL, description="No such user (asked by a banker)."),
             429: THROTTLED,

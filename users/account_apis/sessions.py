@@ -14,7 +14,7 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from users.account_apis.common import UNAUTHORISED, AuthenticatedApi
+from users.account_apis.common import ENROLLMENT_FORBIDDEN, UNAUTHORISED, AuthenticatedApi
 from users.apis import DETAIL, FIELD_ERRORS
 from users.models import LoginSession, SecurityEvent, User
 from users.services import sessions
@@ -37,7 +37,7 @@ class SessionListApi(AuthenticatedApi):
     @extend_schema(
         operation_id="sessions",
         summary="Your live sessions (API and browser log-ins)",
-        responses={200: SessionOutputSerializer(many=True), 401: UNAUTHORISED},
+        responses={200: SessionOutputSerializer(many=True), 401: UNAUTHORISED, 403: ENROLLMENT_FORBIDDEN},
     )
     def get(self, request: Request) -> Response:
         user = cast("User", request.user)
@@ -52,7 +52,12 @@ class SessionRevokeApi(AuthenticatedApi):
     @extend_schema(
         operation_id="session_revoke",
         summary="End one of your sessions (a browser is logged out at its next request)",
-        responses={204: None, 401: UNAUTHORISED, 404: OpenApiResponse(DETAIL, description="Not one of yours.")},
+        responses={
+            204: None,
+            401: UNAUTHORISED,
+            403: ENROLLMENT_FORBIDDEN,
+            404: OpenApiResponse(DETAIL, description="Not one of yours."),
+        },
     )
     def delete(self, request: Request, session_id: str) -> Response:
         try:
@@ -122,6 +127,7 @@ class SecurityEventListApi(AuthenticatedApi):
                 FIELD_ERRORS.response, description="A `cursor` that is not one of this list's; an unknown parameter."
             ),
             401: UNAUTHORISED,
+            403: ENROLLMENT_FORBIDDEN,
         },
     )
     def get(self, request: Request) -> Response:

@@ -19,15 +19,20 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from users import reauth
 from users.account_apis.common import UserOutputSerializer, detail_response
 from users.apis import DETAIL, FIELD_ERRORS, THROTTLED, StrictInputSerializer
 from users.auth import client_ip, lockout_response
-from users.errors import InvalidToken
+from users.errors import InvalidToken, WrongProof
+from users.mfa import flows as mfa
+from users.models import User
 from users.services import sessions
 from users.throttles import LoginThrottle, RefreshThrottle
 
 BAD_CREDENTIALS = "No account matches that username or address and password."
 NOT_VERIFIED = "Verify your email address first: use the link we sent you, or ask for a new one."
+MFA_REQUIRED = "The password is right; now give a code from your authenticator app (POST /api/tokens/mfa/)."
+BAD_SECOND_FACTOR = "That code is wrong or was used already, or the log-in took too long: log in again."
 BAD_REFRESH = "This refresh token is invalid, expired or spent; log in again."
 
 
@@ -70,7 +75,20 @@ class TokenObtainApi(APIView):
                 _token_fields() | {"session_id": serializers.UUIDField(), "user": UserOutputSerializer()},
             ),
             400: FIELD_ERRORS,
-            401: OpenApiResponse(DETAIL, description="One answer for an unknown account and a wrong password."),
+            401: OpenApiResponse(
+                inline_serializer(
+                    "LoginRefused",
+                    {
+                        "detail": serializers.CharField(),
+                        "code": serializers.CharField(required=False),
+                        "mfa_token": serializers.CharField(required=False),
+                        "methods": serializers.ListField(child=serializers.CharField(), required=False),
+                    },
+                ),
+                description="One answer for an unknown account and a wrong password. For an account with a "
+                "second factor and the right password: `code` `mfa_required`, `mfa_token` (single use, 5 minutes) "
+                "and `methods`; go on with `POST /api/tokens/mfa/`.",
+            ),
             403: OpenApiResponse(DETAIL, description="`code` `email_not_verified`: the password is right."),
             429: THROTTLED,
         },
@@ -91,18 +109,80 @@ class TokenObtainApi(APIView):
             return detail_response(BAD_CREDENTIALS, "invalid_credentials", status.HTTP_401_UNAUTHORIZED)
         if settings.ACCOUNT_LOGIN_REQUIRES_VERIFIED_EMAIL and not user.is_email_verified:
             return detail_response(NOT_VERIFIED, "email_not_verified", status.HTTP_403_FORBIDDEN)
+        if mfa.has_factor(user=user):  # no session, no tokens, no user_logged_in: a proof is owed
+            body = {
+                "detail": MFA_REQUIRED,
+                "code": "mfa_required",
+                "mfa_token": mfa.login_token_issue(user=user),
+                "methods": mfa.methods(user=user),
+            }
+            return Response(body, status=status.HTTP_401_UNAUTHORIZED)
+        return log_in(request, user)
+
+
+def log_in(request: Request, user: User) -> Response:
+    """The end of every API log-in (the password alone, or the password and then a second factor)."""
+    try:
+        tokens = sessions.session_start(
+            user=user, user_agent=request.headers.get("User-Agent", ""), client_ip=client_ip(request)
+        )
+    except InvalidToken:  # the password changed while it was being checked
+        return detail_response(BAD_CREDENTIALS, "invalid_credentials", status.HTTP_401_UNAUTHORIZED)
+    # As django.contrib.auth.login() does: last_login is updated, django-axes resets the
+    # failures of this account and client (and records the access), the event is written.
+    request._request.login_session = tokens.session  # type: ignore[attr-defined]  # not a browser log-in
+    user_logged_in.send(sender=user.__class__, request=request._request, user=user)
+    body = _tokens_body(tokens) | {"session_id": tokens.session.pk, "user": UserOutputSerializer(user).data}
+    return Response(body)
+
+
+class TokenMfaApi(APIView):
+    """``POST /api/tokens/mfa/``: the second step of a log-in — the ``mfa_token`` and a proof."""
+
+    throttle_classes = [LoginThrottle]
+
+    @extend_schema_serializer(component_name="LoginSecondFactor")
+    class InputSerializer(StrictInputSerializer):
+        mfa_token = serializers.CharField(max_length=128)
+        code = serializers.CharField(max_length=32, help_text="A TOTP code or an unused recovery code.")
+
+    @extend_schema(
+        operation_id="token_obtain_mfa",
+        summary="Log in, second step: the code",
+        request=InputSerializer,
+        responses={
+            200: inline_serializer(
+                "TokensAfterSecondFactor",
+                _token_fields() | {"session_id": serializers.UUIDField(), "user": UserOutputSerializer()},
+            ),
+            400: FIELD_ERRORS,
+            401: OpenApiResponse(
+                DETAIL,
+                description="One answer for a wrong, replayed or used code and an unknown, used, expired or dead "
+                "`mfa_token` (dead after 5 wrong codes).",
+            ),
+            429: THROTTLED,
+        },
+    )
+    def post(self, request: Request) -> Response | HttpResponse:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        refused = detail_response(BAD_SECOND_FACTOR, "invalid_second_factor", status.HTTP_401_UNAUTHORIZED)
         try:
-            tokens = sessions.session_start(
-                user=user, user_agent=request.headers.get("User-Agent", ""), client_ip=client_ip(request)
-            )
-        except InvalidToken:  # the password changed while it was being checked
-            return detail_response(BAD_CREDENTIALS, "invalid_credentials", status.HTTP_401_UNAUTHORIZED)
-        # As django.contrib.auth.login() does: last_login is updated, django-axes resets the
-        # failures of this account and client (and records the access), the event is written.
-        request._request.login_session = tokens.session  # type: ignore[attr-defined]  # not a browser log-in
-        user_logged_in.send(sender=user.__class__, request=request._request, user=user)
-        body = _tokens_body(tokens) | {"session_id": tokens.session.pk, "user": UserOutputSerializer(user).data}
-        return Response(body)
+            user = mfa.login_token_user(token=data["mfa_token"])
+        except InvalidToken:
+            return refused
+        if reauth.is_locked(request=request._request, user=user):
+            return lockout_response(request._request)
+        try:
+            user = mfa.login_token_redeem(token=data["mfa_token"], code=data["code"])
+        except InvalidToken:
+            return refused
+        except WrongProof:
+            reauth.proof_failed(request=request._request, user=user)  # counts like a wrong password
+            return refused
+        return log_in(request, user)
 
 
 class TokenRefreshApi(APIView):

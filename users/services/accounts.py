@@ -26,7 +26,7 @@ from django.utils.http import urlsafe_base64_decode
 
 from users import context, identity
 from users.errors import InvalidToken
-from users.models import AddressRequest, EmailVerification, OutboundEmail, SecurityEvent, User
+from users.models import AddressRequest, EmailVerification, MfaLoginToken, OutboundEmail, SecurityEvent, User
 from users.services import address_requests, delivery, events, links, sessions, signup
 
 Kind = OutboundEmail.Kind
@@ -109,6 +109,8 @@ def password_changed_effects(*, user: User) -> None:
     )
     _supersede_resets(user, "the password changed")
     email_change_cancel(user=user, reason="cancelled: the password changed")
+    # A log-in half done with the old password (its second step still owed) is done for.
+    MfaLoginToken.objects.filter(user=user).delete()
     kind = Event.PASSWORD_RESET if reset else Event.PASSWORD_CHANGED
     events.event_record(user=user, kind=kind, actor=events.SELF if reset else None, notify=True)
 

@@ -48,3 +48,16 @@ def process_address_requests() -> int:
 
     ids = list(AddressRequest.objects.unprocessed().order_by("pk").values_list("pk", flat=True))
     return sum(address_requests.request_process(request_id=pk) for pk in ids)
+
+
+def with_totp(user: User) -> str:
+    """``user`` with TOTP on (as if set up and confirmed); the base32 secret, for pyotp."""
+    import pyotp
+    from django.utils import timezone
+
+    from users.mfa import crypto
+    from users.models import TotpDevice
+
+    secret = pyotp.random_base32(length=32)
+    TotpDevice.objects.create(user=user, secret=crypto.encrypt(secret), confirmed_at=timezone.now())
+    return secret

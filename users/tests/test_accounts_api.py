@@ -274,7 +274,8 @@ def test_password_change_needs_the_current_password_and_ends_every_other_session
 
 
 # --- Bankers and depositors ------------------------------------------------------------------------
-def test_bankers_change_names_and_addresses_of_depositors_only(ada):
+def test_bankers_change_names_and_addresses_of_depositors_only(ada, settings):
+    settings.MFA_REQUIRED_ROLES = ("none",)  # the banker rule alone (enrolment: tests/security/test_second_factor.py)
     UserFactory(username="banker", role=User.Role.BANKER, is_email_verified=True)
     UserFactory(username="banker2", role=User.Role.BANKER, is_email_verified=True)
     UserFactory(username="ops", is_staff=True, is_email_verified=True)

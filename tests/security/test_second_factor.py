@@ -1,0 +1,348 @@
+"""The second factor, tried over HTTP against the running stack (issue "A second factor"): Django on
+a real port, PostgreSQL, Redis, an in-process worker and an SMTP sink; real TOTP codes from pyotp.
+Each test looks at what a user notices: the answers, the mail, whether a session works."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pyotp
+import pytest
+from django.contrib.auth.tokens import default_token_generator
+from django.utils import timezone
+from django.utils.encoding import force_bytes
+from django.utils.http import urlsafe_base64_encode
+
+from conftest import message_text, wait_for
+from tests.security.test_account_takeover import NEW_PASSWORD, PASSWORD, Api, Browser, _behind_a_proxy
+from users.models import LoginSession, MfaLoginToken, SecurityEvent, TotpDevice, User
+from users.tests.factories import UserFactory
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+SECOND_STEP_REFUSED = "That code is wrong or was used already, or the log-in took too long: log in again."
+
+
+@pytest.fixture
+def stack(live_server, smtp_server, worker, settings, no_throttling) -> Iterator[str]:
+    settings.SITE_URL = live_server.url
+    yield live_server.url
+
+
+@pytest.fixture
+def ada() -> User:
+    return UserFactory(username="ada", email="ada@example.com", full_name="Ada Lovelace", is_email_verified=True)
+
+
+class Authenticator:
+    """The user's app: the secret from the set-up; a code for a step no code was accepted for yet."""
+
+    def __init__(self, user: User, secret: str) -> None:
+        self.user, self.totp = user, pyotp.TOTP(secret)
+
+    def code(self) -> str:
+        """A fresh code: the current step's, or — when it was used already — as if 30 s had passed
+        (the last accepted step is moved back in the database instead of sleeping)."""
+        step = int(time.time() // 30)
+        device = TotpDevice.objects.get(user=self.user)
+        if device.last_step is not None and device.last_step >= step - 1:
+            TotpDevice.objects.filter(pk=device.pk).update(last_step=step - 2)
+        return self.totp.generate_otp(step)
+
+    def used_code(self) -> str:
+        """The code of the last accepted step (a replay)."""
+        return self.totp.generate_otp(TotpDevice.objects.get(user=self.user).last_step)
+
+
+def enrol(api: Api, user: User) -> tuple[Authenticator, list[str]]:
+    """Set up and confirm TOTP through the API, as a user with their app would."""
+    setup = api.call("POST", "/api/mfa/totp/setup/", {"current_password": PASSWORD})
+    assert setup.status_code == 200, setup.text
+    body = setup.json()
+    assert body["otpauth_uri"].startswith("otpauth://totp/") and body["qr_svg"].startswith("<svg")
+    app = Authenticator(user, body["secret"])
+    confirmed = api.call("POST", "/api/mfa/totp/confirm/", {"code": app.totp.now()})
+    assert confirmed.status_code == 200, confirmed.text
+    return app, confirmed.json()["recovery_codes"]
+
+
+def logged_in_with_factor(stack: str, user: User) -> tuple[Api, Authenticator, list[str]]:
+    api = Api(stack)
+    assert api.log_in(user.username).status_code == 200
+    app, codes = enrol(api, user)
+    return api, app, codes
+
+
+def first_step(stack: str, username: str = "ada", *, ip: str | None = None) -> tuple[Api, str]:
+    api = Api(stack, ip=ip)
+    answer = api.call("POST", "/api/tokens/", {"username": username, "password": PASSWORD})
+    assert answer.status_code == 401, answer.text
+    body = answer.json()
+    assert body["code"] == "mfa_required" and "access" not in body and "refresh" not in body
+    return api, body["mfa_token"]
+
+
+def second_step(api: Api, mfa_token: str, code: str):
+    answer = api.call("POST", "/api/tokens/mfa/", {"mfa_token": mfa_token, "code": code})
+    if answer.status_code == 200:
+        api.http.headers["Authorization"] = f"Bearer {answer.json()['access']}"
+    return answer
+
+
+def _wrong(app: Authenticator) -> str:
+    """A code the app does not show for any step of the window."""
+    window = {app.totp.at(time.time() + offset) for offset in (-30, 0, 30)}
+    return next(code for code in ("000000", "111111", "222222", "333333") if code not in window)
+
+
+def _kinds(user: User, kind: str) -> list[SecurityEvent]:
+    return list(SecurityEvent.objects.filter(user=user, kind=kind))
+
+
+# Set-up and the two-step log-in --------------------------------------------------------------------------
+def test_set_up_confirm_and_log_in_in_two_steps(stack, ada, smtp_server, caplog):
+    caplog.set_level(logging.DEBUG)
+    api, app, codes = logged_in_with_factor(stack, ada)
+    assert len(codes) == 10
+    assert api.call("GET", "/api/mfa/").json() == {"totp": True, "recovery_codes_left": 10, "passkeys": []}
+    assert [e.detail for e in _kinds(ada, "mfa_enabled")] == ["totp"]
+
+    sessions_before = LoginSession.objects.filter(user=ada).count()
+    logins_before = len(_kinds(ada, "login"))
+    client, mfa_token = first_step(stack)
+    answer = client.call("POST", "/api/tokens/", {"username": "ada", "password": PASSWORD})
+    assert answer.json()["methods"] == ["totp", "recovery_code"]
+    # The right password alone: no session, no log-in.
+    assert LoginSession.objects.filter(user=ada).count() == sessions_before
+    assert len(_kinds(ada, "login")) == logins_before
+    assert client.call("GET", "/api/users/me/").status_code == 401
+
+    done = second_step(client, mfa_token, app.code())
+    assert done.status_code == 200, done.text
+    assert set(done.json()) == {"access", "refresh", "access_expires_at", "refresh_expires_at", "session_id", "user"}
+    assert done.json()["user"]["username"] == "ada"
+    assert client.call("GET", "/api/users/me/").status_code == 200
+    assert len(_kinds(ada, "login")) == logins_before + 1
+
+    # The secret and the codes are nowhere after the set-up: the API, the logs.
+    secret = app.totp.secret
+    for path in ("/api/mfa/", "/api/users/me/", "/api/users/me/security-events/"):
+        assert secret not in api.call("GET", path).text
+    logged = caplog.text
+    assert secret not in logged and mfa_token not in logged
+    assert not any(code in logged or code.replace("-", "") in logged for code in codes)
+
+
+def test_a_replayed_totp_code_and_a_used_recovery_code_are_refused_alike(stack, ada, smtp_server):
+    _, app, codes = logged_in_with_factor(stack, ada)
+    client, mfa_token = first_step(stack)
+    assert second_step(client, mfa_token, app.code()).status_code == 200
+
+    client, mfa_token = first_step(stack)
+    replay = second_step(client, mfa_token, app.used_code())
+    assert replay.status_code == 401 and replay.json()["detail"] == SECOND_STEP_REFUSED
+
+    assert second_step(client, mfa_token, codes[0]).status_code == 200
+    [notice] = wait_for(lambda: [m for m in smtp_server.to("ada@example.com") if "recovery code" in m["Subject"]])
+    assert "recovery code was used" in message_text(notice).lower()
+    client, mfa_token = first_step(stack)
+    again = second_step(client, mfa_token, codes[0])
+    assert again.status_code == 401 and again.json() == replay.json()
+
+
+def test_an_mfa_token_works_once_expires_and_dies_after_five_wrong_codes(stack, ada, settings):
+    settings.AXES_FAILURE_LIMIT = 50  # the token's own limit, not the lockout, is under test here
+    _, app, codes = logged_in_with_factor(stack, ada)
+    client, mfa_token = first_step(stack)
+    assert second_step(client, mfa_token, app.code()).status_code == 200
+    used = second_step(Api(stack), mfa_token, codes[0])
+    assert used.status_code == 401 and used.json()["detail"] == SECOND_STEP_REFUSED
+
+    client, mfa_token = first_step(stack)
+    MfaLoginToken.objects.filter(used_at__isnull=True).update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert second_step(client, mfa_token, codes[0]).json()["detail"] == SECOND_STEP_REFUSED
+
+    client, mfa_token = first_step(stack)
+    for _ in range(5):
+        wrong = second_step(client, mfa_token, _wrong(app))
+        assert wrong.status_code == 401 and wrong.json()["detail"] == SECOND_STEP_REFUSED
+    dead = second_step(client, mfa_token, codes[0])
+    assert dead.status_code == 401 and dead.json()["detail"] == SECOND_STEP_REFUSED
+    assert second_step(*first_step(stack), codes[0]).status_code == 200  # the code itself was not spent
+
+
+def test_wrong_second_step_codes_count_as_failed_log_ins_and_lock_the_account_from_that_address(stack, ada, settings):
+    _, app, _codes = logged_in_with_factor(stack, ada)
+    _behind_a_proxy(settings)
+    attacker_ip = "203.0.113.7"
+    answers = []
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        client, mfa_token = first_step(stack, ip=attacker_ip)
+        answers.append(second_step(client, mfa_token, _wrong(app)).status_code)
+    # django-axes locks the pair with the failure that reaches the limit, as for wrong passwords.
+    assert answers == [401] * (settings.AXES_FAILURE_LIMIT - 1) + [429]
+    assert len([e for e in _kinds(ada, "login_failed") if e.detail == "wrong second factor"]) == 5
+    locked = Api(stack, ip=attacker_ip).call("POST", "/api/tokens/", {"username": "ada", "password": PASSWORD})
+    assert locked.status_code == 429 and locked.json()["code"] == "locked_out"
+    # The owner, from an address that has not failed, still logs in.
+    client, mfa_token = first_step(stack, ip="198.51.100.9")
+    assert second_step(client, mfa_token, app.code()).status_code == 200
+
+
+def test_the_password_alone_opens_no_browser_session_of_an_account_with_a_second_factor(stack, ada):
+    logged_in_with_factor(stack, ada)
+    ada.is_staff = True
+    ada.save(update_fields=["is_staff"])
+    for path in ("/login/", "/admin/login/"):
+        answer = Browser(stack).log_in("ada", path=path)
+        assert answer.status_code in (200, 400), (path, answer.status_code)
+        assert "This account uses a second factor: log in through the app" in answer.text
+    assert not LoginSession.objects.filter(user=ada, kind="browser").exists()
+
+
+# Step-up on sensitive changes -------------------------------------------------------------------------------
+def test_changing_the_address_or_password_needs_a_code_once_there_is_a_factor(stack, ada, smtp_server):
+    api, app, codes = logged_in_with_factor(stack, ada)
+    for body in ({"email": "new@example.com"}, {"password": NEW_PASSWORD}):
+        missing = api.call("PATCH", "/api/users/me/", body | {"current_password": PASSWORD})
+        assert missing.status_code == 400 and set(missing.json()) == {"code"}
+        wrong = api.call("PATCH", "/api/users/me/", body | {"current_password": PASSWORD, "code": "ABCD-EFGH-JKMN"})
+        assert wrong.status_code == 400 and set(wrong.json()) == {"code"}
+    assert User.objects.get(pk=ada.pk).pending_email == ""
+    changed = api.call(
+        "PATCH", "/api/users/me/", {"email": "new@example.com", "current_password": PASSWORD, "code": app.code()}
+    )
+    assert changed.status_code == 200 and changed.json()["pending_email"] == "new@example.com"
+    changed = api.call(
+        "PATCH", "/api/users/me/", {"password": NEW_PASSWORD, "current_password": PASSWORD, "code": codes[0]}
+    )
+    assert changed.status_code == 200
+    assert len([e for e in _kinds(ada, "login_failed") if e.detail == "wrong second factor"]) == 2
+
+
+def test_factor_changes_need_the_password_and_a_code(stack, ada, smtp_server):
+    api, app, codes = logged_in_with_factor(stack, ada)
+    assert api.call("POST", "/api/mfa/recovery-codes/", {"current_password": PASSWORD}).status_code == 400
+    fresh = api.call("POST", "/api/mfa/recovery-codes/", {"current_password": PASSWORD, "code": app.code()})
+    assert fresh.status_code == 200 and len(fresh.json()["recovery_codes"]) == 10
+    assert api.call("DELETE", "/api/mfa/totp/", {"current_password": PASSWORD, "code": codes[1]}).status_code == 400
+    off = api.call(
+        "DELETE", "/api/mfa/totp/", {"current_password": PASSWORD, "code": fresh.json()["recovery_codes"][0]}
+    )
+    assert off.status_code == 204
+    assert api.call("GET", "/api/mfa/").json() == {"totp": False, "recovery_codes_left": 0, "passkeys": []}
+    [notice] = wait_for(lambda: [m for m in smtp_server.to("ada@example.com") if "turned off" in m["Subject"]])
+    assert app.totp.secret not in message_text(notice)
+    assert Api(stack).log_in("ada").status_code == 200  # the password alone again
+
+
+def test_a_reset_needs_the_code_and_a_refused_one_leaves_the_link_usable(stack, ada):
+    _, app, _codes = logged_in_with_factor(stack, ada)
+    ada.refresh_from_db()
+    uid, token = urlsafe_base64_encode(force_bytes(ada.pk)), default_token_generator.make_token(ada)
+    body = {"uid": uid, "token": token, "new_password": NEW_PASSWORD}
+    missing = Api(stack).call("POST", "/api/password-reset/confirm/", body)
+    assert missing.status_code == 400 and set(missing.json()) == {"code"}
+    wrong = Api(stack).call("POST", "/api/password-reset/confirm/", body | {"code": _wrong(app)})
+    assert wrong.status_code == 400 and set(wrong.json()) == {"code"}
+    assert Api(stack).log_in("ada", NEW_PASSWORD).status_code == 401  # unchanged
+    done = Api(stack).call("POST", "/api/password-reset/confirm/", body | {"code": app.code()})
+    assert done.status_code == 204
+    client = Api(stack)
+    answer = client.call("POST", "/api/tokens/", {"username": "ada", "password": NEW_PASSWORD})
+    assert answer.json()["code"] == "mfa_required"  # the factor survives a reset
+
+
+# Enforcement -----------------------------------------------------------------------------------------------
+def test_a_banker_without_a_factor_is_sent_to_enrol_and_then_works(stack, settings):
+    settings.MFA_REQUIRED_ROLES = ("staff", "banker")
+    banker = UserFactory(username="bob", role=User.Role.BANKER, is_email_verified=True)
+    api = Api(stack)
+    assert api.log_in("bob").status_code == 200
+    for method, path in (
+        ("GET", "/api/sessions/"),
+        ("GET", "/api/users/me/security-events/"),
+        ("PATCH", "/api/users/me/"),
+    ):
+        refused = api.call(method, path, {"full_name": "Bob"} if method == "PATCH" else None)
+        assert refused.status_code == 403 and refused.json()["code"] == "mfa_enrollment_required", (method, path)
+    assert api.call("GET", "/api/users/me/").status_code == 200
+    assert api.call("GET", "/api/mfa/").status_code == 200
+    enrol(api, banker)
+    assert api.call("GET", "/api/sessions/").status_code == 200  # at once, the same session
+
+    settings.MFA_REQUIRED_ROLES = ("none",)
+    depositor = UserFactory(username="carl", is_email_verified=True)
+    other = Api(stack)
+    assert other.log_in(depositor.username).status_code == 200
+    assert other.call("GET", "/api/sessions/").status_code == 200
+
+
+# Admin ----------------------------------------------------------------------------------------------------------
+def test_staff_reset_a_customers_factors_and_never_see_a_secret(stack, ada, smtp_server, settings):
+    settings.MFA_REQUIRED_ROLES = ("none",)
+    _, app, codes = logged_in_with_factor(stack, ada)
+    User.objects.create_superuser(username="root", email="root@example.com", password=PASSWORD, full_name="R")
+    staff = Browser(stack)
+    assert staff.log_in("root", path="/admin/login/").status_code == 302
+    page = staff.get(f"/admin/users/user/{ada.pk}/change/")
+    assert page.status_code == 200 and "TOTP on; 10 recovery code(s) left" in page.text
+    device = TotpDevice.objects.get(user=ada)
+    assert app.totp.secret not in page.text and bytes(device.secret).decode() not in page.text
+    assert not any(code in page.text for code in codes)
+
+    fields = {"action": "reset_second_factors", "_selected_action": str(ada.pk), "index": "0"}
+    assert staff.post_form("/admin/users/user/", fields).status_code == 302
+    assert not TotpDevice.objects.filter(user=ada).exists()
+    assert [e.actor for e in _kinds(ada, "mfa_reset_by_staff")] == ["staff:root"]
+    wait_for(lambda: [m for m in smtp_server.to("ada@example.com") if "reset by our staff" in m["Subject"]])
+    assert Api(stack).log_in("ada").status_code == 200  # the password alone again: she sets up a new app
+
+
+def test_the_account_page_asks_for_a_code_only_once_there_is_a_factor(stack, ada):
+    browser = Browser(stack)
+    assert browser.log_in("ada").status_code == 302  # before the factor: the password alone
+    assert 'name="code"' not in browser.get("/account/").text
+    api = Api(stack)
+    assert api.log_in("ada").status_code == 200
+    app, _codes = enrol(api, ada)
+    assert 'name="code"' in browser.get("/account/").text
+
+    fields = {"form": "email", "email": "new@example.com", "current_password": PASSWORD}
+    refused = browser.post_form("/account/", fields)
+    assert refused.status_code == 400 and "This field is required." in refused.text
+    refused = browser.post_form("/account/", fields | {"code": _wrong(app)})
+    assert refused.status_code == 400 and "That code is wrong, or was used already." in refused.text
+    assert User.objects.get(pk=ada.pk).pending_email == ""
+    assert browser.post_form("/account/", fields | {"code": app.code()}).status_code == 302
+    assert User.objects.get(pk=ada.pk).pending_email == "new@example.com"
+
+    password = {"form": "password", "old_password": PASSWORD, "new_password1": NEW_PASSWORD}
+    password["new_password2"] = NEW_PASSWORD
+    refused = browser.post_form("/account/", password | {"code": _wrong(app)})
+    assert refused.status_code == 400 and "That code is wrong, or was used already." in refused.text
+    assert browser.post_form("/account/", password | {"code": app.code()}).status_code == 302
+    assert Api(stack).call("POST", "/api/tokens/", {"username": "ada", "password": NEW_PASSWORD}).status_code == 401
+    assert Api(stack).call("POST", "/api/tokens/", {"username": "ada", "password": NEW_PASSWORD}).json()["code"] == (
+        "mfa_required"
+    )
+
+
+def test_the_reset_page_asks_for_the_code_and_a_refused_one_leaves_the_link_usable(stack, ada):
+    _, app, _codes = logged_in_with_factor(stack, ada)
+    ada.refresh_from_db()
+    uid, token = urlsafe_base64_encode(force_bytes(ada.pk)), default_token_generator.make_token(ada)
+    page = f"/reset-password/?uid={uid}&token={token}"
+    browser = Browser(stack)
+    assert 'name="code"' in browser.get(page).text
+    fields = {"uid": uid, "token": token, "new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD}
+    refused = browser.post_form("/reset-password/", fields | {"code": _wrong(app)}, form_page=page)
+    assert refused.status_code == 400 and "That code is wrong, or was used already." in refused.text
+    done = browser.post_form("/reset-password/", fields | {"code": app.code()}, form_page=page)
+    assert done.status_code == 200 and 'name="code"' not in done.text
+    assert Api(stack).call("POST", "/api/tokens/", {"username": "ada", "password": NEW_PASSWORD}).json()["code"] == (
+        "mfa_required"
+    )

@@ -1,0 +1,183 @@
+"""The second factor over the API: ``GET /api/mfa/``, ``POST /api/mfa/totp/setup/``,
+``POST /api/mfa/totp/confirm/``, ``DELETE /api/mfa/totp/``, ``POST /api/mfa/recovery-codes/``.
+
+Every change but the confirmation re-authenticates (``common.step_up``: ``current_password`` and,
+once the user has a factor, ``code``). These routes stay open to a user who must enrol
+(``MFA_REQUIRED_ROLES``): they are how one does.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from users.account_apis.common import CODE_WRONG, UNAUTHORISED, AuthenticatedApi, detail_response, step_up
+from users.apis import FIELD_ERRORS, THROTTLED, StrictInputSerializer
+from users.errors import FactorStateError, WrongProof
+from users.mfa import flows as mfa
+from users.models import User
+
+RECOVERY_CODES = inline_serializer(
+    "RecoveryCodes",
+    {"recovery_codes": serializers.ListField(child=serializers.CharField(), help_text="Shown this once.")},
+)
+
+
+class StepUpInputSerializer(StrictInputSerializer):
+    current_password = serializers.CharField(max_length=settings.PASSWORD_MAX_LENGTH, trim_whitespace=False)
+    code = serializers.CharField(
+        max_length=32, required=False, help_text="Once you have a second factor: a TOTP or recovery code."
+    )
+
+
+class MfaApi(AuthenticatedApi):
+    enrollment_exempt_methods = frozenset({"GET", "POST", "DELETE"})
+    InputSerializer: type[StrictInputSerializer] = StepUpInputSerializer
+
+    def _step_up(self, request: Request) -> Response | None:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        return step_up(request, self._user(request), password=data["current_password"], code=data.get("code"))
+
+    @staticmethod
+    def _user(request: Request) -> User:
+        return cast("User", request.user)
+
+
+class MfaStatusApi(MfaApi):
+    """``GET /api/mfa/``: which factors the user has."""
+
+    @extend_schema(
+        operation_id="mfa_status",
+        summary="Your second factors",
+        responses={
+            200: inline_serializer(
+                "MfaStatus",
+                {
+                    "totp": serializers.BooleanField(),
+                    "recovery_codes_left": serializers.IntegerField(),
+                    "passkeys": serializers.ListField(child=serializers.DictField()),
+                },
+            ),
+            401: UNAUTHORISED,
+        },
+    )
+    def get(self, request: Request) -> Response:
+        found = mfa.status(user=self._user(request))
+        return Response({"totp": found.totp, "recovery_codes_left": found.recovery_codes_left, "passkeys": []})
+
+
+class TotpSetupApi(MfaApi):
+    """``POST /api/mfa/totp/setup/``: a new secret for an authenticator app, pending until confirmed."""
+
+    @extend_schema_serializer(component_name="TotpSetup")
+    class InputSerializer(StepUpInputSerializer):
+        pass
+
+    @extend_schema(
+        operation_id="mfa_totp_setup",
+        summary="Start setting up an authenticator app (TOTP)",
+        description="Needs `current_password` (and `code` once you have a factor). The answer is the only time "
+        "the secret is shown; TOTP is off until `POST /api/mfa/totp/confirm/` with a first code.",
+        request=InputSerializer,
+        responses={
+            200: inline_serializer(
+                "TotpSecret",
+                {
+                    "secret": serializers.CharField(),
+                    "otpauth_uri": serializers.CharField(),
+                    "qr_svg": serializers.CharField(),
+                },
+            ),
+            400: FIELD_ERRORS,
+            401: UNAUTHORISED,
+            429: THROTTLED,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        if refused := self._step_up(request):
+            return refused
+        try:
+            setup = mfa.totp_setup(user=self._user(request))
+        except FactorStateError as exc:
+            return detail_response(str(exc), "mfa_state", status.HTTP_400_BAD_REQUEST)
+        return Response({"secret": setup.secret, "otpauth_uri": setup.otpauth_uri, "qr_svg": setup.qr_svg})
+
+
+class TotpConfirmApi(MfaApi):
+    """``POST /api/mfa/totp/confirm/``: the first code turns TOTP on; ten recovery codes, shown once."""
+
+    @extend_schema_serializer(component_name="TotpConfirm")
+    class InputSerializer(StrictInputSerializer):
+        code = serializers.CharField(max_length=32, help_text="The code the app shows now.")
+
+    @extend_schema(
+        operation_id="mfa_totp_confirm",
+        summary="Turn TOTP on with a first code",
+        request=InputSerializer,
+        responses={200: RECOVERY_CODES, 400: FIELD_ERRORS, 401: UNAUTHORISED, 429: THROTTLED},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            codes = mfa.totp_confirm(user=self._user(request), code=serializer.validated_data["code"])
+        except WrongProof:
+            raise ValidationError({"code": [CODE_WRONG]}) from None
+        except FactorStateError as exc:
+            return detail_response(str(exc), "mfa_state", status.HTTP_400_BAD_REQUEST)
+        return Response({"recovery_codes": codes})
+
+
+class TotpApi(MfaApi):
+    """``DELETE /api/mfa/totp/``: TOTP off (a notice is mailed)."""
+
+    @extend_schema_serializer(component_name="TotpDisable")
+    class InputSerializer(StepUpInputSerializer):
+        pass
+
+    @extend_schema(
+        operation_id="mfa_totp_disable",
+        summary="Turn TOTP off",
+        description="Needs `current_password` and `code`. With the last factor the recovery codes go too.",
+        request=InputSerializer,
+        responses={204: None, 400: FIELD_ERRORS, 401: UNAUTHORISED, 429: THROTTLED},
+    )
+    def delete(self, request: Request) -> Response:
+        if refused := self._step_up(request):
+            return refused
+        try:
+            mfa.totp_disable(user=self._user(request))
+        except FactorStateError as exc:
+            return detail_response(str(exc), "mfa_state", status.HTTP_400_BAD_REQUEST)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class RecoveryCodesApi(MfaApi):
+    """``POST /api/mfa/recovery-codes/``: ten new recovery codes; the old ones stop working."""
+
+    @extend_schema_serializer(component_name="RecoveryCodesRegenerate")
+    class InputSerializer(StepUpInputSerializer):
+        pass
+
+    @extend_schema(
+        operation_id="mfa_recovery_codes_regenerate",
+        summary="New recovery codes",
+        request=InputSerializer,
+        responses={200: RECOVERY_CODES, 400: FIELD_ERRORS, 401: UNAUTHORISED, 429: THROTTLED},
+    )
+    def post(self, request: Request) -> Response:
+        if refused := self._step_up(request):
+            return refused
+        try:
+            codes = mfa.recovery_codes_regenerate(user=self._user(request))
+        except FactorStateError as exc:
+            return detail_response(str(exc), "mfa_state", status.HTTP_400_BAD_REQUEST)
+        return Response({"recovery_codes": codes})

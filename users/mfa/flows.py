@@ -1,0 +1,180 @@
+"""The second factor's use cases (views, the re-authentication and the admin call these; each owns
+its transaction and its events). A factor is TOTP today; passkeys join ``has_factor`` and
+``methods`` and add ``credential`` beside ``code`` as a proof."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from users.errors import FactorStateError, InvalidToken, WrongProof
+from users.mfa import crypto, recovery_codes, totp
+from users.models import MfaLoginToken, SecurityEvent, TotpDevice, User
+from users.services import events
+
+Event = SecurityEvent.Kind
+LOGIN_TOKEN_LIFETIME = timedelta(minutes=5)
+LOGIN_TOKEN_MAX_FAILURES = 5
+TOTP, RECOVERY_CODE = "totp", "recovery_code"
+
+
+@dataclass(frozen=True)
+class TotpSetup:
+    secret: str
+    otpauth_uri: str
+    qr_svg: str
+
+
+@dataclass(frozen=True)
+class Status:
+    totp: bool
+    recovery_codes_left: int
+
+
+# --- What the user has ----------------------------------------------------------------------------
+def _totp_device(user: User) -> TotpDevice | None:
+    return TotpDevice.objects.filter(user=user, confirmed_at__isnull=False).first()
+
+
+def has_factor(*, user: User) -> bool:
+    """Whether ``user`` has a second factor (a confirmed TOTP device; passkeys later)."""
+    return TotpDevice.objects.filter(user=user, confirmed_at__isnull=False).exists()
+
+
+def methods(*, user: User) -> list[str]:
+    """The proofs ``user`` can give at the second step, of ``totp``, ``recovery_code`` (``passkey``)."""
+    found = [TOTP] if has_factor(user=user) else []
+    if found and recovery_codes.codes_left(user=user):
+        found.append(RECOVERY_CODE)
+    return found
+
+
+def status(*, user: User) -> Status:
+    return Status(totp=has_factor(user=user), recovery_codes_left=recovery_codes.codes_left(user=user))
+
+
+# --- Changing factors (the callers re-authenticated the request) ---------------------------------
+def totp_setup(*, user: User) -> TotpSetup:
+    """A new secret, pending until ``totp_confirm``; replaces an earlier pending one."""
+    if has_factor(user=user):
+        raise FactorStateError("TOTP is already on; turn it off first to set up another app.")
+    secret = totp.secret_new()
+    TotpDevice.objects.update_or_create(
+        user=user,
+        defaults={"secret": crypto.encrypt(secret), "created_at": timezone.now(), "last_step": None},
+    )
+    uri = totp.provisioning_uri(user=user, secret=secret)
+    return TotpSetup(secret=secret, otpauth_uri=uri, qr_svg=totp.qr_svg(uri))
+
+
+def totp_confirm(*, user: User, code: str) -> list[str]:
+    """The first code from the app turns TOTP on; returns the ten recovery codes (shown once)."""
+    with transaction.atomic():
+        device = TotpDevice.objects.select_for_update().filter(user=user).first()
+        if device is None or device.confirmed_at is not None:
+            raise FactorStateError("There is no TOTP set-up waiting for a code; start the set-up again.")
+        if not totp.verify(device=device, code=code):
+            raise WrongProof
+        TotpDevice.objects.filter(pk=device.pk).update(confirmed_at=timezone.now())
+        codes = recovery_codes.codes_replace(user=user)
+        events.event_record(user=user, kind=Event.MFA_ENABLED, detail=TOTP)
+    return codes
+
+
+def totp_disable(*, user: User) -> None:
+    """TOTP off (a notice is mailed); the recovery codes go with the last factor."""
+    with transaction.atomic():
+        if not TotpDevice.objects.filter(user=user).delete()[0]:
+            raise FactorStateError("TOTP is not on.")
+        if not has_factor(user=user):
+            recovery_codes.codes_delete(user=user)
+        events.event_record(user=user, kind=Event.MFA_DISABLED, detail=TOTP, notify=True)
+
+
+def recovery_codes_regenerate(*, user: User) -> list[str]:
+    with transaction.atomic():
+        if not has_factor(user=user):
+            raise FactorStateError("Recovery codes come with a second factor: set one up first.")
+        codes = recovery_codes.codes_replace(user=user)
+        events.event_record(user=user, kind=Event.RECOVERY_CODES_REGENERATED)
+    return codes
+
+
+def factors_reset_by_staff(*, user: User) -> bool:
+    """Staff remove every factor of ``user`` (who lost them): an event naming the staff member (the
+    request's actor) and a notice. False if the user had none."""
+    with transaction.atomic():
+        removed = TotpDevice.objects.filter(user=user).delete()[0]
+        removed += recovery_codes.codes_delete(user=user)
+        if removed:
+            events.event_record(user=user, kind=Event.MFA_RESET_BY_STAFF, notify=True)
+    return bool(removed)
+
+
+# --- Proofs ------------------------------------------------------------------------------------------
+def proof_verify(*, user: User, code: str) -> bool:
+    """A TOTP code (not replayed) or an unused recovery code (now used: an event and a notice)."""
+    if totp.is_code(code):
+        device = _totp_device(user)
+        return device is not None and totp.verify(device=device, code=code)
+    if not has_factor(user=user):
+        return False
+    with transaction.atomic():
+        if not recovery_codes.use(user=user, code=code):
+            return False
+        events.event_record(user=user, kind=Event.RECOVERY_CODE_USED, notify=True)
+    return True
+
+
+# --- The second step of a log-in ------------------------------------------------------------------------
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def login_token_issue(*, user: User) -> str:
+    """The password was right: an opaque token for ``POST /api/tokens/mfa/`` (only its hash kept)."""
+    now = timezone.now()
+    MfaLoginToken.objects.filter(user=user, expires_at__lt=now).delete()  # the user's dead ones
+    token = secrets.token_urlsafe(32)
+    MfaLoginToken.objects.create(token_hash=_token_hash(token), user=user, expires_at=now + LOGIN_TOKEN_LIFETIME)
+    return token
+
+
+def _alive(token: str) -> QuerySet[MfaLoginToken]:
+    return MfaLoginToken.objects.filter(
+        token_hash=_token_hash(token),
+        used_at__isnull=True,
+        expires_at__gt=timezone.now(),
+        failures__lt=LOGIN_TOKEN_MAX_FAILURES,
+    )
+
+
+def login_token_user(*, token: str) -> User:
+    """The user a live token is for; ``InvalidToken`` otherwise."""
+    row = _alive(token).select_related("user").first()
+    if row is None or not row.user.is_active:
+        raise InvalidToken
+    return row.user
+
+
+def login_token_redeem(*, token: str, code: str) -> User:
+    """Spend ``token`` with a right proof. ``InvalidToken`` if it is used, expired or dead;
+    ``WrongProof`` (one more failure on the token) if the proof is wrong or replayed."""
+    with transaction.atomic():
+        row = _alive(token).select_for_update().select_related("user").first()
+        if row is None:
+            raise InvalidToken
+        right = proof_verify(user=row.user, code=code)
+        if right:
+            MfaLoginToken.objects.filter(pk=row.pk).update(used_at=timezone.now())
+        else:
+            MfaLoginToken.objects.filter(pk=row.pk).update(failures=row.failures + 1)
+    if not right:
+        raise WrongProof
+    return row.user
