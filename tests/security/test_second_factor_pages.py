@@ -155,7 +155,8 @@ def test_five_wrong_codes_lock_the_account_from_that_address_and_count_as_failed
     assert _code_step(owner, app.code()).headers["Location"] == "/account/"
 
 
-def test_no_used_or_expired_step_goes_back_to_the_login_page(stack, ada, app):
+def test_a_missing_expired_or_dead_step_goes_back_to_the_login_page(stack, ada, app, settings):
+    settings.AXES_FAILURE_LIMIT = 50  # the token's own limit, not the lockout, ends the last step here
     browser = Browser(stack)
     gone = browser.get(VERIFY)  # nothing in the session
     assert gone.status_code == 302 and gone.headers["Location"] == "/login/"
@@ -165,6 +166,13 @@ def test_no_used_or_expired_step_goes_back_to_the_login_page(stack, ada, app):
     MfaLoginToken.objects.filter(user=ada).update(expires_at=timezone.now() - timedelta(seconds=1))
     expired = _code_step(browser, app.code())
     assert expired.status_code == 302 and expired.headers["Location"] == "/login/"
+    assert EXPIRED in browser.get("/login/").text
+    assert browser.get("/account/").status_code == 302
+
+    _password_step(browser)
+    assert [_code_step(browser, _wrong(app)).status_code for _ in range(5)] == [400] * 5
+    dead = _code_step(browser, app.code())  # the right code, on a step that 5 wrong ones ended
+    assert dead.status_code == 302 and dead.headers["Location"] == "/login/"
     assert EXPIRED in browser.get("/login/").text
     assert browser.get("/account/").status_code == 302
 
