@@ -10,17 +10,21 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, cast
 
+from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import update_session_auth_hash
+from django.contrib.auth import login, update_session_auth_hash
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import redirect, render, resolve_url
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods
 
 from users import reauth
+from users.auth import lockout_response
 from users.errors import InvalidToken, LockedOut, ProofMissing, WrongPassword, WrongProof
 from users.forms import (
     EmailChangeForm,
@@ -29,6 +33,7 @@ from users.forms import (
     PasswordResetRequestForm,
     ReauthPasswordChangeForm,
     ResetSetPasswordForm,
+    SecondStepForm,
 )
 from users.mfa import flows as mfa
 from users.models import SecurityEvent, User
@@ -42,21 +47,95 @@ from users.throttles import (
 )
 from users.views import too_many
 
+# The second step of a page log-in: the Django session (anonymous until the proof) keeps the mfa
+# token and where to go after, never the user's id; the token's row says whose log-in it is.
+SECOND_STEP_KEY = "_login_second_step"
+BACKEND = "users.auth.UsernameOrEmailBackend"
+SECOND_STEP_EXPIRED = "Your log-in expired: start again."
+WRONG_CODE = "That code is not right, or was used already."
 
-class LoginView(auth_views.LoginView):
-    template_name = "users/login.html"
-    authentication_form = LoginForm
-    redirect_authenticated_user = True
+
+class SecondStepLoginView(auth_views.LoginView):
+    """Django's ``LoginView`` whose right password opens no session for an account with a second
+    factor: it starts the second step instead (``/login/`` and ``/admin/login/`` alike)."""
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if wait := throttle_wait(request, [LoginThrottle]):  # failed log-ins of this client address
             return too_many(request, wait)
         return super().post(request, *args, **kwargs)
 
+    def form_valid(self, form: Any) -> HttpResponse:
+        user = form.get_user()
+        self.request.session.pop(SECOND_STEP_KEY, None)  # an earlier, unfinished one
+        if not mfa.has_factor(user=user):
+            return super().form_valid(form)
+        # A new session key before anything is kept: a key planted before the log-in is worth nothing.
+        self.request.session.cycle_key()
+        token = mfa.login_token_issue(user=user)
+        self.request.session[SECOND_STEP_KEY] = {"token": token, "next": self.get_success_url()}
+        return redirect("login-verify")
+
+
+class LoginView(SecondStepLoginView):
+    template_name = "users/login.html"
+    authentication_form = LoginForm
+    redirect_authenticated_user = True
+
     def form_invalid(self, form: Any) -> HttpResponse:
         response = super().form_invalid(form)
         response.status_code = 400
         return response
+
+
+def _safe_next(request: HttpRequest, url: object) -> str:
+    allowed = url_has_allowed_host_and_scheme(
+        url if isinstance(url, str) else None, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    )
+    return cast("str", url) if allowed else resolve_url(settings.LOGIN_REDIRECT_URL)
+
+
+def _second_step_expired(request: HttpRequest) -> HttpResponse:
+    request.session.pop(SECOND_STEP_KEY, None)
+    messages.error(request, SECOND_STEP_EXPIRED)
+    return redirect("login")
+
+
+@sensitive_post_parameters("code")
+@never_cache
+@require_http_methods(["GET", "POST"])
+def login_verify(request: HttpRequest) -> HttpResponse:
+    """``/login/verify/``: the code (TOTP or recovery) after the right password. A right one logs in
+    (a browser session, as the password alone does for an account without a factor); a wrong or
+    replayed one is a failed log-in of the account from this address."""
+    if request.method == "POST" and (wait := throttle_wait(request, [LoginThrottle])):
+        return too_many(request, wait)
+    pending = request.session.get(SECOND_STEP_KEY)
+    if not isinstance(pending, dict) or not isinstance(pending.get("token"), str):
+        return _second_step_expired(request)
+    token: str = pending["token"]
+    try:
+        user = mfa.login_token_user(token=token)
+    except InvalidToken:
+        return _second_step_expired(request)
+    form = SecondStepForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST":
+        if reauth.is_locked(request=request, user=user):
+            return lockout_response(request)
+        if form.is_valid():
+            try:
+                user = mfa.login_token_redeem(token=token, code=form.cleaned_data["code"])
+            except InvalidToken:  # used, expired or dead since it was read
+                return _second_step_expired(request)
+            except WrongProof:
+                reauth.proof_failed(request=request, user=user)  # django-axes turns the last one into 429
+                form.add_error("code", WRONG_CODE)
+            else:
+                next_url = _safe_next(request, pending.get("next"))
+                del request.session[SECOND_STEP_KEY]
+                login(request, user, backend=BACKEND)  # a new session key again, and the session row
+                return redirect(next_url)
+    context = {"form": form, "methods": mfa.methods(user=user)}
+    return render(request, "users/login_verify.html", context, status=400 if form.errors else 200)
 
 
 class LogoutView(auth_views.LogoutView):

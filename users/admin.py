@@ -5,21 +5,24 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth import REDIRECT_FIELD_NAME
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 from django.core.paginator import Page, Paginator
 from django.db import connection, transaction
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
+from django.utils.translation import gettext
+from django.views.decorators.cache import never_cache
 
 from tasks.metrics import queue_stats
 from users import identity, policies
-from users.forms import AdminLoginForm
 from users.metrics import email_stats
 from users.mfa import flows as mfa
 from users.models import AddressRequest, EmailVerification, LoginSession, OutboundEmail, SecurityEvent, User
@@ -27,9 +30,6 @@ from users.services import accounts, delivery, events, sessions, signup
 
 Kind, State = OutboundEmail.Kind, OutboundEmail.State
 
-# A password alone never opens an admin session of an account with a second factor (until the
-# log-in pages have their second step).
-admin.site.login_form = AdminLoginForm
 VERIFIED = "verified"
 
 
@@ -563,10 +563,30 @@ def queue_overview(request: HttpRequest) -> HttpResponse:
     return TemplateResponse(request, "admin/queue_overview.html", context)
 
 
-def admin_login(request: HttpRequest, extra_context=None) -> HttpResponse:
-    """The admin's log-in, behind the same failed-log-in limit per client address as the others."""
-    from users.account_views import LoginThrottle, throttle_wait, too_many
+@never_cache
+def admin_login(request: HttpRequest, extra_context=None) -> HttpResponseBase:
+    """The admin's log-in: Django's ``AdminSite.login`` with the log-in pages' view, so the same
+    failed-log-in limit per client address applies and staff with a second factor go on to
+    ``/login/verify/`` (then back to ``next``, the admin's index by default)."""
+    from users.account_views import SecondStepLoginView
 
-    if request.method == "POST" and (wait := throttle_wait(request, [LoginThrottle])):
-        return too_many(request, wait)
-    return admin.site.login(request, extra_context)
+    if request.method == "GET" and admin.site.has_permission(request):
+        return HttpResponseRedirect(reverse("admin:index"))
+    context = {
+        **admin.site.each_context(request),
+        "title": gettext("Log in"),
+        "subtitle": None,
+        "app_path": request.get_full_path(),
+        "username": request.user.get_username(),
+    }
+    if REDIRECT_FIELD_NAME not in request.GET and REDIRECT_FIELD_NAME not in request.POST:
+        context[REDIRECT_FIELD_NAME] = reverse("admin:index")
+    context.update(extra_context or {})
+    request.current_app = admin.site.name
+    view = SecondStepLoginView.as_view(
+        extra_context=context,
+        authentication_form=AdminAuthenticationForm,
+        template_name=admin.site.login_template or "admin/login.html",
+        next_page=reverse("admin:index"),
+    )
+    return view(request)

@@ -5,26 +5,12 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
-from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth import password_validation
 from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm, SetPasswordForm
 
 from users import identity
 from users.mfa import flows as mfa
 from users.models import User
-
-# Until the log-in page has its second step, a password alone never opens a browser session of an
-# account with a second factor (``/login/`` and ``/admin/login/`` alike).
-SECOND_FACTOR_LOGIN = "This account uses a second factor: log in through the app"
-
-
-class RefuseSecondFactorAccounts:
-    """A log-in form mixin: the right password of an account with a second factor is refused."""
-
-    def confirm_login_allowed(self, user: User) -> None:
-        super().confirm_login_allowed(user)  # type: ignore[misc]
-        if mfa.has_factor(user=user):
-            raise forms.ValidationError(SECOND_FACTOR_LOGIN, code="mfa_required")
 
 
 def code_field() -> forms.CharField:
@@ -97,7 +83,7 @@ class ResendVerificationForm(forms.Form):
         return identity.normalize_email(self.cleaned_data["email"])
 
 
-class LoginForm(RefuseSecondFactorAccounts, AuthenticationForm):
+class LoginForm(AuthenticationForm):
     """Django's log-in form, by username or address, with one error for any wrong pair."""
 
     username = forms.CharField(
@@ -117,8 +103,15 @@ class LoginForm(RefuseSecondFactorAccounts, AuthenticationForm):
             raise forms.ValidationError(self.error_messages["email_not_verified"], code="email_not_verified")
 
 
-class AdminLoginForm(RefuseSecondFactorAccounts, AdminAuthenticationForm):
-    """The admin's log-in form, refusing a password alone for an account with a second factor."""
+class SecondStepForm(forms.Form):
+    """The second step of a page log-in: a TOTP code or a recovery code (a passkey joins it later,
+    as a button beside the field)."""
+
+    code = code_field()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["code"].widget.attrs["autofocus"] = True
 
 
 class NameForm(forms.Form):

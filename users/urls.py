@@ -39,6 +39,7 @@ urlpatterns = [
     path("verify-email/", views.verify_email, name="verify-email"),
     path("verify-email/resend/", views.resend_verification, name="resend-verification"),
     path("login/", account_views.LoginView.as_view(), name="login"),
+    path("login/verify/", account_views.login_verify, name="login-verify"),
     path("logout/", account_views.LogoutView.as_view(), name="logout"),
     path("account/", account_views.account, name="account"),
     path("reset-password/", account_views.reset_password, name="reset-password"),

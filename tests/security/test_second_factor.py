@@ -192,17 +192,6 @@ def test_wrong_second_step_codes_count_as_failed_log_ins_and_lock_the_account_fr
     assert second_step(client, mfa_token, app.code()).status_code == 200
 
 
-def test_the_password_alone_opens_no_browser_session_of_an_account_with_a_second_factor(stack, ada):
-    logged_in_with_factor(stack, ada)
-    ada.is_staff = True
-    ada.save(update_fields=["is_staff"])
-    for path in ("/login/", "/admin/login/"):
-        answer = Browser(stack).log_in("ada", path=path)
-        assert answer.status_code in (200, 400), (path, answer.status_code)
-        assert "This account uses a second factor: log in through the app" in answer.text
-    assert not LoginSession.objects.filter(user=ada, kind="browser").exists()
-
-
 # Step-up on sensitive changes -------------------------------------------------------------------------------
 def test_changing_the_address_or_password_needs_a_code_once_there_is_a_factor(stack, ada, smtp_server):
     api, app, codes = logged_in_with_factor(stack, ada)
