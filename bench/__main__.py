@@ -712,6 +712,11 @@ def main() -> None:
 
         reset_timing(sys.argv[2:])
         return
+    if sys.argv[1:2] == ["login_rate"]:  # `python -m bench login_rate`: password alone vs TOTP (bench/login_rate.py)
+        from bench.login_rate import main as login_rate
+
+        login_rate(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="smaller counts: under 3 minutes")
     parser.add_argument("--json", help="write the figures to this file (default: bench-results/bench-<when>.json)")
