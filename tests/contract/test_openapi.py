@@ -77,6 +77,12 @@ def test_schema_and_docs_are_served(client):
         "/api/mfa/totp/confirm/",
         "/api/mfa/totp/",
         "/api/mfa/recovery-codes/",
+        "/api/mfa/challenge/",
+        "/api/mfa/passkeys/begin/",
+        "/api/mfa/passkeys/",
+        "/api/mfa/passkeys/{passkey_id}/",
+        "/api/tokens/passkey/begin/",
+        "/api/tokens/passkey/",
     }
     assert document["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
     signup = document["paths"]["/api/users/"]["post"]["responses"]
