@@ -36,6 +36,11 @@ urlpatterns = [
     path("api/sessions/<str:session_id>/", account_apis.SessionRevokeApi.as_view(), name="api-session-revoke"),
     path("api/password-reset/", account_apis.PasswordResetApi.as_view(), name="api-password-reset"),
     path(
+        "api/password-reset/challenge/",
+        account_apis.PasswordResetChallengeApi.as_view(),
+        name="api-password-reset-challenge",
+    ),
+    path(
         "api/password-reset/confirm/",
         account_apis.PasswordResetConfirmApi.as_view(),
         name="api-password-reset-confirm",

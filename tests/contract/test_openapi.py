@@ -71,6 +71,7 @@ def test_schema_and_docs_are_served(client):
         "/api/sessions/{session_id}/",
         "/api/password-reset/",
         "/api/password-reset/confirm/",
+        "/api/password-reset/challenge/",
         "/api/tokens/mfa/",
         "/api/mfa/",
         "/api/mfa/totp/setup/",

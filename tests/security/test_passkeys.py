@@ -7,10 +7,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from django.contrib.auth.tokens import default_token_generator
+from django.utils.encoding import force_bytes
+from django.utils.http import urlsafe_base64_encode
 from webauthn.helpers import bytes_to_base64url
 
 from conftest import message_text, wait_for
-from tests.security.test_account_takeover import PASSWORD, Api, _behind_a_proxy
+from tests.security.test_account_takeover import NEW_PASSWORD, PASSWORD, Api, _behind_a_proxy
 from users.models import LoginSession, SecurityEvent, User
 from users.tests.authenticator import SoftAuthenticator
 from users.tests.factories import UserFactory
@@ -235,3 +238,22 @@ def test_passkeys_work_with_an_ip_address_as_relying_party(
         ).status_code
         == 401
     )
+
+
+def test_a_password_reset_of_a_passkey_user_needs_its_assertion(stack, ada):
+    api = Api(stack)
+    api.log_in("ada")
+    device, _ = add_passkey(api, stack)
+    uid = urlsafe_base64_encode(force_bytes(ada.pk))
+    token = default_token_generator.make_token(User.objects.get(pk=ada.pk))
+    link = {"uid": uid, "token": token, "new_password": NEW_PASSWORD}
+    missing = Api(stack).call("POST", "/api/password-reset/confirm/", link)
+    assert missing.status_code == 400 and set(missing.json()) == {"code"}
+    challenge = Api(stack).call("POST", "/api/password-reset/challenge/", {"uid": uid, "token": token})
+    assert challenge.status_code == 200, challenge.text
+    credential = device.get(challenge.json()["passkey_options"])
+    done = Api(stack).call("POST", "/api/password-reset/confirm/", link | {"credential": credential})
+    assert done.status_code == 204, done.text
+    assert Api(stack).log_in("ada", NEW_PASSWORD).status_code == 401  # a factor is still owed
+    bad = Api(stack).call("POST", "/api/password-reset/challenge/", {"uid": uid, "token": token})
+    assert bad.status_code == 400 and bad.json()["code"] == "invalid_link"  # the link is spent

@@ -21,7 +21,7 @@ from users.account_apis.mfa import (
     TotpConfirmApi,
     TotpSetupApi,
 )
-from users.account_apis.password_reset import PasswordResetApi, PasswordResetConfirmApi
+from users.account_apis.password_reset import PasswordResetApi, PasswordResetChallengeApi, PasswordResetConfirmApi
 from users.account_apis.profile import MeApi, UserUpdateApi
 from users.account_apis.sessions import SecurityEventListApi, SessionListApi, SessionRevokeApi
 from users.account_apis.tokens import (
@@ -42,6 +42,7 @@ __all__ = [
     "PasskeyBeginApi",
     "PasskeyListApi",
     "PasswordResetApi",
+    "PasswordResetChallengeApi",
     "PasswordResetConfirmApi",
     "RecoveryCodesApi",
     "SecurityEventListApi",
