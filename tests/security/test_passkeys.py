@@ -59,6 +59,14 @@ def passkey_step(api: Api, first: dict, credential: dict):
     return answer
 
 
+def discoverable_log_in(client: Api, device: SoftAuthenticator):
+    """A log-in with a passkey alone: the options, the authenticator's answer."""
+    begun = client.call("POST", "/api/tokens/passkey/begin/", {})
+    assert begun.status_code == 200, begun.text
+    body = {"passkey_token": begun.json()["passkey_token"], "credential": device.get(begun.json()["options"])}
+    return client.call("POST", "/api/tokens/passkey/", body)
+
+
 def step_up(api: Api, device: SoftAuthenticator) -> dict:
     """A fresh assertion for one sensitive request."""
     challenge = api.call("POST", "/api/mfa/challenge/", {})
@@ -257,3 +265,13 @@ def test_a_password_reset_of_a_passkey_user_needs_its_assertion(stack, ada):
     assert Api(stack).log_in("ada", NEW_PASSWORD).status_code == 401  # a factor is still owed
     bad = Api(stack).call("POST", "/api/password-reset/challenge/", {"uid": uid, "token": token})
     assert bad.status_code == 400 and bad.json()["code"] == "invalid_link"  # the link is spent
+
+
+def test_unknown_passkeys_count_as_failed_log_ins_of_the_address(stack, ada, settings):
+    _behind_a_proxy(settings, login_rate="3/min")
+    stranger = SoftAuthenticator(origin=stack)  # a passkey this site never registered
+    answers = [discoverable_log_in(Api(stack, ip="203.0.113.8"), stranger).status_code for _ in range(3)]
+    assert answers == [401, 401, 401]
+    held = Api(stack, ip="203.0.113.8").call("POST", "/api/tokens/passkey/begin/", {})
+    assert held.status_code == 429 and "Retry-After" in held.headers
+    assert Api(stack, ip="198.51.100.10").log_in("ada").status_code == 200  # another address is not held

@@ -29,7 +29,7 @@ from users.mfa import flows as mfa
 from users.mfa import passkeys
 from users.models import User
 from users.services import sessions
-from users.throttles import LoginThrottle, RefreshThrottle
+from users.throttles import LoginThrottle, RefreshThrottle, record_login_failure
 
 BAD_CREDENTIALS = "No account matches that username or address and password."
 NOT_VERIFIED = "Verify your email address first: use the link we sent you, or ask for a new one."
@@ -283,6 +283,8 @@ class TokenPasskeyApi(APIView):
         except WrongProof:
             if owner is not None:  # counts like a wrong password of that account
                 reauth.proof_failed(request=request._request, user=owner)
+            else:  # no account to lock, but the address's failures count (THROTTLE_LOGIN)
+                record_login_failure(request._request)
             return refused
         if not user.is_active:
             return refused
