@@ -193,3 +193,20 @@ def test_proof_verify_takes_a_credential():
     device, _ = _registered(user)
     assert flows.proof_verify(user=user, credential=device.get(passkeys.authentication_options(user=user)))
     assert not flows.proof_verify(user=user, credential={"garbage": True})
+
+
+def test_the_admin_says_a_passkey_only_user_has_a_factor():
+    from django.contrib import admin
+
+    from users.admin import UserAdmin
+    from users.models import User
+
+    user = UserFactory()
+    page = UserAdmin(User, admin.site)
+    assert page.second_factor(user) == "none"
+    flows.passkey_add(
+        user=user,
+        name="phone",
+        credential=SoftAuthenticator(origin=SITE).create(passkeys.registration_options(user=user)),
+    )
+    assert page.second_factor(user) == "1 passkey(s); 10 recovery code(s) left"
