@@ -128,6 +128,8 @@ def registration_options(*, user: User) -> dict[str, Any]:
             user_verification=UserVerificationRequirement.PREFERRED,
         ),
     )
+    # Only the last options can be answered (the contract's "answering the last options").
+    WebAuthnChallenge.objects.filter(purpose=Purpose.REGISTRATION, user=user, used_at__isnull=True).delete()
     _challenge_store(purpose=Purpose.REGISTRATION, user=user, challenge=options.challenge)
     return dict(json.loads(options_to_json(options)))
 

@@ -210,3 +210,13 @@ def test_the_admin_says_a_passkey_only_user_has_a_factor():
         credential=SoftAuthenticator(origin=SITE).create(passkeys.registration_options(user=user)),
     )
     assert page.second_factor(user) == "1 passkey(s); 10 recovery code(s) left"
+
+
+def test_only_the_last_registration_options_can_be_answered():
+    user = UserFactory()
+    device = SoftAuthenticator(origin=SITE)
+    earlier = passkeys.registration_options(user=user)
+    later = passkeys.registration_options(user=user)
+    with pytest.raises(WrongProof):
+        passkeys.register(user=user, name="phone", credential=device.create(earlier))
+    assert passkeys.register(user=user, name="phone", credential=device.create(later)).name == "phone"
