@@ -338,9 +338,12 @@ class UserAdmin(OwnersFirstDeleteMixin, FastListMixin, DjangoUserAdmin):
         if obj.pk is None:
             return "—"
         found = mfa.status(user=obj)
-        if not found.totp:
+        factors = (["TOTP on"] if found.totp else []) + (
+            [f"{len(found.passkeys)} passkey(s)"] if found.passkeys else []
+        )
+        if not factors:
             return "none"
-        return f"TOTP on; {found.recovery_codes_left} recovery code(s) left"
+        return "; ".join([*factors, f"{found.recovery_codes_left} recovery code(s) left"])
 
     @admin.display(description="verification email")
     def verification_email(self, obj: User) -> str:

@@ -576,3 +576,46 @@ class MfaLoginToken(models.Model):
 
     def __str__(self) -> str:
         return f"second log-in step of {self.user_id}"
+
+
+class Passkey(models.Model):
+    """A WebAuthn credential of a user (``users.mfa.passkeys``): the public key the authenticator
+    made at registration, and the signature counter it last reported (a counter that goes back
+    means a cloned authenticator: the assertion is refused)."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="passkeys")
+    name = models.CharField(max_length=64)
+    credential_id = models.BinaryField(max_length=1023, unique=True, editable=False)
+    public_key = models.BinaryField(editable=False)
+    sign_count = models.BigIntegerField(default=0, editable=False)
+    transports = models.JSONField(default=list, blank=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"passkey {self.name!r} of {self.user_id}"
+
+
+class WebAuthnChallenge(models.Model):
+    """One pending WebAuthn ceremony: the challenge the server sent in the options, spent by the
+    first answer that names it (a conditional UPDATE on ``used_at``), dead after five minutes.
+
+    A row rather than the user's session: API clients have no server session, a discoverable
+    log-in has no user yet (its ``passkey_token``'s SHA-256 finds the row), and a row lets one user
+    run ceremonies on two devices at once without one overwriting the other."""
+
+    class Purpose(models.TextChoices):
+        REGISTRATION = "registration", "registration"
+        AUTHENTICATION = "authentication", "authentication (second factor of a known user)"
+        DISCOVERABLE = "discoverable", "discoverable log-in"
+
+    purpose = models.CharField(max_length=16, choices=Purpose.choices)
+    user = models.ForeignKey(User, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
+    challenge = models.BinaryField(max_length=64, unique=True, editable=False)
+    token_hash = models.CharField(max_length=64, null=True, blank=True, unique=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(db_index=True)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.purpose} challenge of {self.user_id}"

@@ -11,6 +11,8 @@ A missing proof is not a guess: it is refused without counting.
 
 from __future__ import annotations
 
+from typing import Any
+
 from axes.handlers.proxy import AxesProxyHandler  # type: ignore[import-untyped]
 from django.contrib.auth import user_login_failed
 from django.http import HttpRequest
@@ -47,13 +49,14 @@ def reauthenticate(
     user: User,
     password: str | None,
     code: str | None = None,
+    credential: dict[str, Any] | None = None,
     password_needed: bool = True,
 ) -> None:
     """Raise ``LockedOut`` if the account and address are locked; ``WrongPassword`` (after counting
     the failure) if ``password`` is missing or not the account's current one; once the user has a
-    second factor, ``ProofMissing`` without ``code`` and ``WrongProof`` (after counting) for a wrong,
-    replayed or used one. ``password_needed=False``: the password was proven another way (a reset
-    link), only the second factor is checked."""
+    second factor, ``ProofMissing`` without ``code`` or ``credential`` (a passkey's assertion) and
+    ``WrongProof`` (after counting) for a wrong, replayed or used one. ``password_needed=False``:
+    the password was proven another way (a reset link), only the second factor is checked."""
     if is_locked(request=request, user=user):
         raise LockedOut
     if password_needed and not password:  # nothing was tried: a forgetful client guesses nothing
@@ -63,8 +66,8 @@ def reauthenticate(
         raise WrongPassword
     if not mfa.has_factor(user=user):
         return
-    if not code:
+    if not code and credential is None:
         raise ProofMissing
-    if not mfa.proof_verify(user=user, code=code):
+    if not mfa.proof_verify(user=user, code=code, credential=credential):
         proof_failed(request=request, user=user)
         raise WrongProof

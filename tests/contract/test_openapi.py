@@ -71,12 +71,19 @@ def test_schema_and_docs_are_served(client):
         "/api/sessions/{session_id}/",
         "/api/password-reset/",
         "/api/password-reset/confirm/",
+        "/api/password-reset/challenge/",
         "/api/tokens/mfa/",
         "/api/mfa/",
         "/api/mfa/totp/setup/",
         "/api/mfa/totp/confirm/",
         "/api/mfa/totp/",
         "/api/mfa/recovery-codes/",
+        "/api/mfa/challenge/",
+        "/api/mfa/passkeys/begin/",
+        "/api/mfa/passkeys/",
+        "/api/mfa/passkeys/{passkey_id}/",
+        "/api/tokens/passkey/begin/",
+        "/api/tokens/passkey/",
     }
     assert document["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
     signup = document["paths"]["/api/users/"]["post"]["responses"]

@@ -31,17 +31,29 @@ CURRENT_PASSWORD_NEEDED = "Give your current password to make this change."  # n
 CURRENT_PASSWORD_WRONG = "That is not your current password."  # noqa: S105 - a message
 CODE_NEEDED = "Give a code from your authenticator app, or one of your recovery codes."
 CODE_WRONG = "That code is wrong, or was used already."
+CREDENTIAL_WRONG = "That passkey's answer is wrong, was used already, or its challenge expired."
 
 
 def step_up(
-    request: Request, user: User, *, password: str | None, code: str | None, password_needed: bool = True
+    request: Request,
+    user: User,
+    *,
+    password: str | None,
+    code: str | None,
+    credential: dict[str, Any] | None = None,
+    password_needed: bool = True,
 ) -> Response | None:
     """``users.reauth.reauthenticate`` for an API view: None when the request proved the password
     and (once the user has one) a second factor; else the lockout answer, or a ``400`` raised with
-    the field at fault (``current_password`` or ``code``)."""
+    the field at fault (``current_password``, ``code`` or ``credential``)."""
     try:
         reauth.reauthenticate(
-            request=request._request, user=user, password=password, code=code, password_needed=password_needed
+            request=request._request,
+            user=user,
+            password=password,
+            code=code,
+            credential=credential,
+            password_needed=password_needed,
         )
     except LockedOut:
         return cast("Response", lockout_response(request._request))
@@ -51,8 +63,22 @@ def step_up(
     except ProofMissing:
         raise ValidationError({"code": [CODE_NEEDED]}) from None
     except WrongProof:
+        if credential is not None:
+            raise ValidationError({"credential": [CREDENTIAL_WRONG]}) from None
         raise ValidationError({"code": [CODE_WRONG]}) from None
     return None
+
+
+def credential_field(help_text: str, *, required: bool = False) -> serializers.DictField:
+    """A passkey's answer: the WebAuthn ``…ResponseJSON`` object (base64url fields), checked by
+    ``users.mfa.passkeys`` (anything malformed is a wrong proof, never a 500)."""
+    return serializers.DictField(required=required, help_text=help_text)
+
+
+STEP_UP_CREDENTIAL = (
+    "Instead of `code`, once you have a passkey: its assertion (`AuthenticationResponseJSON`) answering the "
+    "`passkey_options` of `POST /api/mfa/challenge/`."
+)
 
 
 def detail_response(message: str, code: str, http_status: int) -> Response:

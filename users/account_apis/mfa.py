@@ -1,8 +1,10 @@
 """The second factor over the API: ``GET /api/mfa/``, ``POST /api/mfa/totp/setup/``,
-``POST /api/mfa/totp/confirm/``, ``DELETE /api/mfa/totp/``, ``POST /api/mfa/recovery-codes/``.
+``POST /api/mfa/totp/confirm/``, ``DELETE /api/mfa/totp/``, ``POST /api/mfa/recovery-codes/``,
+``POST /api/mfa/passkeys/begin/``, ``POST /api/mfa/passkeys/``, ``DELETE /api/mfa/passkeys/<id>/``
+and ``POST /api/mfa/challenge/``.
 
-Every change but the confirmation re-authenticates (``common.step_up``: ``current_password`` and,
-once the user has a factor, ``code``). These routes stay open to a user who must enrol
+Every change but the confirmations re-authenticates (``common.step_up``: ``current_password`` and,
+once the user has a factor, ``code`` or ``credential``). These routes stay open to a user who must enrol
 (``MFA_REQUIRED_ROLES``): they are how one does.
 """
 
@@ -11,17 +13,27 @@ from __future__ import annotations
 from typing import cast
 
 from django.conf import settings
-from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from users.account_apis.common import CODE_WRONG, UNAUTHORISED, AuthenticatedApi, detail_response, step_up
+from users.account_apis.common import (
+    CODE_WRONG,
+    CREDENTIAL_WRONG,
+    STEP_UP_CREDENTIAL,
+    UNAUTHORISED,
+    AuthenticatedApi,
+    credential_field,
+    detail_response,
+    step_up,
+)
 from users.apis import FIELD_ERRORS, THROTTLED, StrictInputSerializer
 from users.errors import FactorStateError, WrongProof
 from users.mfa import flows as mfa
-from users.models import User
+from users.mfa import passkeys
+from users.models import Passkey, User
 
 RECOVERY_CODES = inline_serializer(
     "RecoveryCodes",
@@ -34,6 +46,14 @@ class StepUpInputSerializer(StrictInputSerializer):
     code = serializers.CharField(
         max_length=32, required=False, help_text="Once you have a second factor: a TOTP or recovery code."
     )
+    credential = credential_field(STEP_UP_CREDENTIAL)
+
+
+class PasskeyOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    last_used_at = serializers.DateTimeField(allow_null=True)
 
 
 class MfaApi(AuthenticatedApi):
@@ -44,7 +64,13 @@ class MfaApi(AuthenticatedApi):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        return step_up(request, self._user(request), password=data["current_password"], code=data.get("code"))
+        return step_up(
+            request,
+            self._user(request),
+            password=data["current_password"],
+            code=data.get("code"),
+            credential=data.get("credential"),
+        )
 
     @staticmethod
     def _user(request: Request) -> User:
@@ -63,7 +89,7 @@ class MfaStatusApi(MfaApi):
                 {
                     "totp": serializers.BooleanField(),
                     "recovery_codes_left": serializers.IntegerField(),
-                    "passkeys": serializers.ListField(child=serializers.DictField()),
+                    "passkeys": PasskeyOutputSerializer(many=True),
                 },
             ),
             401: UNAUTHORISED,
@@ -71,7 +97,13 @@ class MfaStatusApi(MfaApi):
     )
     def get(self, request: Request) -> Response:
         found = mfa.status(user=self._user(request))
-        return Response({"totp": found.totp, "recovery_codes_left": found.recovery_codes_left, "passkeys": []})
+        return Response(
+            {
+                "totp": found.totp,
+                "recovery_codes_left": found.recovery_codes_left,
+                "passkeys": PasskeyOutputSerializer(found.passkeys, many=True).data,
+            }
+        )
 
 
 class TotpSetupApi(MfaApi):
@@ -181,3 +213,135 @@ class RecoveryCodesApi(MfaApi):
         except FactorStateError as exc:
             return detail_response(str(exc), "mfa_state", status.HTTP_400_BAD_REQUEST)
         return Response({"recovery_codes": codes})
+
+
+class PasskeyBeginApi(MfaApi):
+    """``POST /api/mfa/passkeys/begin/``: the options for the browser's ``navigator.credentials.create()``."""
+
+    @extend_schema_serializer(component_name="PasskeyBegin")
+    class InputSerializer(StepUpInputSerializer):
+        pass
+
+    @extend_schema(
+        operation_id="mfa_passkey_begin",
+        summary="Start adding a passkey",
+        description="Needs `current_password` (and `code` or `credential` once you have a factor). `options` is a "
+        "`PublicKeyCredentialCreationOptionsJSON` (base64url) for the relying party `SITE_URL`'s host; answer it "
+        "within 5 minutes with `POST /api/mfa/passkeys/`.",
+        request=InputSerializer,
+        responses={
+            200: inline_serializer("PasskeyCreationOptions", {"options": serializers.DictField()}),
+            400: FIELD_ERRORS,
+            401: UNAUTHORISED,
+            429: THROTTLED,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        if refused := self._step_up(request):
+            return refused
+        return Response({"options": passkeys.registration_options(user=self._user(request))})
+
+
+class PasskeyListApi(MfaApi):
+    """``POST /api/mfa/passkeys/``: keep the passkey the authenticator made for the last options."""
+
+    @extend_schema_serializer(component_name="PasskeyAdd")
+    class InputSerializer(StrictInputSerializer):
+        name = serializers.CharField(max_length=64, help_text="Your name for it, e.g. the device.")
+        credential = credential_field("The `RegistrationResponseJSON` answering the options.", required=True)
+
+    @extend_schema(
+        operation_id="mfa_passkey_add",
+        summary="Add a passkey",
+        description="A notice is mailed. With the passkey as your first factor, `recovery_codes` (10, shown once).",
+        request=InputSerializer,
+        responses={
+            201: inline_serializer(
+                "PasskeyAdded",
+                {
+                    "id": serializers.IntegerField(),
+                    "name": serializers.CharField(),
+                    "created_at": serializers.DateTimeField(),
+                    "last_used_at": serializers.DateTimeField(allow_null=True),
+                    "recovery_codes": serializers.ListField(child=serializers.CharField(), required=False),
+                },
+            ),
+            400: FIELD_ERRORS,
+            401: UNAUTHORISED,
+            429: THROTTLED,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            added = mfa.passkey_add(user=self._user(request), name=data["name"], credential=data["credential"])
+        except WrongProof:
+            raise ValidationError({"credential": [CREDENTIAL_WRONG]}) from None
+        body = dict(PasskeyOutputSerializer(added.passkey).data)
+        if added.recovery_codes is not None:
+            body["recovery_codes"] = added.recovery_codes
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+class PasskeyApi(MfaApi):
+    """``DELETE /api/mfa/passkeys/<id>/``: remove one of your passkeys."""
+
+    @extend_schema_serializer(component_name="PasskeyRemove")
+    class InputSerializer(StepUpInputSerializer):
+        pass
+
+    @extend_schema(
+        operation_id="mfa_passkey_remove",
+        parameters=[OpenApiParameter("passkey_id", int, OpenApiParameter.PATH, description="The passkey's `id`.")],
+        summary="Remove a passkey",
+        description="Needs `current_password` and `code` or `credential`. With the last factor the recovery codes "
+        "go too.",
+        request=InputSerializer,
+        responses={
+            204: None,
+            400: FIELD_ERRORS,
+            401: UNAUTHORISED,
+            404: inline_serializer("PasskeyNotFound", {"detail": serializers.CharField()}),
+            429: THROTTLED,
+        },
+    )
+    def delete(self, request: Request, passkey_id: str) -> Response:
+        user = self._user(request)
+        # Any path segment reaches the view (a JSON 404, not the resolver's HTML one, for garbage).
+        number = int(passkey_id) if passkey_id.isascii() and passkey_id.isdigit() and len(passkey_id) < 19 else None
+        if number is None or not Passkey.objects.filter(user=user, pk=number).exists():
+            raise NotFound("You have no such passkey.")
+        if refused := self._step_up(request):
+            return refused
+        try:
+            mfa.passkey_remove(user=user, passkey_id=number)
+        except Passkey.DoesNotExist:
+            raise NotFound("You have no such passkey.") from None
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MfaChallengeApi(MfaApi):
+    """``POST /api/mfa/challenge/``: options for a passkey's assertion, the ``credential`` of a step-up."""
+
+    @extend_schema_serializer(component_name="MfaChallenge")
+    class InputSerializer(StrictInputSerializer):
+        pass
+
+    @extend_schema(
+        operation_id="mfa_challenge",
+        summary="Options for a passkey step-up proof",
+        description="`passkey_options` (`PublicKeyCredentialRequestOptionsJSON`) allowing your passkeys; its "
+        "answer is the `credential` of one sensitive request, within 5 minutes.",
+        request=InputSerializer,
+        responses={
+            200: inline_serializer("MfaChallengeOptions", {"passkey_options": serializers.DictField()}),
+            400: FIELD_ERRORS,
+            401: UNAUTHORISED,
+            429: THROTTLED,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        self.InputSerializer(data=request.data).is_valid(raise_exception=True)
+        return Response({"passkey_options": passkeys.authentication_options(user=self._user(request))})

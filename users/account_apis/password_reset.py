@@ -1,10 +1,11 @@
-"""Password reset: ``POST /api/password-reset/`` and ``POST /api/password-reset/confirm/``."""
+"""Password reset: ``POST /api/password-reset/``, ``POST /api/password-reset/challenge/`` (the
+passkey options for a user with one) and ``POST /api/password-reset/confirm/``."""
 
 from __future__ import annotations
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
@@ -12,9 +13,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from users import identity
-from users.account_apis.common import detail_response, step_up
+from users.account_apis.common import credential_field, detail_response, step_up
 from users.apis import DETAIL, FIELD_ERRORS, THROTTLED, StrictInputSerializer, _field
 from users.errors import InvalidToken
+from users.mfa import passkeys
 from users.services import accounts
 from users.throttles import PasswordResetAddressThrottle, PasswordResetThrottle
 
@@ -48,6 +50,45 @@ class PasswordResetApi(APIView):
         return Response({"detail": RESET_ACCEPTED}, status=status.HTTP_202_ACCEPTED)
 
 
+class PasswordResetChallengeApi(APIView):
+    """``POST /api/password-reset/challenge/``: passkey options for the reset link's user."""
+
+    throttle_classes = [PasswordResetThrottle]
+
+    @extend_schema_serializer(component_name="PasswordResetChallenge")
+    class InputSerializer(StrictInputSerializer):
+        uid = serializers.CharField(max_length=64)
+        token = serializers.CharField(max_length=128)
+
+    @extend_schema(
+        operation_id="password_reset_challenge",
+        summary="Passkey options for a reset",
+        description="For a working link of an account with a passkey: `passkey_options` "
+        "(`PublicKeyCredentialRequestOptionsJSON`); its answer is the `credential` of the confirmation. An "
+        "account without a passkey gets an empty `passkey_options` (null).",
+        request=InputSerializer,
+        responses={
+            200: inline_serializer(
+                "PasswordResetChallengeOptions", {"passkey_options": serializers.DictField(allow_null=True)}
+            ),
+            400: OpenApiResponse(
+                FIELD_ERRORS.response, description="The one answer for a wrong, used or expired link."
+            ),
+            429: THROTTLED,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            user = accounts.password_reset_user(uid=data["uid"], token=data["token"])
+        except InvalidToken:
+            return detail_response(BAD_RESET_LINK, "invalid_link", status.HTTP_400_BAD_REQUEST)
+        options = passkeys.authentication_options(user=user) if passkeys.has_passkey(user=user) else None
+        return Response({"passkey_options": options})
+
+
 class PasswordResetConfirmApi(APIView):
     """``POST /api/password-reset/confirm/``: set the new password through the emailed link."""
 
@@ -62,6 +103,10 @@ class PasswordResetConfirmApi(APIView):
             max_length=32,
             required=False,
             help_text="Needed when the account has a second factor: a TOTP code or a recovery code.",
+        )
+        credential = credential_field(
+            "Instead of `code`, for an account with a passkey: its assertion answering the `passkey_options` of "
+            "`POST /api/password-reset/challenge/`."
         )
 
     @extend_schema(
@@ -86,7 +131,14 @@ class PasswordResetConfirmApi(APIView):
         try:
             # A reset never bypasses the second factor; refused for its proof, the link stays usable.
             user = accounts.password_reset_user(uid=data["uid"], token=data["token"])
-            if refused := step_up(request, user, password=None, code=data.get("code"), password_needed=False):
+            if refused := step_up(
+                request,
+                user,
+                password=None,
+                code=data.get("code"),
+                credential=data.get("credential"),
+                password_needed=False,
+            ):
                 return refused
             accounts.password_reset_confirm(uid=data["uid"], token=data["token"], new_password=data["new_password"])
         except InvalidToken:

@@ -17,9 +17,11 @@ from rest_framework.response import Response
 from users import identity, policies
 from users.account_apis.common import (
     ENROLLMENT_FORBIDDEN,
+    STEP_UP_CREDENTIAL,
     UNAUTHORISED,
     AuthenticatedApi,
     UserOutputSerializer,
+    credential_field,
     step_up,
 )
 from users.apis import DETAIL, FIELD_ERRORS, THROTTLED, StrictInputSerializer, _field
@@ -42,6 +44,7 @@ class ProfileInputSerializer(StrictInputSerializer):
         required=False,
         help_text="Once you have a second factor, needed with `current_password`: a TOTP or recovery code.",
     )
+    credential = credential_field(STEP_UP_CREDENTIAL)
 
     validate_full_name = staticmethod(_field(identity.normalize_full_name))
     validate_email = staticmethod(_field(identity.normalize_email))
@@ -95,7 +98,13 @@ class MeApi(AuthenticatedApi):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         if ("email" in data or "password" in data) and (
-            refused := step_up(request, user, password=data.get("current_password"), code=data.get("code"))
+            refused := step_up(
+                request,
+                user,
+                password=data.get("current_password"),
+                code=data.get("code"),
+                credential=data.get("credential"),
+            )
         ):
             return refused
         if "password" in data:

@@ -1,4 +1,5 @@
-"""Log-in, refresh and log-out: ``/api/tokens/``, ``/api/tokens/refresh/``, ``/api/tokens/logout/``."""
+"""Log-in, refresh and log-out: ``/api/tokens/``, ``/api/tokens/mfa/``, ``/api/tokens/passkey/begin/``,
+``/api/tokens/passkey/``, ``/api/tokens/refresh/``, ``/api/tokens/logout/``."""
 
 from __future__ import annotations
 
@@ -20,19 +21,24 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from users import reauth
-from users.account_apis.common import UserOutputSerializer, detail_response
+from users.account_apis.common import UserOutputSerializer, credential_field, detail_response
 from users.apis import DETAIL, FIELD_ERRORS, THROTTLED, StrictInputSerializer
 from users.auth import client_ip, lockout_response
 from users.errors import InvalidToken, WrongProof
 from users.mfa import flows as mfa
+from users.mfa import passkeys
 from users.models import User
 from users.services import sessions
-from users.throttles import LoginThrottle, RefreshThrottle
+from users.throttles import LoginThrottle, RefreshThrottle, record_login_failure
 
 BAD_CREDENTIALS = "No account matches that username or address and password."
 NOT_VERIFIED = "Verify your email address first: use the link we sent you, or ask for a new one."
-MFA_REQUIRED = "The password is right; now give a code from your authenticator app (POST /api/tokens/mfa/)."
+MFA_REQUIRED = (
+    "The password is right; now give a code from your authenticator app, or your passkey's answer "
+    "(POST /api/tokens/mfa/)."
+)
 BAD_SECOND_FACTOR = "That code is wrong or was used already, or the log-in took too long: log in again."
+BAD_PASSKEY = "That passkey is not known here, or its answer is wrong, was used already or took too long."
 BAD_REFRESH = "This refresh token is invalid, expired or spent; log in again."
 
 
@@ -83,11 +89,14 @@ class TokenObtainApi(APIView):
                         "code": serializers.CharField(required=False),
                         "mfa_token": serializers.CharField(required=False),
                         "methods": serializers.ListField(child=serializers.CharField(), required=False),
+                        "passkey_options": serializers.DictField(required=False),
                     },
                 ),
                 description="One answer for an unknown account and a wrong password. For an account with a "
                 "second factor and the right password: `code` `mfa_required`, `mfa_token` (single use, 5 minutes) "
-                "and `methods`; go on with `POST /api/tokens/mfa/`.",
+                "and `methods`; `passkey_options` (`PublicKeyCredentialRequestOptionsJSON`) when the account has a "
+                "passkey; "
+                "go on with `POST /api/tokens/mfa/`.",
             ),
             403: OpenApiResponse(DETAIL, description="`code` `email_not_verified`: the password is right."),
             429: THROTTLED,
@@ -110,12 +119,14 @@ class TokenObtainApi(APIView):
         if settings.ACCOUNT_LOGIN_REQUIRES_VERIFIED_EMAIL and not user.is_email_verified:
             return detail_response(NOT_VERIFIED, "email_not_verified", status.HTTP_403_FORBIDDEN)
         if mfa.has_factor(user=user):  # no session, no tokens, no user_logged_in: a proof is owed
-            body = {
+            body: dict[str, Any] = {
                 "detail": MFA_REQUIRED,
                 "code": "mfa_required",
                 "mfa_token": mfa.login_token_issue(user=user),
                 "methods": mfa.methods(user=user),
             }
+            if mfa.PASSKEY in body["methods"]:
+                body["passkey_options"] = passkeys.authentication_options(user=user)
             return Response(body, status=status.HTTP_401_UNAUTHORIZED)
         return log_in(request, user)
 
@@ -144,11 +155,21 @@ class TokenMfaApi(APIView):
     @extend_schema_serializer(component_name="LoginSecondFactor")
     class InputSerializer(StrictInputSerializer):
         mfa_token = serializers.CharField(max_length=128)
-        code = serializers.CharField(max_length=32, help_text="A TOTP code or an unused recovery code.")
+        code = serializers.CharField(
+            max_length=32, required=False, help_text="A TOTP code or an unused recovery code (or `credential`)."
+        )
+        credential = credential_field(
+            "Instead of `code`: the passkey's `AuthenticationResponseJSON` answering the log-in's `passkey_options`."
+        )
+
+        def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+            if ("code" in attrs) == ("credential" in attrs):
+                raise serializers.ValidationError({"code": ["Give either `code` or `credential`."]})
+            return attrs
 
     @extend_schema(
         operation_id="token_obtain_mfa",
-        summary="Log in, second step: the code",
+        summary="Log in, second step: the code or the passkey",
         request=InputSerializer,
         responses={
             200: inline_serializer(
@@ -158,8 +179,8 @@ class TokenMfaApi(APIView):
             400: FIELD_ERRORS,
             401: OpenApiResponse(
                 DETAIL,
-                description="One answer for a wrong, replayed or used code and an unknown, used, expired or dead "
-                "`mfa_token` (dead after 5 wrong codes).",
+                description="One answer for a wrong, replayed or used code, a bad or replayed assertion and an "
+                "unknown, used, expired or dead `mfa_token` (dead after 5 wrong proofs).",
             ),
             429: THROTTLED,
         },
@@ -176,12 +197,99 @@ class TokenMfaApi(APIView):
         if reauth.is_locked(request=request._request, user=user):
             return lockout_response(request._request)
         try:
-            user = mfa.login_token_redeem(token=data["mfa_token"], code=data["code"])
+            user = mfa.login_token_redeem(
+                token=data["mfa_token"], code=data.get("code"), credential=data.get("credential")
+            )
         except InvalidToken:
             return refused
         except WrongProof:
             reauth.proof_failed(request=request._request, user=user)  # counts like a wrong password
             return refused
+        return log_in(request, user)
+
+
+class TokenPasskeyBeginApi(APIView):
+    """``POST /api/tokens/passkey/begin/``: start a log-in with a discoverable passkey alone."""
+
+    throttle_classes = [LoginThrottle]
+
+    @extend_schema_serializer(component_name="PasskeyLoginBegin")
+    class InputSerializer(StrictInputSerializer):
+        pass
+
+    @extend_schema(
+        operation_id="token_passkey_begin",
+        summary="Log in with a passkey: the options",
+        description="`options` for `navigator.credentials.get()` (no allowed credentials: the authenticator offers "
+        "its passkeys for this site; user verification required) and `passkey_token` (single use, 5 minutes) for "
+        "`POST /api/tokens/passkey/`.",
+        request=InputSerializer,
+        responses={
+            200: inline_serializer(
+                "PasskeyLoginOptions", {"options": serializers.DictField(), "passkey_token": serializers.CharField()}
+            ),
+            400: FIELD_ERRORS,
+            429: THROTTLED,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        self.InputSerializer(data=request.data).is_valid(raise_exception=True)
+        options, token = passkeys.discoverable_options()
+        return Response({"options": options, "passkey_token": token})
+
+
+class TokenPasskeyApi(APIView):
+    """``POST /api/tokens/passkey/``: the log-in with a passkey — its user verification is the
+    second factor, its possession the first."""
+
+    throttle_classes = [LoginThrottle]
+
+    @extend_schema_serializer(component_name="PasskeyLogin")
+    class InputSerializer(StrictInputSerializer):
+        passkey_token = serializers.CharField(max_length=128)
+        credential = credential_field(
+            "The `AuthenticationResponseJSON` answering the options of `POST /api/tokens/passkey/begin/`.",
+            required=True,
+        )
+
+    @extend_schema(
+        operation_id="token_passkey",
+        summary="Log in with a passkey",
+        request=InputSerializer,
+        responses={
+            200: inline_serializer(
+                "TokensAfterPasskey",
+                _token_fields() | {"session_id": serializers.UUIDField(), "user": UserOutputSerializer()},
+            ),
+            400: FIELD_ERRORS,
+            401: OpenApiResponse(
+                DETAIL,
+                description="One answer for an unknown passkey, a bad, replayed or unverified assertion and an "
+                "unknown, used or expired `passkey_token`.",
+            ),
+            429: THROTTLED,
+        },
+    )
+    def post(self, request: Request) -> Response | HttpResponse:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        refused = detail_response(BAD_PASSKEY, "invalid_credentials", status.HTTP_401_UNAUTHORIZED)
+        owner = passkeys.credential_owner(credential=data["credential"])
+        if owner is not None and reauth.is_locked(request=request._request, user=owner):
+            return lockout_response(request._request)
+        try:
+            user = passkeys.verify(credential=data["credential"], token=data["passkey_token"])
+        except WrongProof:
+            if owner is not None:  # counts like a wrong password of that account
+                reauth.proof_failed(request=request._request, user=owner)
+            else:  # no account to lock, but the address's failures count (THROTTLE_LOGIN)
+                record_login_failure(request._request)
+            return refused
+        if not user.is_active:
+            return refused
+        if settings.ACCOUNT_LOGIN_REQUIRES_VERIFIED_EMAIL and not user.is_email_verified:
+            return detail_response(NOT_VERIFIED, "email_not_verified", status.HTTP_403_FORBIDDEN)
         return log_in(request, user)
 
 

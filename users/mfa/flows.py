@@ -1,27 +1,28 @@
 """The second factor's use cases (views, the re-authentication and the admin call these; each owns
-its transaction and its events). A factor is TOTP today; passkeys join ``has_factor`` and
-``methods`` and add ``credential`` beside ``code`` as a proof."""
+its transaction and its events). A factor is TOTP or a passkey; a proof is a ``code`` (TOTP or a
+recovery code) or a ``credential`` (a passkey's assertion)."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from users.errors import FactorStateError, InvalidToken, WrongProof
-from users.mfa import crypto, recovery_codes, totp
-from users.models import MfaLoginToken, SecurityEvent, TotpDevice, User
+from users.mfa import crypto, passkeys, recovery_codes, totp
+from users.models import MfaLoginToken, Passkey, SecurityEvent, TotpDevice, User
 from users.services import events
 
 Event = SecurityEvent.Kind
 LOGIN_TOKEN_LIFETIME = timedelta(minutes=5)
 LOGIN_TOKEN_MAX_FAILURES = 5
-TOTP, RECOVERY_CODE = "totp", "recovery_code"
+TOTP, RECOVERY_CODE, PASSKEY = "totp", "recovery_code", "passkey"
 
 
 @dataclass(frozen=True)
@@ -32,9 +33,24 @@ class TotpSetup:
 
 
 @dataclass(frozen=True)
+class PasskeyInfo:
+    id: int
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+@dataclass(frozen=True)
 class Status:
     totp: bool
     recovery_codes_left: int
+    passkeys: list[PasskeyInfo]
+
+
+@dataclass(frozen=True)
+class PasskeyAdded:
+    passkey: Passkey
+    recovery_codes: list[str] | None  # issued when the passkey is the user's first factor
 
 
 # --- What the user has ----------------------------------------------------------------------------
@@ -42,21 +58,31 @@ def _totp_device(user: User) -> TotpDevice | None:
     return TotpDevice.objects.filter(user=user, confirmed_at__isnull=False).first()
 
 
-def has_factor(*, user: User) -> bool:
-    """Whether ``user`` has a second factor (a confirmed TOTP device; passkeys later)."""
+def _has_totp(user: User) -> bool:
     return TotpDevice.objects.filter(user=user, confirmed_at__isnull=False).exists()
 
 
+def has_factor(*, user: User) -> bool:
+    """Whether ``user`` has a second factor: a confirmed TOTP device or a passkey."""
+    return _has_totp(user) or passkeys.has_passkey(user=user)
+
+
 def methods(*, user: User) -> list[str]:
-    """The proofs ``user`` can give at the second step, of ``totp``, ``recovery_code`` (``passkey``)."""
-    found = [TOTP] if has_factor(user=user) else []
+    """The proofs ``user`` can give at the second step, of ``totp``, ``passkey``, ``recovery_code``."""
+    found = [TOTP] if _has_totp(user) else []
+    if passkeys.has_passkey(user=user):
+        found.append(PASSKEY)
     if found and recovery_codes.codes_left(user=user):
         found.append(RECOVERY_CODE)
     return found
 
 
 def status(*, user: User) -> Status:
-    return Status(totp=has_factor(user=user), recovery_codes_left=recovery_codes.codes_left(user=user))
+    keys = [
+        PasskeyInfo(id=k.pk, name=k.name, created_at=k.created_at, last_used_at=k.last_used_at)
+        for k in Passkey.objects.filter(user=user).order_by("created_at", "pk")
+    ]
+    return Status(totp=_has_totp(user), recovery_codes_left=recovery_codes.codes_left(user=user), passkeys=keys)
 
 
 # --- Changing factors (the callers re-authenticated the request) ---------------------------------
@@ -97,6 +123,30 @@ def totp_disable(*, user: User) -> None:
         events.event_record(user=user, kind=Event.MFA_DISABLED, detail=TOTP, notify=True)
 
 
+def passkey_add(*, user: User, name: str, credential: dict[str, Any]) -> PasskeyAdded:
+    """Keep a passkey from a verified registration (``WrongProof`` otherwise): an event and a
+    notice; with it as the first factor, the ten recovery codes (shown once)."""
+    first = not has_factor(user=user)
+    passkey = passkeys.register(user=user, name=name, credential=credential)
+    with transaction.atomic():
+        codes = recovery_codes.codes_replace(user=user) if first else None
+        events.event_record(user=user, kind=Event.PASSKEY_ADDED, detail=name, notify=True)
+    return PasskeyAdded(passkey=passkey, recovery_codes=codes)
+
+
+def passkey_remove(*, user: User, passkey_id: int) -> None:
+    """Remove one of ``user``'s passkeys (``Passkey.DoesNotExist`` if it is not theirs): an event;
+    the recovery codes go with the last factor."""
+    with transaction.atomic():
+        passkey = Passkey.objects.filter(user=user, pk=passkey_id).first()
+        if passkey is None:
+            raise Passkey.DoesNotExist
+        passkey.delete()
+        if not has_factor(user=user):
+            recovery_codes.codes_delete(user=user)
+        events.event_record(user=user, kind=Event.PASSKEY_REMOVED, detail=passkey.name)
+
+
 def recovery_codes_regenerate(*, user: User) -> list[str]:
     with transaction.atomic():
         if not has_factor(user=user):
@@ -111,6 +161,7 @@ def factors_reset_by_staff(*, user: User) -> bool:
     request's actor) and a notice. False if the user had none."""
     with transaction.atomic():
         removed = TotpDevice.objects.filter(user=user).delete()[0]
+        removed += Passkey.objects.filter(user=user).delete()[0]
         removed += recovery_codes.codes_delete(user=user)
         if removed:
             events.event_record(user=user, kind=Event.MFA_RESET_BY_STAFF, notify=True)
@@ -118,8 +169,17 @@ def factors_reset_by_staff(*, user: User) -> bool:
 
 
 # --- Proofs ------------------------------------------------------------------------------------------
-def proof_verify(*, user: User, code: str) -> bool:
-    """A TOTP code (not replayed) or an unused recovery code (now used: an event and a notice)."""
+def proof_verify(*, user: User, code: str | None = None, credential: dict[str, Any] | None = None) -> bool:
+    """A TOTP code (not replayed), an unused recovery code (now used: an event and a notice), or
+    ``credential``: an assertion of one of the user's passkeys answering a live challenge of theirs."""
+    if credential is not None:
+        try:
+            passkeys.verify(credential=credential, user=user)
+        except WrongProof:
+            return False
+        return True
+    if not code:
+        return False
     if totp.is_code(code):
         device = _totp_device(user)
         return device is not None and totp.verify(device=device, code=code)
@@ -163,14 +223,14 @@ def login_token_user(*, token: str) -> User:
     return row.user
 
 
-def login_token_redeem(*, token: str, code: str) -> User:
+def login_token_redeem(*, token: str, code: str | None = None, credential: dict[str, Any] | None = None) -> User:
     """Spend ``token`` with a right proof. ``InvalidToken`` if it is used, expired or dead;
     ``WrongProof`` (one more failure on the token) if the proof is wrong or replayed."""
     with transaction.atomic():
         row = _alive(token).select_for_update().select_related("user").first()
         if row is None:
             raise InvalidToken
-        right = proof_verify(user=row.user, code=code)
+        right = proof_verify(user=row.user, code=code, credential=credential)
         if right:
             MfaLoginToken.objects.filter(pk=row.pk).update(used_at=timezone.now())
         else:

@@ -1,0 +1,277 @@
+"""Passkeys over HTTP against the running stack (Django on a real port, PostgreSQL, Redis, the
+worker, an SMTP sink), with a software authenticator in place of the phone: what a client does and
+what the user notices — the answers, the notice, whether a session works, the lockout."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from django.contrib.auth.tokens import default_token_generator
+from django.utils.encoding import force_bytes
+from django.utils.http import urlsafe_base64_encode
+from webauthn.helpers import bytes_to_base64url
+
+from conftest import message_text, wait_for
+from tests.security.test_account_takeover import NEW_PASSWORD, PASSWORD, Api, _behind_a_proxy
+from users.models import LoginSession, SecurityEvent, User
+from users.tests.authenticator import SoftAuthenticator
+from users.tests.factories import UserFactory
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+PASSKEY_LOGIN_REFUSED = "That passkey is not known here, or its answer is wrong, was used already or took too long."
+SECOND_STEP_REFUSED = "That code is wrong or was used already, or the log-in took too long: log in again."
+
+
+@pytest.fixture
+def stack(live_server, smtp_server, worker, settings, no_throttling) -> Iterator[str]:
+    settings.SITE_URL = live_server.url
+    yield live_server.url
+
+
+@pytest.fixture
+def ada() -> User:
+    return UserFactory(username="ada", email="ada@example.com", full_name="Ada Lovelace", is_email_verified=True)
+
+
+def add_passkey(api: Api, origin: str, name: str = "phone", **proof) -> tuple[SoftAuthenticator, dict]:
+    """Register a passkey through the API, as a browser with its authenticator would."""
+    begun = api.call("POST", "/api/mfa/passkeys/begin/", {"current_password": PASSWORD, **proof})
+    assert begun.status_code == 200, begun.text
+    device = SoftAuthenticator(origin=origin)
+    added = api.call("POST", "/api/mfa/passkeys/", {"name": name, "credential": device.create(begun.json()["options"])})
+    assert added.status_code == 201, added.text
+    return device, added.json()
+
+
+def password_step(stack: str, *, ip: str | None = None) -> tuple[Api, dict]:
+    api = Api(stack, ip=ip)
+    answer = api.call("POST", "/api/tokens/", {"username": "ada", "password": PASSWORD})
+    assert answer.status_code == 401 and answer.json()["code"] == "mfa_required", answer.text
+    return api, answer.json()
+
+
+def passkey_step(api: Api, first: dict, credential: dict):
+    answer = api.call("POST", "/api/tokens/mfa/", {"mfa_token": first["mfa_token"], "credential": credential})
+    if answer.status_code == 200:
+        api.http.headers["Authorization"] = f"Bearer {answer.json()['access']}"
+    return answer
+
+
+def discoverable_log_in(client: Api, device: SoftAuthenticator):
+    """A log-in with a passkey alone: the options, the authenticator's answer."""
+    begun = client.call("POST", "/api/tokens/passkey/begin/", {})
+    assert begun.status_code == 200, begun.text
+    body = {"passkey_token": begun.json()["passkey_token"], "credential": device.get(begun.json()["options"])}
+    return client.call("POST", "/api/tokens/passkey/", body)
+
+
+def step_up(api: Api, device: SoftAuthenticator) -> dict:
+    """A fresh assertion for one sensitive request."""
+    challenge = api.call("POST", "/api/mfa/challenge/", {})
+    assert challenge.status_code == 200, challenge.text
+    return device.get(challenge.json()["passkey_options"])
+
+
+def test_register_a_passkey_then_log_in_with_password_and_passkey(stack, ada, smtp_server):
+    api = Api(stack)
+    assert api.log_in("ada").status_code == 200
+    device, added = add_passkey(api, stack)
+    assert added["name"] == "phone" and len(added["recovery_codes"]) == 10 and added["last_used_at"] is None
+    [notice] = wait_for(lambda: [m for m in smtp_server.to("ada@example.com") if "passkey" in m["Subject"].lower()])
+    assert "passkey" in message_text(notice).lower()
+    listed = api.call("GET", "/api/mfa/").json()
+    assert listed["totp"] is False and listed["recovery_codes_left"] == 10
+    assert [(k["id"], k["name"]) for k in listed["passkeys"]] == [(added["id"], "phone")]
+
+    client, first = password_step(stack)
+    assert first["methods"] == ["passkey", "recovery_code"]
+    assert first["passkey_options"]["rpId"] == "localhost"
+    assert [c["id"] for c in first["passkey_options"]["allowCredentials"]] == [bytes_to_base64url(device.credential_id)]
+    assert client.call("GET", "/api/users/me/").status_code == 401  # the password alone: no session
+    done = passkey_step(client, first, device.get(first["passkey_options"]))
+    assert done.status_code == 200, done.text
+    assert client.call("GET", "/api/users/me/").json()["username"] == "ada"
+    assert api.call("GET", "/api/mfa/").json()["passkeys"][0]["last_used_at"] is not None
+
+
+def test_a_replayed_assertion_is_refused_with_the_one_answer(stack, ada):
+    api = Api(stack)
+    api.log_in("ada")
+    device, _ = add_passkey(api, stack)
+    client, first = password_step(stack)
+    assertion = device.get(first["passkey_options"])
+    assert passkey_step(client, first, assertion).status_code == 200
+    _, again = password_step(stack)
+    replayed = passkey_step(Api(stack), again, assertion)
+    wrong_code = Api(stack).call("POST", "/api/tokens/mfa/", {"mfa_token": again["mfa_token"], "code": "000000"})
+    assert replayed.status_code == wrong_code.status_code == 401
+    assert replayed.json() == wrong_code.json() and replayed.json()["detail"] == SECOND_STEP_REFUSED
+
+
+def test_a_discoverable_passkey_logs_in_in_one_step(stack, ada):
+    api = Api(stack)
+    api.log_in("ada")
+    device, _ = add_passkey(api, stack)
+    sessions_before = LoginSession.objects.filter(user=ada).count()
+
+    client = Api(stack)
+    begun = client.call("POST", "/api/tokens/passkey/begin/", {})
+    assert begun.status_code == 200, begun.text
+    options, token = begun.json()["options"], begun.json()["passkey_token"]
+    assert options["allowCredentials"] == [] and options["userVerification"] == "required"
+    answer = client.call("POST", "/api/tokens/passkey/", {"passkey_token": token, "credential": device.get(options)})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["user"]["username"] == "ada"
+    client.http.headers["Authorization"] = f"Bearer {answer.json()['access']}"
+    assert client.call("GET", "/api/users/me/").status_code == 200
+    assert LoginSession.objects.filter(user=ada).count() == sessions_before + 1
+
+    # The token is spent; a passkey without user verification is not both factors.
+    again = client.call("POST", "/api/tokens/passkey/", {"passkey_token": token, "credential": device.get(options)})
+    assert again.status_code == 401 and again.json()["detail"] == PASSKEY_LOGIN_REFUSED
+    device.user_verification = False
+    begun = client.call("POST", "/api/tokens/passkey/begin/", {}).json()
+    unverified = client.call(
+        "POST",
+        "/api/tokens/passkey/",
+        {"passkey_token": begun["passkey_token"], "credential": device.get(begun["options"])},
+    )
+    assert unverified.status_code == 401 and unverified.json() == again.json()
+    garbage = client.call("POST", "/api/tokens/passkey/", {"passkey_token": "x", "credential": {"id": 1}})
+    assert garbage.status_code == 401 and garbage.json() == again.json()
+
+
+def test_an_address_change_steps_up_with_a_passkey(stack, ada):
+    api = Api(stack)
+    api.log_in("ada")
+    device, _ = add_passkey(api, stack)
+    body = {"email": "new@example.com", "current_password": PASSWORD}
+    missing = api.call("PATCH", "/api/users/me/", body)
+    assert missing.status_code == 400 and set(missing.json()) == {"code"}
+    stranger = SoftAuthenticator(origin=stack)
+    stranger.credential_id = device.credential_id
+    wrong = api.call("PATCH", "/api/users/me/", body | {"credential": step_up(api, stranger)})
+    assert wrong.status_code == 400 and set(wrong.json()) == {"credential"}
+    assert User.objects.get(pk=ada.pk).pending_email == ""
+    changed = api.call("PATCH", "/api/users/me/", body | {"credential": step_up(api, device)})
+    assert changed.status_code == 200 and changed.json()["pending_email"] == "new@example.com"
+    assert SecurityEvent.objects.filter(user=ada, kind="login_failed").count() == 1
+
+
+def test_delete_a_passkey_with_a_proof_and_not_anyone_elses(stack, ada):
+    api = Api(stack)
+    api.log_in("ada")
+    device, added = add_passkey(api, stack)
+    second, other = add_passkey(api, stack, name="key", credential=step_up(api, device))
+    assert "recovery_codes" not in other  # not the first factor
+
+    UserFactory(username="eve", email="eve@example.com", is_email_verified=True)
+    eve = Api(stack)
+    eve.log_in("eve")
+    stranger = eve.call("DELETE", f"/api/mfa/passkeys/{added['id']}/", {"current_password": PASSWORD})
+    assert stranger.status_code == 404
+
+    no_proof = api.call("DELETE", f"/api/mfa/passkeys/{added['id']}/", {"current_password": PASSWORD})
+    assert no_proof.status_code == 400
+    gone = api.call(
+        "DELETE",
+        f"/api/mfa/passkeys/{added['id']}/",
+        {"current_password": PASSWORD, "credential": step_up(api, second)},
+    )
+    assert gone.status_code == 204
+    assert [k["name"] for k in api.call("GET", "/api/mfa/").json()["passkeys"]] == ["key"]
+    assert SecurityEvent.objects.filter(user=ada, kind="passkey_removed").exists()
+    # The removed passkey no longer logs in.
+    begun = Api(stack).call("POST", "/api/tokens/passkey/begin/", {}).json()
+    refused = Api(stack).call(
+        "POST",
+        "/api/tokens/passkey/",
+        {"passkey_token": begun["passkey_token"], "credential": device.get(begun["options"])},
+    )
+    assert refused.status_code == 401
+
+
+def test_wrong_assertions_count_toward_the_lockout(stack, ada, settings):
+    api = Api(stack)
+    api.log_in("ada")
+    device, _ = add_passkey(api, stack)
+    _behind_a_proxy(settings)
+    attacker_ip = "203.0.113.7"
+    impostor = SoftAuthenticator(origin=stack)
+    impostor.credential_id = device.credential_id  # names Ada's passkey, signs with another key
+    answers = []
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        client = Api(stack, ip=attacker_ip)
+        begun = client.call("POST", "/api/tokens/passkey/begin/", {}).json()
+        answers.append(
+            client.call(
+                "POST",
+                "/api/tokens/passkey/",
+                {"passkey_token": begun["passkey_token"], "credential": impostor.get(begun["options"])},
+            ).status_code
+        )
+    assert answers == [401] * (settings.AXES_FAILURE_LIMIT - 1) + [429]
+    locked = Api(stack, ip=attacker_ip).call("POST", "/api/tokens/", {"username": "ada", "password": PASSWORD})
+    assert locked.status_code == 429
+    # Ada, from an address that has not failed, logs in with her passkey.
+    client = Api(stack, ip="198.51.100.9")
+    begun = client.call("POST", "/api/tokens/passkey/begin/", {}).json()
+    mine = client.call(
+        "POST",
+        "/api/tokens/passkey/",
+        {"passkey_token": begun["passkey_token"], "credential": device.get(begun["options"])},
+    )
+    assert mine.status_code == 200, mine.text
+
+
+def test_passkeys_work_with_an_ip_address_as_relying_party(
+    live_server, smtp_server, worker, settings, no_throttling, ada
+):
+    port = live_server.url.rsplit(":", 1)[1]
+    stack = f"http://127.0.0.1:{port}"
+    settings.SITE_URL = stack
+    api = Api(stack)
+    api.log_in("ada")
+    device, _ = add_passkey(api, stack)
+    client, first = password_step(stack)
+    assert first["passkey_options"]["rpId"] == "127.0.0.1"
+    assert passkey_step(client, first, device.get(first["passkey_options"])).status_code == 200
+    # The same authenticator answering for another origin is refused.
+    _, first = password_step(stack)
+    assert (
+        passkey_step(
+            Api(stack), first, device.get(first["passkey_options"], origin=f"http://localhost:{port}")
+        ).status_code
+        == 401
+    )
+
+
+def test_a_password_reset_of_a_passkey_user_needs_its_assertion(stack, ada):
+    api = Api(stack)
+    api.log_in("ada")
+    device, _ = add_passkey(api, stack)
+    uid = urlsafe_base64_encode(force_bytes(ada.pk))
+    token = default_token_generator.make_token(User.objects.get(pk=ada.pk))
+    link = {"uid": uid, "token": token, "new_password": NEW_PASSWORD}
+    missing = Api(stack).call("POST", "/api/password-reset/confirm/", link)
+    assert missing.status_code == 400 and set(missing.json()) == {"code"}
+    challenge = Api(stack).call("POST", "/api/password-reset/challenge/", {"uid": uid, "token": token})
+    assert challenge.status_code == 200, challenge.text
+    credential = device.get(challenge.json()["passkey_options"])
+    done = Api(stack).call("POST", "/api/password-reset/confirm/", link | {"credential": credential})
+    assert done.status_code == 204, done.text
+    assert Api(stack).log_in("ada", NEW_PASSWORD).status_code == 401  # a factor is still owed
+    bad = Api(stack).call("POST", "/api/password-reset/challenge/", {"uid": uid, "token": token})
+    assert bad.status_code == 400 and bad.json()["code"] == "invalid_link"  # the link is spent
+
+
+def test_unknown_passkeys_count_as_failed_log_ins_of_the_address(stack, ada, settings):
+    _behind_a_proxy(settings, login_rate="3/min")
+    stranger = SoftAuthenticator(origin=stack)  # a passkey this site never registered
+    answers = [discoverable_log_in(Api(stack, ip="203.0.113.8"), stranger).status_code for _ in range(3)]
+    assert answers == [401, 401, 401]
+    held = Api(stack, ip="203.0.113.8").call("POST", "/api/tokens/passkey/begin/", {})
+    assert held.status_code == 429 and "Retry-After" in held.headers
+    assert Api(stack, ip="198.51.100.10").log_in("ada").status_code == 200  # another address is not held
