@@ -76,6 +76,12 @@ class MfaApi(AuthenticatedApi):
     def _user(request: Request) -> User:
         return cast("User", request.user)
 
+    def handle_exception(self, exc: Exception) -> Response:
+        # A change the factors' state does not allow (TOTP on already, nothing to turn off): one answer.
+        if isinstance(exc, FactorStateError):
+            return detail_response(str(exc), "mfa_state", status.HTTP_400_BAD_REQUEST)
+        return super().handle_exception(exc)
+
 
 class MfaStatusApi(MfaApi):
     """``GET /api/mfa/``: which factors the user has."""
@@ -136,10 +142,7 @@ class TotpSetupApi(MfaApi):
     def post(self, request: Request) -> Response:
         if refused := self._step_up(request):
             return refused
-        try:
-            setup = mfa.totp_setup(user=self._user(request))
-        except FactorStateError as exc:
-            return detail_response(str(exc), "mfa_state", status.HTTP_400_BAD_REQUEST)
+        setup = mfa.totp_setup(user=self._user(request))
         return Response({"secret": setup.secret, "otpauth_uri": setup.otpauth_uri, "qr_svg": setup.qr_svg})
 
 
@@ -163,8 +166,6 @@ class TotpConfirmApi(MfaApi):
             codes = mfa.totp_confirm(user=self._user(request), code=serializer.validated_data["code"])
         except WrongProof:
             raise ValidationError({"code": [CODE_WRONG]}) from None
-        except FactorStateError as exc:
-            return detail_response(str(exc), "mfa_state", status.HTTP_400_BAD_REQUEST)
         return Response({"recovery_codes": codes})
 
 
@@ -185,10 +186,7 @@ class TotpApi(MfaApi):
     def delete(self, request: Request) -> Response:
         if refused := self._step_up(request):
             return refused
-        try:
-            mfa.totp_disable(user=self._user(request))
-        except FactorStateError as exc:
-            return detail_response(str(exc), "mfa_state", status.HTTP_400_BAD_REQUEST)
+        mfa.totp_disable(user=self._user(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -208,10 +206,7 @@ class RecoveryCodesApi(MfaApi):
     def post(self, request: Request) -> Response:
         if refused := self._step_up(request):
             return refused
-        try:
-            codes = mfa.recovery_codes_regenerate(user=self._user(request))
-        except FactorStateError as exc:
-            return detail_response(str(exc), "mfa_state", status.HTTP_400_BAD_REQUEST)
+        codes = mfa.recovery_codes_regenerate(user=self._user(request))
         return Response({"recovery_codes": codes})
 
 
