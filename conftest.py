@@ -107,6 +107,15 @@ def configured_middleware() -> list[dramatiq.Middleware]:
 
 
 @pytest.fixture
+def admin_user(db: None, django_user_model: Any, django_username_field: str) -> Any:
+    """pytest-django's ``admin_user`` (behind ``admin_client``), with the second factor staff must
+    have (``MFA_REQUIRED_ROLES``): without one every admin page sends them to set one up."""
+    from users.tests.factories import superuser_with_factor
+
+    return superuser_with_factor(username="admin", password="password")  # noqa: S106  # pytest-django's
+
+
+@pytest.fixture
 def stub_broker() -> Iterator[StubBroker]:
     """Unit tests only: an in-memory broker with the production middleware."""
     broker = StubBroker(middleware=configured_middleware())

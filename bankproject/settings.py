@@ -122,6 +122,8 @@ MIDDLEWARE = [
     "axes.middleware.AxesMiddleware",
     # Who is asking and from where, for security events; browser sessions are session rows.
     "users.middleware.SecurityContextMiddleware",
+    # MFA_REQUIRED_ROLES on the pages: staff without a factor set one up before any admin page.
+    "users.middleware.SecondFactorEnrollmentMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
@@ -137,6 +139,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "users.context_processors.site",
             ],
         },
     },

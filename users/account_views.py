@@ -16,7 +16,7 @@ from django.contrib.auth import login, update_session_auth_hash
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render, resolve_url
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
@@ -36,6 +36,7 @@ from users.forms import (
     SecondStepForm,
 )
 from users.mfa import flows as mfa
+from users.mfa import passkeys
 from users.models import SecurityEvent, User
 from users.services import accounts
 from users.throttles import (
@@ -48,7 +49,8 @@ from users.throttles import (
 from users.views import too_many
 
 # The second step of a page log-in: the Django session (anonymous until the proof) keeps the mfa
-# token and where to go after, never the user's id; the token's row says whose log-in it is.
+# token's hash (the session table holds no token) and where to go after, never the user's id; the
+# token's row says whose log-in it is.
 SECOND_STEP_KEY = "_login_second_step"
 BACKEND = "users.auth.UsernameOrEmailBackend"
 SECOND_STEP_EXPIRED = "Your log-in expired: start again."
@@ -72,7 +74,8 @@ class SecondStepLoginView(auth_views.LoginView):
         # A new session key before anything is kept: a key planted before the log-in is worth nothing.
         self.request.session.cycle_key()
         token = mfa.login_token_issue(user=user)
-        self.request.session[SECOND_STEP_KEY] = {"token": token, "next": self.get_success_url()}
+        pending = {"token_hash": mfa.login_token_hash(token), "next": self.get_success_url()}
+        self.request.session[SECOND_STEP_KEY] = pending
         return redirect("login-verify")
 
 
@@ -110,11 +113,11 @@ def login_verify(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and (wait := throttle_wait(request, [LoginThrottle])):
         return too_many(request, wait)
     pending = request.session.get(SECOND_STEP_KEY)
-    if not isinstance(pending, dict) or not isinstance(pending.get("token"), str):
+    if not isinstance(pending, dict) or not isinstance(pending.get("token_hash"), str):
         return _second_step_expired(request)
-    token: str = pending["token"]
+    token_hash: str = pending["token_hash"]
     try:
-        user = mfa.login_token_user(token=token)
+        user = mfa.login_token_user(token_hash=token_hash)
     except InvalidToken:
         return _second_step_expired(request)
     form = SecondStepForm(request.POST if request.method == "POST" else None)
@@ -122,8 +125,9 @@ def login_verify(request: HttpRequest) -> HttpResponse:
         if reauth.is_locked(request=request, user=user):
             return lockout_response(request)
         if form.is_valid():
+            proof = {"code": form.cleaned_data.get("code") or None, "credential": form.cleaned_data.get("credential")}
             try:
-                user = mfa.login_token_redeem(token=token, code=form.cleaned_data["code"])
+                user = mfa.login_token_redeem(token_hash=token_hash, **proof)
             except InvalidToken:  # used, expired or dead since it was read
                 return _second_step_expired(request)
             except WrongProof:
@@ -138,17 +142,36 @@ def login_verify(request: HttpRequest) -> HttpResponse:
     return render(request, "users/login_verify.html", context, status=400 if form.errors else 200)
 
 
+@never_cache
+@require_http_methods(["POST"])
+def login_verify_challenge(request: HttpRequest) -> JsonResponse:
+    """Options for a passkey's answer at the second step (the pending log-in says whose)."""
+    if wait := throttle_wait(request, [LoginThrottle]):
+        return JsonResponse({"detail": "Too many requests."}, status=429, headers={"Retry-After": str(wait)})
+    pending = request.session.get(SECOND_STEP_KEY)
+    try:
+        user = mfa.login_token_user(token_hash=str(pending["token_hash"]) if isinstance(pending, dict) else "")
+    except (InvalidToken, KeyError):
+        return JsonResponse({"detail": SECOND_STEP_EXPIRED}, status=400)
+    return passkey_options_answer(user)
+
+
+@require_http_methods(["GET", "HEAD"])
+def home(request: HttpRequest) -> HttpResponse:
+    """``/``: the account for a logged-in browser, the log-in page otherwise."""
+    return redirect("account" if request.user.is_authenticated else "login")
+
+
 class LogoutView(auth_views.LogoutView):
     """POST only (Django's): a link can't log anyone out."""
 
 
 def _account_page(request: HttpRequest, *, status: int = 200, **forms: Any) -> HttpResponse:
     user = cast("User", request.user)
-    second_factor = mfa.has_factor(user=user)
     context = {
         "name_form": forms.get("name_form") or NameForm(initial={"full_name": user.full_name}),
-        "email_form": forms.get("email_form") or EmailChangeForm(second_factor=second_factor),
-        "password_form": forms.get("password_form") or ReauthPasswordChangeForm(user, second_factor=second_factor),
+        "email_form": forms.get("email_form") or EmailChangeForm(user=user),
+        "password_form": forms.get("password_form") or ReauthPasswordChangeForm(user),
         "events": SecurityEvent.objects.filter(user=user)[:10],
     }
     return render(request, "users/account.html", context, status=status)
@@ -172,11 +195,12 @@ def account(request: HttpRequest) -> HttpResponse:
         accounts.profile_update(user=user, full_name=form.cleaned_data["full_name"])
         messages.success(request, "Your name is changed.")
     elif which == "email":
-        email_form = EmailChangeForm(request.POST, second_factor=mfa.has_factor(user=user))
+        email_form = EmailChangeForm(request.POST, user=user)
         if not email_form.is_valid():
             return _account_page(request, status=400, email_form=email_form)
         data = email_form.cleaned_data
-        if (refused := _reauthenticate(request, data["current_password"], data.get("code"))) is not None:
+        refused = reauthenticate_or_why(request, data["current_password"], data.get("code"), data.get("credential"))
+        if refused is not None:
             field, message = refused
             email_form.add_error("current_password" if field == "old_password" else field, message)
             return _account_page(request, status=400, email_form=email_form)
@@ -185,9 +209,7 @@ def account(request: HttpRequest) -> HttpResponse:
             request, "We sent a link to the new address. Until you use it, your account keeps its current address."
         )
     elif which == "password":
-        password_form = ReauthPasswordChangeForm(
-            user, request.POST, check=partial(_reauthenticate, request), second_factor=mfa.has_factor(user=user)
-        )
+        password_form = ReauthPasswordChangeForm(user, request.POST, check=partial(reauthenticate_or_why, request))
         if not password_form.is_valid():
             return _account_page(request, status=400, password_form=password_form)
         try:
@@ -200,19 +222,27 @@ def account(request: HttpRequest) -> HttpResponse:
     return redirect("account")
 
 
-def _reauthenticate(request: HttpRequest, password: str | None, code: str | None) -> tuple[str, str] | None:
+PROOF_MISSING = "Give a code from your authenticator app or one of your recovery codes, or use your passkey."
+PROOF_WRONG = "That code is wrong or was used already, or the passkey's answer was refused."
+
+
+def reauthenticate_or_why(
+    request: HttpRequest, password: str | None, code: str | None, credential: dict[str, Any] | None = None
+) -> tuple[str, str] | None:
     """None if the current password (and the second factor, once the user has one) is right; else
     the field at fault and what to say (a wrong one counts as a failed log-in)."""
     try:
-        reauth.reauthenticate(request=request, user=cast("User", request.user), password=password, code=code)
+        reauth.reauthenticate(
+            request=request, user=cast("User", request.user), password=password, code=code, credential=credential
+        )
     except LockedOut:
         return "old_password", "Too many failed log-ins. Try again later, or reset your password."
     except WrongPassword:
         return "old_password", "That is not your current password."
     except ProofMissing:
-        return "code", "Give a code from your authenticator app, or one of your recovery codes."
+        return "code", PROOF_MISSING
     except WrongProof:
-        return "code", "That code is wrong, or was used already."
+        return "code", PROOF_WRONG
     return None
 
 
@@ -244,7 +274,8 @@ def _reset_password(request: HttpRequest) -> HttpResponse:
     form = ResetSetPasswordForm(user, request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         # A reset never bypasses the second factor; refused for its proof, the link stays usable.
-        if "code" in form.fields and (refused := _second_factor(request, user, form.cleaned_data.get("code"))):
+        proof = form.cleaned_data.get("code"), form.cleaned_data.get("credential")
+        if "code" in form.fields and (refused := _second_factor(request, user, *proof)):
             form.add_error("code", refused)
             context = {"form": form, "uid": uid, "token": token}
             return render(request, "users/reset_password_confirm.html", context, status=400)
@@ -262,14 +293,38 @@ def _reset_password(request: HttpRequest) -> HttpResponse:
     return render(request, "users/reset_password_confirm.html", context, status=400 if form.errors else 200)
 
 
-def _second_factor(request: HttpRequest, user: User, code: str | None) -> str | None:
+def _second_factor(request: HttpRequest, user: User, code: str | None, credential: dict[str, Any] | None) -> str | None:
     try:
-        reauth.reauthenticate(request=request, user=user, password=None, code=code, password_needed=False)
+        reauth.reauthenticate(
+            request=request, user=user, password=None, code=code, credential=credential, password_needed=False
+        )
     except LockedOut:
         return "Too many failed log-ins. Try again later."
-    except (ProofMissing, WrongProof):
-        return "That code is wrong, or was used already."
+    except ProofMissing:
+        return PROOF_MISSING
+    except WrongProof:
+        return PROOF_WRONG
     return None
+
+
+@never_cache
+@require_http_methods(["POST"])
+def reset_password_challenge(request: HttpRequest) -> JsonResponse:
+    """Options for the passkey's answer on the reset page (the link's ``uid`` and ``token`` say whose);
+    the same answer for a dead link as for one whose user has no passkey."""
+    if wait := throttle_wait(request, [PasswordResetThrottle]):
+        return JsonResponse({"detail": "Too many requests."}, status=429, headers={"Retry-After": str(wait)})
+    try:
+        user = accounts.password_reset_user(uid=request.POST.get("uid", ""), token=request.POST.get("token", ""))
+    except InvalidToken:
+        return JsonResponse({"detail": "This link is invalid or has expired."}, status=400)
+    return passkey_options_answer(user)
+
+
+def passkey_options_answer(user: User) -> JsonResponse:
+    if mfa.PASSKEY not in mfa.methods(user=user):
+        return JsonResponse({"detail": "You have no passkey: use a code."}, status=400)
+    return JsonResponse({"options": passkeys.authentication_options(user=user)})
 
 
 def _reset_request(request: HttpRequest) -> HttpResponse:

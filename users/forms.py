@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -13,13 +14,46 @@ from users.mfa import flows as mfa
 from users.models import User
 
 
-def code_field() -> forms.CharField:
+def code_field(*, required: bool = True) -> forms.CharField:
     """The second factor's proof on a page, shown only to users who have a factor."""
     return forms.CharField(
         label="Code from your authenticator app (or a recovery code)",
         max_length=32,
+        required=required,
         widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "text"}),
     )
+
+
+class CredentialField(forms.CharField):
+    """A passkey's answer (the WebAuthn ``AuthenticationResponseJSON``), put in a hidden field by
+    ``users/static/users/webauthn.js``; a JSON object or nothing."""
+
+    widget = forms.HiddenInput
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(required=False, max_length=16384, **kwargs)
+
+    def to_python(self, value: Any) -> dict[str, Any] | None:  # type: ignore[override]
+        text = super().to_python(value)
+        if not text:
+            return None
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise forms.ValidationError("Your passkey's answer could not be read: try again.", code="invalid")
+        return parsed
+
+
+def add_proof_fields(form: forms.Form, user: User | None) -> None:
+    """Once ``user`` has a second factor: the code field, and with a passkey the hidden ``credential``
+    (either proves it; the re-authentication says which is missing or wrong)."""
+    if user is None or not mfa.has_factor(user=user):
+        return
+    form.fields["code"] = code_field(required=False)  # missing: the re-authentication says what to give
+    if mfa.PASSKEY in mfa.methods(user=user):
+        form.fields["credential"] = CredentialField()
 
 
 class SignupForm(forms.Form):
@@ -104,14 +138,21 @@ class LoginForm(AuthenticationForm):
 
 
 class SecondStepForm(forms.Form):
-    """The second step of a page log-in: a TOTP code or a recovery code (a passkey joins it later,
-    as a button beside the field)."""
+    """The second step of a page log-in: a TOTP code or a recovery code, or (with the button beside
+    the field) the answer of one of the user's passkeys."""
 
-    code = code_field()
+    code = code_field(required=False)
+    credential = CredentialField()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["code"].widget.attrs["autofocus"] = True
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if not self.errors and not cleaned.get("code") and not cleaned.get("credential"):
+            self.add_error("code", forms.ValidationError("This field is required.", code="required"))
+        return cleaned
 
 
 class NameForm(forms.Form):
@@ -134,10 +175,9 @@ class EmailChangeForm(forms.Form):
         widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
     )
 
-    def __init__(self, *args: Any, second_factor: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, user: User | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if second_factor:
-            self.fields["code"] = code_field()
+        add_proof_fields(self, user)
 
     def clean_email(self) -> str:
         return identity.normalize_email(self.cleaned_data["email"])
@@ -156,14 +196,12 @@ class ReauthPasswordChangeForm(PasswordChangeForm):
         self,
         user: Any,
         *args: Any,
-        check: Callable[[str, str | None], tuple[str, str] | None] | None = None,
-        second_factor: bool = False,
+        check: Callable[..., tuple[str, str] | None] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(user, *args, **kwargs)
         self.check = check
-        if second_factor:
-            self.fields["code"] = code_field()
+        add_proof_fields(self, user)
 
     def clean_old_password(self) -> str:
         return self.cleaned_data["old_password"]  # checked in clean(), with the code
@@ -172,7 +210,11 @@ class ReauthPasswordChangeForm(PasswordChangeForm):
         cleaned = super().clean() or {}
         if self.errors:  # nothing to check a password or a code against yet
             return cleaned
-        refused = self.check(cleaned["old_password"], cleaned.get("code")) if self.check else ("old_password", "?")
+        refused = (
+            self.check(cleaned["old_password"], cleaned.get("code"), cleaned.get("credential"))
+            if self.check
+            else ("old_password", "?")
+        )
         if refused is not None:
             field, message = refused
             self.add_error(field, forms.ValidationError(message, code="password_incorrect"))
@@ -184,5 +226,4 @@ class ResetSetPasswordForm(SetPasswordForm):
 
     def __init__(self, user: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(user, *args, **kwargs)
-        if mfa.has_factor(user=user):
-            self.fields["code"] = code_field()
+        add_proof_fields(self, user)

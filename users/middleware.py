@@ -11,12 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from django.contrib import messages
 from django.contrib.auth import SESSION_KEY, logout
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.urls import reverse
 from django.utils import timezone
 
-from users import context
+from users import context, policies
 from users.auth import LAST_USED_RESOLUTION, client_ip
+from users.mfa import flows as mfa
 from users.models import LoginSession
 from users.receivers import BROWSER_SESSION_KEY
 
@@ -52,3 +56,35 @@ def _check_browser_session(request: HttpRequest) -> None:
     if now - row.last_used_at > LAST_USED_RESOLUTION:
         LoginSession.objects.filter(pk=row.pk).update(last_used_at=now)
     context.signed_in(user, row.pk)
+
+
+ENROLMENT_FIRST = "Your role needs a second factor: set up an authenticator app or a passkey first."
+
+
+class SecondFactorEnrollmentMiddleware:
+    """``MFA_REQUIRED_ROLES`` on the pages: a browser whose user must have a second factor and has
+    none is sent to ``/account/security/`` to set one up — from every admin page (but its log-in and
+    log-out) and from ``/account/``. (The API answers ``403`` ``mfa_enrollment_required`` itself.)"""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        user = getattr(request, "user", None)
+        if (
+            user is not None
+            and user.is_authenticated
+            and _guarded(request.path)
+            and policies.must_have_second_factor(user)
+            and not mfa.has_factor(user=user)
+        ):
+            messages.warning(request, ENROLMENT_FIRST)
+            return redirect("account-security")
+        return self.get_response(request)
+
+
+def _guarded(path: str) -> bool:
+    admin = reverse("admin:index")
+    if path.startswith(admin):
+        return path not in (reverse("admin:login"), reverse("admin:logout"))
+    return path == reverse("account")

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from users import account_apis, account_views, apis, views
+from users import account_apis, account_views, apis, security_views, views
 
 urlpatterns = [
     path("api/users/", apis.UserCreateApi.as_view(), name="api-user-create"),
@@ -50,8 +50,13 @@ urlpatterns = [
     path("verify-email/", views.verify_email, name="verify-email"),
     path("verify-email/resend/", views.resend_verification, name="resend-verification"),
     path("login/", account_views.LoginView.as_view(), name="login"),
+    path("", account_views.home, name="home"),
     path("login/verify/", account_views.login_verify, name="login-verify"),
+    path("login/verify/challenge/", account_views.login_verify_challenge, name="login-verify-challenge"),
     path("logout/", account_views.LogoutView.as_view(), name="logout"),
     path("account/", account_views.account, name="account"),
+    path("account/security/", security_views.security, name="account-security"),
+    path("account/security/challenge/", security_views.security_challenge, name="account-security-challenge"),
     path("reset-password/", account_views.reset_password, name="reset-password"),
+    path("reset-password/challenge/", account_views.reset_password_challenge, name="reset-password-challenge"),
 ]

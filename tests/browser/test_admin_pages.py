@@ -8,13 +8,14 @@ import dataclasses
 import re
 
 import dramatiq
+import pyotp
 import pytest
 from playwright.sync_api import Page, expect
 
 from conftest import wait_for
 from tasks import send_verify_email
 from users.models import OutboundEmail, User
-from users.tests.factories import create_verification, email_of
+from users.tests.factories import create_verification, email_of, with_totp
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -48,7 +49,10 @@ def errors(page: Page) -> list[str]:
 
 
 def test_an_operator_requeues_a_dead_letter_after_confirming(page, live_server, redis_broker, errors):
-    User.objects.create_superuser(username="operator", email="ops@example.com", password=PASSWORD, full_name="Ops")
+    operator = User.objects.create_superuser(
+        username="operator", email="ops@example.com", password=PASSWORD, full_name="Ops"
+    )
+    app = pyotp.TOTP(with_totp(operator))  # staff need a second factor (MFA_REQUIRED_ROLES)
     verification = create_verification()  # its message is queued on commit: gone with the flush
     redis_broker.flush_all()
     OutboundEmail.objects.filter(verification=verification).update(state="failed", last_error="550 no such user")
@@ -64,6 +68,9 @@ def test_an_operator_requeues_a_dead_letter_after_confirming(page, live_server, 
     page.fill("#id_username", "operator")
     page.fill("#id_password", PASSWORD)
     page.click("input[type=submit]")
+    expect(page).to_have_url(f"{live_server.url}/login/verify/")
+    page.fill("input[name=code]", app.now())
+    page.click("#code-form button[type=submit]")
     expect(page).to_have_url(f"{live_server.url}/admin/")
     expect(page.locator("#site-name")).to_have_text("Simple Bank operations")
     expect(page).to_have_title(re.compile(r"Simple Bank operations$"))

@@ -26,6 +26,7 @@ from tasks import send_verify_email
 from tests.fault.conftest import emails_per_address
 from users.models import AddressRequest, EmailVerification, OutboundEmail
 from users.services import signup
+from users.tests.factories import superuser_with_factor
 
 pytestmark = [pytest.mark.fault, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_throttling")]
 
@@ -212,7 +213,7 @@ def test_smtp_550_fails_without_retry_and_the_admin_shows_it(signup_data, broker
     assert "550 5.1.1" in email.last_error
     assert worker.terminate() == 0
     assert smtp_server.messages == []
-    admin = User.objects.create_superuser(username="ops", email="ops@example.com", password="pw", full_name="Ops")
+    admin = superuser_with_factor(username="ops")
     client.force_login(admin)
     page = client.get("/admin/users/outboundemail/?state__exact=failed").content.decode()
     assert person["email"] in page

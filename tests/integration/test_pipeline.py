@@ -13,6 +13,7 @@ from conftest import html_links_in, links_in, wait_for
 from tasks import send_verify_email
 from users import tokens
 from users.models import OutboundEmail, User
+from users.tests.factories import superuser_with_factor
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -103,7 +104,7 @@ def test_smtp_550_fails_at_once_and_the_admin_says_why(api, client, signup_data,
     assert dead.args == (verification.verification_id,) and dead.options.get("retries") is None
     assert smtp_server.messages == []
 
-    admin = User.objects.create_superuser(username="ops", email="ops@example.com", password="pw", full_name="Ops")
+    admin = superuser_with_factor(username="ops")
     client.force_login(admin)
     page = client.get("/admin/users/user/?verification_state=failed").content.decode()
     assert data["username"] in page and "failed" in page

@@ -62,6 +62,11 @@ def _has_totp(user: User) -> bool:
     return TotpDevice.objects.filter(user=user, confirmed_at__isnull=False).exists()
 
 
+def totp_pending(*, user: User) -> bool:
+    """Whether a TOTP set-up waits for its first code."""
+    return TotpDevice.objects.filter(user=user, confirmed_at__isnull=True).exists()
+
+
 def has_factor(*, user: User) -> bool:
     """Whether ``user`` has a second factor: a confirmed TOTP device or a passkey."""
     return _has_totp(user) or passkeys.has_passkey(user=user)
@@ -193,7 +198,9 @@ def proof_verify(*, user: User, code: str | None = None, credential: dict[str, A
 
 
 # --- The second step of a log-in ------------------------------------------------------------------------
-def _token_hash(token: str) -> str:
+def login_token_hash(token: str) -> str:
+    """What is stored of a log-in token (its SHA-256): a page keeps only this in its session, so
+    the session table holds no token either."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 
@@ -202,32 +209,39 @@ def login_token_issue(*, user: User) -> str:
     now = timezone.now()
     MfaLoginToken.objects.filter(user=user, expires_at__lt=now).delete()  # the user's dead ones
     token = secrets.token_urlsafe(32)
-    MfaLoginToken.objects.create(token_hash=_token_hash(token), user=user, expires_at=now + LOGIN_TOKEN_LIFETIME)
+    MfaLoginToken.objects.create(token_hash=login_token_hash(token), user=user, expires_at=now + LOGIN_TOKEN_LIFETIME)
     return token
 
 
-def _alive(token: str) -> QuerySet[MfaLoginToken]:
+def _alive(token: str | None, token_hash: str | None) -> QuerySet[MfaLoginToken]:
     return MfaLoginToken.objects.filter(
-        token_hash=_token_hash(token),
+        token_hash=token_hash if token_hash is not None else login_token_hash(token or ""),
         used_at__isnull=True,
         expires_at__gt=timezone.now(),
         failures__lt=LOGIN_TOKEN_MAX_FAILURES,
     )
 
 
-def login_token_user(*, token: str) -> User:
-    """The user a live token is for; ``InvalidToken`` otherwise."""
-    row = _alive(token).select_related("user").first()
+def login_token_user(*, token: str | None = None, token_hash: str | None = None) -> User:
+    """The user a live token (or the hash of one) is for; ``InvalidToken`` otherwise."""
+    row = _alive(token, token_hash).select_related("user").first()
     if row is None or not row.user.is_active:
         raise InvalidToken
     return row.user
 
 
-def login_token_redeem(*, token: str, code: str | None = None, credential: dict[str, Any] | None = None) -> User:
-    """Spend ``token`` with a right proof. ``InvalidToken`` if it is used, expired or dead;
-    ``WrongProof`` (one more failure on the token) if the proof is wrong or replayed."""
+def login_token_redeem(
+    *,
+    token: str | None = None,
+    token_hash: str | None = None,
+    code: str | None = None,
+    credential: dict[str, Any] | None = None,
+) -> User:
+    """Spend ``token`` (or the token of ``token_hash``) with a right proof. ``InvalidToken`` if it is
+    used, expired or dead; ``WrongProof`` (one more failure on the token) if the proof is wrong or
+    replayed."""
     with transaction.atomic():
-        row = _alive(token).select_for_update().select_related("user").first()
+        row = _alive(token, token_hash).select_for_update().select_related("user").first()
         if row is None:
             raise InvalidToken
         right = proof_verify(user=row.user, code=code, credential=credential)

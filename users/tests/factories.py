@@ -61,3 +61,13 @@ def with_totp(user: User) -> str:
     secret = pyotp.random_base32(length=32)
     TotpDevice.objects.create(user=user, secret=crypto.encrypt(secret), confirmed_at=timezone.now())
     return secret
+
+
+def superuser_with_factor(*, username: str = "ops", password: str = "pw", **fields: object) -> User:  # noqa: S107
+    """A superuser as ``MFA_REQUIRED_ROLES`` expects staff to be: with a second factor (TOTP), so
+    the admin pages open (staff without one are sent to set one up first)."""
+    fields.setdefault("email", f"{username}@example.com")
+    fields.setdefault("full_name", username.title())
+    user = User.objects.create_superuser(username=username, password=password, **fields)
+    with_totp(user)
+    return user

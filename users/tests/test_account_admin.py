@@ -7,7 +7,7 @@ from html.parser import HTMLParser
 import pytest
 
 from users.models import EmailVerification, OutboundEmail, User
-from users.tests.factories import UserFactory
+from users.tests.factories import UserFactory, superuser_with_factor
 
 pytestmark = pytest.mark.django_db
 
@@ -58,9 +58,7 @@ def _change(client, user: User, **changes: str):
 
 @pytest.fixture
 def staff(client):
-    client.force_login(
-        User.objects.create_superuser(username="ops", email="ops@example.com", password="pw", full_name="O")
-    )
+    client.force_login(superuser_with_factor(username="ops"))
     return client
 
 

@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 
 from users.models import EmailVerification, LoginSession, OutboundEmail, SecurityEvent, User
 from users.services import delivery
-from users.tests.factories import UserFactory, process_address_requests
+from users.tests.factories import UserFactory, process_address_requests, superuser_with_factor
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_throttling")]
 
@@ -161,7 +161,7 @@ def test_sessions_are_listed_and_revoked_by_their_owner_only(ada):
 
 def test_a_blocked_session_stops_working(ada, client):
     tokens = _login(APIClient()).json()
-    staff = User.objects.create_superuser(username="ops", email="ops@example.com", password="pw", full_name="Ops")
+    staff = superuser_with_factor(username="ops")
     client.force_login(staff)
     page = client.get(f"/admin/users/user/{ada.pk}/change/").content.decode()
     assert tokens["session_id"] in page  # the user's sessions are listed on their page

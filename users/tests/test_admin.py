@@ -3,16 +3,16 @@
 import pytest
 
 from tasks import send_verify_email
-from users.models import OutboundEmail, User
+from users.models import OutboundEmail
 from users.services import delivery
-from users.tests.factories import UserFactory, create_notice, create_verification, email_of
+from users.tests.factories import UserFactory, create_notice, create_verification, email_of, superuser_with_factor
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def staff_client(client):
-    admin = User.objects.create_superuser(username="root", email="root@example.com", password="pw", full_name="R")
+    admin = superuser_with_factor(username="root")
     client.force_login(admin)
     return client
 
