@@ -283,3 +283,12 @@ def test_the_proof_options_are_for_the_logged_in_user_only(stack, ada):
     }
     assert visitor.post_form("/login/verify/", {"code": app.code()}).headers["Location"] == "/account/"
     assert visitor.post_form("/account/security/challenge/", {}, form_page=PAGE).status_code == 400
+
+
+def test_a_passkey_user_adds_an_authenticator_app_beside_it(stack, ada):
+    browser = logged_in(stack)
+    device, _ = add_passkey(browser, stack)
+    proof = json.dumps(device.get(challenge(browser, "/account/security/challenge/").json()["options"]))
+    _app, codes = set_up_totp(browser, credential=proof)
+    assert len(codes) == 10 and TotpDevice.objects.get(user=ada).confirmed_at is not None
+    assert Passkey.objects.filter(user=ada).count() == 1  # both factors now

@@ -105,7 +105,10 @@ class UserOutputSerializer(serializers.ModelSerializer):
         return user.pending_email or None
 
 
-ENROLLMENT_REQUIRED = "Set up a second factor first (POST /api/mfa/totp/setup/): your role requires one."
+ENROLLMENT_REQUIRED = (
+    "Set up a second factor first (an authenticator app: POST /api/mfa/totp/setup/, or a passkey: "
+    "POST /api/mfa/passkeys/begin/): your role requires one."
+)
 ENROLLMENT_FORBIDDEN = OpenApiResponse(
     response=inline_serializer(
         "EnrollmentRequired", {"detail": serializers.CharField(), "code": serializers.CharField()}

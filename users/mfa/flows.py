@@ -92,8 +92,9 @@ def status(*, user: User) -> Status:
 
 # --- Changing factors (the callers re-authenticated the request) ---------------------------------
 def totp_setup(*, user: User) -> TotpSetup:
-    """A new secret, pending until ``totp_confirm``; replaces an earlier pending one."""
-    if has_factor(user=user):
+    """A new secret, pending until ``totp_confirm``; replaces an earlier pending one (a passkey
+    user may add an app beside it)."""
+    if _has_totp(user):
         raise FactorStateError("TOTP is already on; turn it off first to set up another app.")
     secret = totp.secret_new()
     TotpDevice.objects.update_or_create(
