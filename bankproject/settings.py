@@ -84,6 +84,7 @@ if not DEBUG:
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost")
 
 INSTALLED_APPS = [
+    "anymail",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -303,6 +304,26 @@ if EMAIL_USE_TLS and EMAIL_USE_SSL:
     )
 if EMAIL_SSL_KEYFILE and not EMAIL_SSL_CERTFILE:
     raise ImproperlyConfigured("EMAIL_SSL_KEYFILE is set without EMAIL_SSL_CERTFILE.")
+
+# --- Mail providers and their delivery feedback (django-anymail) ----------------------------------
+# Sending through a provider is one setting: EMAIL_BACKEND=anymail.backends.<esp>.EmailBackend
+# (mailgun, postmark, amazon_ses, resend…). Every ANYMAIL_<NAME> variable becomes anymail's <NAME>
+# setting (ANYMAIL_MAILGUN_API_KEY, ANYMAIL_POSTMARK_SERVER_TOKEN, ANYMAIL_RESEND_API_KEY…).
+ANYMAIL = {
+    name.removeprefix("ANYMAIL_"): value
+    for name, value in os.environ.items()
+    if name.startswith("ANYMAIL_") and name != "ANYMAIL_" and value
+}
+# The tracking webhooks (/anymail/<esp>/tracking/) answer only behind ANYMAIL_WEBHOOK_SECRET
+# ("user:password", HTTP basic auth) — plus the provider's signature where it signs (Mailgun:
+# ANYMAIL_MAILGUN_WEBHOOK_SIGNING_KEY; Resend: ANYMAIL_RESEND_SIGNING_SECRET). Without the secret
+# they answer 404 (bankproject/urls.py): an open webhook would let anyone suppress an address.
+# Amazon SES's events are not signed as anymail checks them: the basic-auth secret is all there is.
+if "amazon_ses" in EMAIL_BACKEND and not ANYMAIL.get("WEBHOOK_SECRET"):
+    raise ImproperlyConfigured(
+        "Amazon SES sends its tracking events unsigned: set ANYMAIL_WEBHOOK_SECRET (user:password) and put it "
+        "in the SNS subscription's URL (https://user:password@host/anymail/amazon_ses/tracking/)."
+    )
 for _name, _path in [
     ("EMAIL_SSL_CAFILE", EMAIL_SSL_CAFILE),
     ("EMAIL_SSL_CERTFILE", EMAIL_SSL_CERTFILE),

@@ -1,5 +1,11 @@
+import functools
+from collections.abc import Callable
+
+from anymail import urls as anymail_urls
+from django.conf import settings
 from django.contrib import admin
-from django.urls import include, path
+from django.http import Http404, HttpRequest, HttpResponse
+from django.urls import URLPattern, include, path
 
 from bankproject import api_docs, health, metrics
 from tasks.admin_views import DeadLettersView
@@ -27,4 +33,31 @@ urlpatterns = [
     # The split view serves Swagger UI's start-up script as a file, so the CSP needs no inline script.
     path("api/docs/", api_docs.SwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("", include("users.urls")),
+]
+
+
+def _behind_the_secret(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """anymail's webhook, answered only once ANYMAIL_WEBHOOK_SECRET is set: without it anymail
+    would take anyone's events (with a warning), and anyone could suppress an address."""
+
+    @functools.wraps(view)
+    def guarded(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+        if not settings.ANYMAIL.get("WEBHOOK_SECRET"):
+            raise Http404("delivery feedback is not configured")
+        return view(request, *args, **kwargs)
+
+    return guarded
+
+
+# /anymail/<esp>/tracking/ (and anymail's inbound routes): anymail's own views.
+urlpatterns += [
+    path(
+        "anymail/",
+        include(
+            [
+                URLPattern(p.pattern, _behind_the_secret(p.callback), p.default_args, p.name)
+                for p in anymail_urls.urlpatterns
+            ]
+        ),
+    ),
 ]

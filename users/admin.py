@@ -3,6 +3,8 @@ service sent or owes, verification links (never their secret), and the queue ove
 
 from __future__ import annotations
 
+from typing import cast
+
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.forms import AdminAuthenticationForm
@@ -16,7 +18,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpRespons
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.functional import cached_property
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext
 from django.views.decorators.cache import never_cache
@@ -25,8 +27,17 @@ from tasks.metrics import queue_stats
 from users import identity, policies
 from users.metrics import email_stats
 from users.mfa import flows as mfa
-from users.models import AddressRequest, EmailVerification, LoginSession, OutboundEmail, SecurityEvent, User
-from users.services import accounts, delivery, events, sessions, signup
+from users.models import (
+    AddressRequest,
+    DeliveryEvent,
+    EmailVerification,
+    LoginSession,
+    OutboundEmail,
+    SecurityEvent,
+    Suppression,
+    User,
+)
+from users.services import accounts, delivery, events, feedback, sessions, signup
 
 Kind, State = OutboundEmail.Kind, OutboundEmail.State
 
@@ -160,6 +171,16 @@ class OutboundEmailInline(ReadOnlyInline):
     readonly_fields = fields
     ordering = ["-created_at", "-id"]
     verbose_name_plural = "emails"
+
+
+class DeliveryEventInline(ReadOnlyInline):
+    """What the mail provider said about the email (its tracking webhook), oldest first."""
+
+    model = DeliveryEvent
+    fields = ("received_at", "occurred_at", "esp", "event_type", "reason", "description")
+    readonly_fields = fields
+    verbose_name = "provider event"
+    verbose_name_plural = "what the mail provider reported"
 
 
 class EmailVerificationInline(ReadOnlyInline):
@@ -392,9 +413,28 @@ class OutboundEmailAdmin(HistoryMixin, FastListMixin, admin.ModelAdmin):
         "dispatched_at",
         "claimed_at",
         "sent_at",
+        "provider_message_id",
+        "delivered_at",
+        "timeline",
     )
     readonly_fields = fields
+    inlines = [DeliveryEventInline]
     actions = ["retry_failed"]
+
+    @admin.display(description="timeline")
+    def timeline(self, obj: OutboundEmail) -> str:
+        """Queued, sent, then what the provider reported — each with its time, oldest first."""
+        steps = [(obj.created_at, "queued"), (obj.sent_at, "sent (the server said 250)")]
+        steps += [(e.occurred_at or e.received_at, _feedback_words(e)) for e in obj.feedback.all()]
+        if obj.state == State.SUPPRESSED:
+            steps.append((obj.claimed_at, "not sent: the address is suppressed"))
+        lines = sorted(((at, what) for at, what in steps if at is not None), key=lambda line: line[0])
+        items = format_html_join(
+            "",
+            '<li><time datetime="{}">{}</time> {}</li>',
+            ((at.isoformat(), f"{at:%Y-%m-%d %H:%M:%S}", what) for at, what in lines),
+        )
+        return format_html('<ol class="timeline">{}</ol>', items)
 
     @admin.display(description="user", ordering="user__username")
     def user_link(self, obj: OutboundEmail) -> str:
@@ -419,6 +459,54 @@ class OutboundEmailAdmin(HistoryMixin, FastListMixin, admin.ModelAdmin):
             "(not failed, expired, or no longer wanted: the address changed or is verified).",
             messages.SUCCESS,
         )
+
+
+def _feedback_words(event: DeliveryEvent) -> str:
+    said = f"{event.event_type} ({event.esp})"
+    detail = event.description or event.reason
+    return f"{said}: {detail}" if detail else said
+
+
+@admin.register(Suppression)
+class SuppressionAdmin(admin.ModelAdmin):
+    """Addresses nothing is sent to after a bounce, rejection or complaint; staff lift them."""
+
+    list_display = ["address", "reason", "created_at", "lifted_at", "lifted_by", "email_link"]
+    list_filter = [("lifted_at", admin.EmptyFieldListFilter), "reason", "created_at"]
+    search_fields = ["address"]
+    search_help_text = "An email address (lower case)."
+    fields = ("address", "reason", "detail", "email", "created_at", "lifted_at", "lifted_by")
+    readonly_fields = fields
+    actions = ["lift"]
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip().lower()
+        return (queryset.filter(address=term) if term else queryset), False
+
+    @admin.display(description="email")
+    def email_link(self, obj: Suppression) -> str:
+        if obj.email_id is None:
+            return "—"
+        return format_html(
+            '<a href="{}">{}</a>', reverse("admin:users_outboundemail_change", args=[obj.email_id]), obj.email_id
+        )
+
+    def has_add_permission(self, request):
+        return False  # only a provider's report suppresses
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # lifted, never forgotten
+
+    def has_lift_permission(self, request) -> bool:
+        return request.user.has_perm(f"{self.opts.app_label}.change_{self.opts.model_name}")
+
+    @admin.action(description="Lift the suppression (the address can be mailed again)", permissions=["lift"])
+    def lift(self, request: HttpRequest, queryset: QuerySet[Suppression]) -> None:
+        lifted = sum(
+            feedback.suppression_lift(suppression=s, by=cast("User", request.user))
+            for s in queryset.filter(lifted_at__isnull=True)
+        )
+        self.message_user(request, f"Lifted {lifted} suppression(s).", messages.SUCCESS)
 
 
 @admin.register(EmailVerification)

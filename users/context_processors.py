@@ -1,10 +1,27 @@
-"""What every page's layout needs: the bank's name (``SITE_NAME``)."""
+"""What the pages' layout needs: the bank's name (``SITE_NAME``), and — only where a page asks —
+whether the logged-in user's own address stopped receiving our emails (a bounce or a complaint)."""
 
 from __future__ import annotations
+
+import functools
 
 from django.conf import settings
 from django.http import HttpRequest
 
+from users.services import feedback
 
-def site(request: HttpRequest) -> dict[str, str]:
-    return {"bank_name": settings.SITE_NAME}
+
+def _unreachable_address(request: HttpRequest) -> str:
+    """The logged-in user's address (or the one they are moving to) that is suppressed, or ''."""
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return ""
+    for address in (user.email, getattr(user, "pending_email", "")):
+        if address and feedback.is_suppressed(address):
+            return str(address)
+    return ""
+
+
+def site(request: HttpRequest) -> dict[str, object]:
+    # A callable: evaluated (one query) only by the templates that show it.
+    return {"bank_name": settings.SITE_NAME, "unreachable_address": functools.partial(_unreachable_address, request)}

@@ -14,6 +14,11 @@ class EmailNotWanted(DeliveryError):
     address was verified already."""
 
 
+class EmailSuppressed(DeliveryError):
+    """Its address is suppressed (the provider reported a bounce or a complaint): not sent, and
+    recorded so, until staff lift the suppression."""
+
+
 class EmailExpired(DeliveryError):
     """The email's link would already be dead; mailing it would only confuse."""
 

@@ -3,6 +3,8 @@
 - ``simplebank_emails{kind,state}``: outbound emails by kind and state
 - ``simplebank_email_oldest_unsent_age_seconds``: age of the oldest pending/sending email (0 if none)
 - ``simplebank_email_stats_age_seconds``: how old the counts of finished emails are
+- ``simplebank_email_feedback{kind,event}``: the mail provider's bounces, rejections and complaints
+  by kind of email (as of the snapshot)
 
 Served on ``/metrics/operator`` (bearer ``METRICS_TOKEN``), never on the public ``/metrics``: a
 sign-up with a new address adds an email row that one with a registered address may not.
@@ -26,18 +28,29 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
-from users.models import OutboundEmail
+from users.models import DeliveryEvent, OutboundEmail
 
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_KEY = "ops:email-stats"
 FINISHED = [s for s in OutboundEmail.State.values if s not in OutboundEmail.UNFINISHED]
+FEEDBACK = ("bounced", "rejected", "complained")
 
 
 def email_stats_refresh() -> dict:
     """Count every email by kind and state (the scheduler, once a minute) and keep the counts."""
     counts = OutboundEmail.objects.values_list("kind", "state").annotate(n=Count("id")).order_by()
-    snapshot = {"at": time.time(), "counts": {f"{kind}:{state}": n for kind, state, n in counts}}
+    reported = (
+        DeliveryEvent.objects.filter(event_type__in=FEEDBACK)
+        .values_list("email__kind", "event_type")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    snapshot = {
+        "at": time.time(),
+        "counts": {f"{kind}:{state}": n for kind, state, n in counts},
+        "feedback": {f"{kind}:{event}": n for kind, event, n in reported},
+    }
     try:
         cache.set(SNAPSHOT_KEY, snapshot, timeout=None)
     except (RedisError, OSError):
@@ -86,6 +99,7 @@ class EmailCollector(Collector):
         yield GaugeMetricFamily("simplebank_emails", "", labels=["kind", "state"])
         yield GaugeMetricFamily("simplebank_email_oldest_unsent_age_seconds", "")
         yield GaugeMetricFamily("simplebank_email_stats_age_seconds", "")
+        yield GaugeMetricFamily("simplebank_email_feedback", "", labels=["kind", "event"])
 
     def collect(self) -> Iterator[Metric]:
         by_kind_state, oldest_age, snapshot_age = email_stats()
@@ -103,6 +117,18 @@ class EmailCollector(Collector):
             "Age of the oldest email not sent yet (0 when none).",
             value=oldest_age or 0.0,
         )
+        snapshot = _snapshot(compute_missing=False)
+        if snapshot is not None:
+            reported = GaugeMetricFamily(
+                "simplebank_email_feedback",
+                "The mail provider's bounces, rejections and complaints, by kind of email (as of the snapshot).",
+                labels=["kind", "event"],
+            )
+            kept = snapshot.get("feedback", {})
+            for kind in OutboundEmail.Kind.values:
+                for event in FEEDBACK:
+                    reported.add_metric([kind, event], kept.get(f"{kind}:{event}", 0))
+            yield reported
         if snapshot_age is not None:
             yield GaugeMetricFamily(
                 "simplebank_email_stats_age_seconds",

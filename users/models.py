@@ -283,6 +283,10 @@ class OutboundEmail(models.Model):
         SENT = "sent", "sent"
         FAILED = "failed", "failed"
         SUPERSEDED = "superseded", "superseded"
+        # The mail provider reported a bounce, a rejection or a complaint after accepting it.
+        UNDELIVERABLE = "undeliverable", "undeliverable (bounced or complained)"
+        # Never sent: its address is suppressed (an earlier bounce or complaint), until staff lift it.
+        SUPPRESSED = "suppressed", "not sent: address suppressed"
 
     UNFINISHED: ClassVar = [State.PENDING, State.SENDING]
 
@@ -308,6 +312,11 @@ class OutboundEmail(models.Model):
     dispatched_at = models.DateTimeField(help_text="When a message for it was last put on the queue.")
     claimed_at = models.DateTimeField(null=True, blank=True, help_text="When a worker last took it to send.")
     sent_at = models.DateTimeField(null=True, blank=True)
+    # Set by the claim (not a column): whether the address is suppressed, so it must not be sent.
+    suppressed_now = False
+    # What the mail provider (an anymail backend) called it when it accepted it; None over SMTP.
+    provider_message_id = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    delivered_at = models.DateTimeField(null=True, blank=True, help_text="When the provider reported it delivered.")
 
     objects = OutboundEmailQuerySet.as_manager()
 
@@ -333,6 +342,12 @@ class OutboundEmail(models.Model):
                 name="users_email_latest_verif",
                 condition=Q(kind="verification"),
             ),
+            # A provider's event names the email by the id it gave (users.services.feedback).
+            models.Index(
+                fields=["provider_message_id"],
+                name="users_email_provider_id",
+                condition=Q(provider_message_id__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -345,6 +360,64 @@ class OutboundEmail(models.Model):
         mac = salted_hmac("users.outbound_email.message_id", str(self.pk), algorithm="sha256").hexdigest()[:24]
         domain = settings.DEFAULT_FROM_EMAIL.rpartition("@")[2] or "localhost"
         return f"<{self.kind.replace('_', '-')}.{self.pk}.{mac}@{domain}>"
+
+
+class DeliveryEvent(models.Model):
+    """What the mail provider said about an email after it was sent (its tracking webhook, through
+    django-anymail): delivered, bounced, deferred, complained… One row per provider event; a replay
+    (the same ``event_key``) adds nothing. Never the raw payload: it may hold the whole message."""
+
+    email = models.ForeignKey(OutboundEmail, on_delete=models.CASCADE, related_name="feedback")
+    esp = models.CharField("provider", max_length=32)
+    # "<esp>:<the provider's event id>", or a digest of the event's own fields when it has no id.
+    event_key = models.CharField(max_length=200, unique=True)
+    event_type = models.CharField(max_length=16)
+    reason = models.CharField(max_length=32, blank=True, default="", help_text="anymail's reject_reason.")
+    description = models.TextField(blank=True, default="", help_text="The provider's words (or the MTA's answer).")
+    occurred_at = models.DateTimeField(null=True, blank=True, help_text="When the provider says it happened.")
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering: ClassVar = ["received_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.esp} {self.event_type} for email {self.email_id}"
+
+
+class SuppressionQuerySet(models.QuerySet["Suppression"]):
+    def active(self) -> SuppressionQuerySet:
+        return self.filter(lifted_at__isnull=True)
+
+
+class Suppression(models.Model):
+    """An address nothing more is sent to — of any kind — because the provider reported a bounce,
+    a rejection or a complaint for it; until staff lift it in the admin (the row stays, lifted)."""
+
+    address = models.CharField(max_length=254, help_text="The address in its canonical (lower-case) form.")
+    reason = models.CharField(max_length=16, help_text="The event that suppressed it.")
+    detail = models.TextField(blank=True, default="")
+    email = models.ForeignKey(
+        OutboundEmail, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", db_index=False
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    lifted_at = models.DateTimeField(null=True, blank=True)
+    lifted_by = models.ForeignKey(
+        User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", db_index=False
+    )
+
+    objects = SuppressionQuerySet.as_manager()
+
+    class Meta:
+        ordering: ClassVar = ["-created_at", "-id"]
+        constraints: ClassVar = [
+            # One live suppression per address; lifted ones are history.
+            models.UniqueConstraint(
+                fields=["address"], condition=Q(lifted_at__isnull=True), name="users_suppressed_once"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.address} ({self.reason}{', lifted' if self.lifted_at else ''})"
 
 
 class UsernameReservation(models.Model):
@@ -460,6 +533,8 @@ class SecurityEvent(models.Model):
         PASSKEY_ADDED = "passkey_added", "passkey added"
         PASSKEY_REMOVED = "passkey_removed", "passkey removed"
         MFA_RESET_BY_STAFF = "mfa_reset_by_staff", "second factors reset by staff"
+        ADDRESS_SUPPRESSED = "address_suppressed", "email address suppressed (bounced or complained)"
+        ADDRESS_SUPPRESSION_LIFTED = "address_suppression_lifted", "email address suppression lifted by staff"
 
     # None for a failed log-in that named no account (so writing it costs the same either way).
     user = models.ForeignKey(User, on_delete=models.CASCADE, null=True, blank=True, related_name="security_events")

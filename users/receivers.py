@@ -1,17 +1,18 @@
-"""Django's authentication signals and the model's ``password_changed``, turned into the services'
-effects: session rows for browser log-ins, security events, failure counting. Connected by
-``UsersConfig.ready``; each receiver calls one service."""
+"""Django's authentication signals, the model's ``password_changed`` and anymail's ``tracking``,
+turned into the services' effects: session rows for browser log-ins, security events, failure
+counting, delivery feedback. Connected by ``UsersConfig.ready``; each receiver calls one service."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from anymail.signals import tracking
 from django.contrib.auth import user_logged_in, user_logged_out, user_login_failed
 
 from users import context
 from users.auth import PASSWORD_TRIED, client_ip, find_user
 from users.models import SecurityEvent, User
-from users.services import accounts, events, sessions
+from users.services import accounts, events, feedback, sessions
 from users.signals import password_changed
 from users.throttles import record_login_failure
 
@@ -68,3 +69,10 @@ def connect() -> None:
     user_logged_out.connect(on_logged_out, dispatch_uid="users.on_logged_out")
     user_login_failed.connect(on_login_failed, dispatch_uid="users.on_login_failed")
     password_changed.connect(on_password_changed, dispatch_uid="users.on_password_changed")
+    tracking.connect(delivery_feedback, dispatch_uid="users.delivery_feedback")
+
+
+def delivery_feedback(sender: Any, event: Any, esp_name: str, **kwargs: Any) -> None:
+    """A mail provider's tracking event (anymail's webhook view verified it): into the timeline of
+    the email it is about, and its effects (``users.services.feedback``)."""
+    feedback.tracking_event_record(esp_name=esp_name, event=event)

@@ -13,8 +13,8 @@ from django.test import Client
 from dramatiq.brokers.redis import RedisBroker
 
 from tasks import send_verify_email
-from users.models import OutboundEmail, User
-from users.tests.factories import UserFactory, create_verification, email_of
+from users.models import OutboundEmail
+from users.tests.factories import UserFactory, create_verification, email_of, superuser_with_factor, with_totp
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
@@ -55,7 +55,7 @@ def failed_verification(redis_broker):
 
 @pytest.fixture
 def operator(client) -> Client:
-    admin = User.objects.create_superuser(username="root", email="root@example.com", password="pw", full_name="R")
+    admin = superuser_with_factor(username="root")
     client.force_login(admin)
     return client
 
@@ -78,6 +78,7 @@ def test_anyone_but_staff_is_sent_to_the_admin_log_in(client, failed_verificatio
 def test_staff_need_the_permission_to_change_emails(client, failed_verification, redis_broker):
     verification, message = failed_verification
     staff = UserFactory(is_staff=True)
+    with_totp(staff)  # staff need a second factor (MFA_REQUIRED_ROLES) before any admin page
     client.force_login(staff)
     assert client.get(URL).status_code == 403
     confirmed = {"_selected_action": [message.message_id], "post": "yes"}
@@ -152,7 +153,7 @@ def test_a_post_without_a_selection_requeues_nothing(operator, failed_verificati
 
 def test_every_form_needs_its_csrf_token(failed_verification, redis_broker):
     client = Client(enforce_csrf_checks=True)
-    client.force_login(User.objects.create_superuser(username="r", email="r@example.com", password="pw"))
+    client.force_login(superuser_with_factor(username="r"))
     message = failed_verification[1]
     assert client.post(URL, {"_selected_action": [message.message_id]}).status_code == 403
     assert client.post(URL, {"_selected_action": [message.message_id], "post": "yes"}).status_code == 403

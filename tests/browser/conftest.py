@@ -39,3 +39,11 @@ def page(browser: Browser) -> Iterator[Page]:
     page.set_default_timeout(15_000)
     yield page
     context.close()
+
+
+def log_in(page: Page, base_url: str, login: str, password: str) -> None:
+    """The log-in form, filled and sent as a person does (the first step, for an account with a factor)."""
+    page.goto(f"{base_url}/login/")
+    page.fill("input[name=username]", login)
+    page.fill("input[name=password]", password)
+    page.click("main button[type=submit]")

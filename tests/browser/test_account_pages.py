@@ -10,6 +10,7 @@ from playwright.sync_api import Page, expect
 from rest_framework.test import APIClient
 
 from conftest import message_text, wait_for
+from tests.browser.conftest import log_in
 from users.models import User
 from users.tests.factories import UserFactory
 
@@ -25,10 +26,7 @@ def ada(settings, live_server) -> User:
 
 
 def _log_in(page: Page, live_server, login: str, password: str) -> None:
-    page.goto(f"{live_server.url}/login/")
-    page.fill("input[name=username]", login)
-    page.fill("input[name=password]", password)
-    page.click("button[type=submit]")
+    log_in(page, live_server.url, login, password)
 
 
 def test_log_in_change_name_and_password_then_log_out(page, live_server, ada, no_throttling):

@@ -13,6 +13,7 @@ import pyotp
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.browser.conftest import log_in
 from users.models import Passkey, TotpDevice, User
 from users.tests.factories import UserFactory
 
@@ -60,9 +61,7 @@ def test_a_passkey_made_on_the_security_page_steps_up_there_then_logs_in(
     page.goto(f"{live_server.url}/")
     expect(page).to_have_url(re.compile(r"/login/$"))
     expect(page.locator("header .brand")).to_have_text("Northwind Bank")
-    page.fill("input[name=username]", "ada")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("main button[type=submit]")
+    log_in(page, live_server.url, "ada", PASSWORD)
     expect(page).to_have_url(f"{live_server.url}/account/")
     page.click("header >> text=Security")
     expect(page).to_have_url(f"{live_server.url}/account/security/")
@@ -91,10 +90,7 @@ def test_a_passkey_made_on_the_security_page_steps_up_there_then_logs_in(
 
     # Log out from the layout, log in again: the password, then the passkey.
     page.click("#nav-logout button")
-    page.goto(f"{live_server.url}/login/")
-    page.fill("input[name=username]", "ada")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("main button[type=submit]")
+    log_in(page, live_server.url, "ada", PASSWORD)
     expect(page).to_have_url(f"{live_server.url}/login/verify/")
     page.click("#code-form button[data-passkey-proof]")
     expect(page).to_have_url(f"{live_server.url}/account/")

@@ -207,7 +207,8 @@ def test_the_per_address_limit_counts_failures_only(stack, settings, ada):
 
 
 # 4. A staff password reset in the admin leaves sessions working ------------------------------------------
-def test_every_way_a_password_changes_revokes_the_sessions_and_mails_a_notice(stack, smtp_server, ada):
+def test_every_way_a_password_changes_revokes_the_sessions_and_mails_a_notice(stack, smtp_server, ada, settings):
+    settings.MFA_REQUIRED_ROLES = ("none",)  # staff log in with the password alone here (enrolment: elsewhere)
     User.objects.create_superuser(username="root", email="root@example.com", password=PASSWORD, full_name="R")
     customer = Api(stack)
     assert customer.log_in("ada").status_code == 200
@@ -292,7 +293,8 @@ def test_sessions_end_after_the_idle_timeout_browser_and_api_alike(stack, settin
     assert api.call("POST", "/api/tokens/refresh/", {"refresh": api.tokens["refresh"]}).status_code == 401
 
 
-def test_staff_block_a_browser_session_in_the_admin(stack, ada):
+def test_staff_block_a_browser_session_in_the_admin(stack, ada, settings):
+    settings.MFA_REQUIRED_ROLES = ("none",)  # staff log in with the password alone here (enrolment: elsewhere)
     User.objects.create_superuser(username="root", email="root@example.com", password=PASSWORD, full_name="R")
     browser = Browser(stack)
     assert browser.log_in("ada").status_code == 302
@@ -395,7 +397,8 @@ def test_odd_input_to_the_new_routes_is_a_4xx(stack, ada, settings):
         assert answer.status_code == 400 and set(answer.json()) == {"cursor"}, position
 
 
-def test_staff_cannot_take_over_superusers_other_staff_or_raise_themselves(stack):
+def test_staff_cannot_take_over_superusers_other_staff_or_raise_themselves(stack, settings):
+    settings.MFA_REQUIRED_ROLES = ("none",)  # staff log in with the password alone here (enrolment: elsewhere)
     from django.contrib.auth.models import Permission
 
     root = User.objects.create_superuser(username="root", email="root@example.com", password=PASSWORD, full_name="R")

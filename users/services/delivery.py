@@ -23,18 +23,19 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+from anymail.exceptions import AnymailRecipientsRefused
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 from django.db import connection as db_connection
-from django.db.models import BooleanField, F, Q, Value
+from django.db.models import BooleanField, Exists, F, OuterRef, Q, Value
 from django.db.models.expressions import RawSQL
-from django.db.models.functions import Concat
+from django.db.models.functions import Coalesce, Concat
 from django.utils import timezone
 from prometheus_client import Counter
 
 from users import dispatch, mail, smtp
-from users.errors import EmailBusy, EmailExpired, EmailGone, EmailNotWanted, PermanentSendError
-from users.models import EmailVerification, OutboundEmail, OutboundEmailQuerySet, SecurityEvent, User
+from users.errors import EmailBusy, EmailExpired, EmailGone, EmailNotWanted, EmailSuppressed, PermanentSendError
+from users.models import EmailVerification, OutboundEmail, OutboundEmailQuerySet, SecurityEvent, Suppression, User
 from users.services import address_requests, emails
 
 logger = logging.getLogger(__name__)
@@ -158,14 +159,29 @@ def deliver(*, email_id: int | None = None, verification_id: int | None = None) 
     if reason := _unwanted(email):
         _finish(email, token, state=State.SUPERSEDED, last_error=reason)
         raise EmailNotWanted(f"{email.kind} email {email.pk}: {reason}")
+    if email.suppressed_now:
+        _finish(email, token, state=State.SUPPRESSED, last_error=SUPPRESSED)
+        raise EmailSuppressed(f"{email.kind} email {email.pk}: {SUPPRESSED}")
     try:
-        mail.send(emails.build(email))
+        message = emails.build(email)
+        mail.send(message)
     except BaseException as exc:
         _record_failure(email, token, exc)
         raise
+    # An anymail backend says what the provider calls it (its events may name it so); SMTP: None.
+    email.provider_message_id = _provider_id(message)
     email.sent_at = _mark_sent(email, token)
     email.state = State.SENT
     return email, True
+
+
+SUPPRESSED = "not sent: the address is suppressed (the provider reported a bounce or a complaint)"
+
+
+def _provider_id(message: Any) -> str | None:
+    status = getattr(message, "anymail_status", None)
+    found = getattr(status, "message_id", None)
+    return str(found)[:255] if isinstance(found, str) and found else None
 
 
 def _key(email_id: int | None, verification_id: int | None) -> dict[str, int]:
@@ -197,6 +213,9 @@ def _unwanted(email: OutboundEmail) -> str:
 
 
 def _record_failure(email: OutboundEmail, token: datetime, exc: BaseException) -> None:
+    if isinstance(exc, AnymailRecipientsRefused):  # the provider refused the address for good
+        _finish(email, token, state=State.FAILED, last_error=str(exc)[:2000])
+        raise PermanentSendError(str(exc)) from exc
     if not isinstance(exc, Exception) or not _is_smtp_error(exc):
         # Anything else (a template error, the time limit): give the row back for the retry.
         _finish(email, token, state=State.PENDING, last_error=repr(exc)[:2000])
@@ -235,8 +254,10 @@ def _claim(key: dict[str, int]) -> tuple[OutboundEmail, datetime | None]:
         email = OutboundEmail.objects.select_related("user", "verification").filter(**key).first()
         if email is None:
             raise EmailGone(f"no email for {key}")
-        if email.state == State.SENT:
+        if email.state in (State.SENT, State.UNDELIVERABLE):  # sent (and maybe bounced since)
             return email, None
+        if email.state == State.SUPPRESSED:
+            raise EmailSuppressed(f"{email.kind} email {email.pk}: {SUPPRESSED}")
         if email.state == State.SUPERSEDED:
             raise EmailNotWanted(f"{email.kind} email {email.pk} was superseded: {email.last_error}")
         if email.state == State.FAILED:
@@ -261,7 +282,13 @@ def _claim_update(key: dict[str, int], now: datetime, stale: datetime) -> Outbou
     claimable = OutboundEmail.objects.claimable(now=now, stale=stale).filter(**key)
     if not _owners_first(claimable).update(state=State.SENDING, claimed_at=now, attempts=F("attempts") + 1):
         return None
-    return OutboundEmail.objects.select_related("user", "verification").filter(**key).first()
+    # Whether the address is suppressed, in the same read (the RETURNING path asks in its UPDATE).
+    suppressed = Exists(Suppression.objects.active().filter(address=OuterRef("recipient_canonical")))
+    claimed = OutboundEmail.objects.select_related("user", "verification").annotate(suppressed=suppressed)
+    email = claimed.filter(**key).first()
+    if email is not None:
+        email.suppressed_now = bool(getattr(email, "suppressed", False))
+    return email
 
 
 def update_returning_supported() -> bool:
@@ -284,7 +311,7 @@ def _claim_returning_sql(key_name: str) -> tuple[str, tuple[Any, ...], dict[Any,
     where, where_params = claimable.query.get_compiler(connection=db_connection).compile(claimable.query.where)
     qn = db_connection.ops.quote_name
     models_ = [OutboundEmail, User] + ([EmailVerification] if with_link else [])
-    o, u, v = (qn(m._meta.db_table) for m in (OutboundEmail, User, EmailVerification))
+    o, u, v, s = (qn(m._meta.db_table) for m in (OutboundEmail, User, EmailVerification, Suppression))
     tables = {OutboundEmail: o, User: "owner", EmailVerification: v}
     columns = [f"{tables[m]}.{qn(f.column)}" for m in models_ for f in m._meta.concrete_fields]
     # The user row is locked first (the CTE runs before the UPDATE takes the email's row): the
@@ -297,7 +324,9 @@ def _claim_returning_sql(key_name: str) -> tuple[str, tuple[Any, ...], dict[Any,
         f"UPDATE {o} SET state = %s, claimed_at = %s, attempts = {o}.attempts + 1 "
         f"FROM owner{f', {v}' if with_link else ''} WHERE owner.id = {o}.user_id "
         f"{f'AND {v}.id = {o}.verification_id ' if with_link else ''}AND {where} "
-        f"RETURNING {', '.join(columns)}"
+        f"RETURNING {', '.join(columns)}, "
+        # Whether the address is suppressed (a bounce or complaint): one probe of a unique index.
+        f"EXISTS (SELECT 1 FROM {s} WHERE {s}.address = {o}.recipient_canonical AND {s}.lifted_at IS NULL)"
     )
     params = (_KEY, State.SENDING.value, _NOW, *where_params)
     places = {marker: [i for i, p in enumerate(params) if p == marker] for marker in (_NOW, _STALE, _KEY, _MAX)}
@@ -332,6 +361,7 @@ def _claim_update_returning(key: dict[str, int], *, now: datetime, stale: dateti
         # from_db applies each field's database converters, as a normal query would.
         loaded.append(model.from_db(db_connection.alias, [f.attname for f in fields], _converted(fields, values_)))
     email = cast("OutboundEmail", loaded[0])
+    email.suppressed_now = bool(row[0])
     email.user = cast("User", loaded[1])
     if len(loaded) == 3:
         email.verification = cast("EmailVerification", loaded[2])
@@ -369,7 +399,14 @@ def _mark_sent(email: OutboundEmail, token: datetime) -> datetime:
     delay = 0.1
     while True:
         try:
-            marked = _finish(email, token, state=State.SENT, sent_at=now, last_error="")
+            marked = _finish(
+                email,
+                token,
+                state=State.SENT,
+                sent_at=now,
+                last_error="",
+                provider_message_id=email.provider_message_id,
+            )
             break
         except (OperationalError, InterfaceError):
             if time.monotonic() + delay > deadline:
@@ -410,6 +447,8 @@ def email_retry(*, email_id: int) -> bool:
     email = OutboundEmail.objects.select_related("user", "verification").filter(pk=email_id).first()
     if email is None or email.state != State.FAILED or email.expires_at <= timezone.now() or _unwanted(email):
         return False
+    if Suppression.objects.active().filter(address=email.recipient.lower()).exists():
+        return False  # the provider refused the address: staff lift the suppression first
     with transaction.atomic():
         retried = _owners_first(OutboundEmail.objects.filter(pk=email_id, state=State.FAILED), email.user_id).update(
             state=State.PENDING, attempts=0, dispatched_at=timezone.now()
@@ -480,3 +519,22 @@ def retry_dead_letter(actor_name: str, args: tuple) -> str:
     if email_id is not None and email_retry(email_id=email_id):
         return "email retried"
     return "email no longer needs sending"
+
+
+# --- What the mail provider reported (users.services.feedback) -----------------------------------------
+def feedback_undeliverable(email: OutboundEmail, *, reason: str) -> None:
+    """A bounce, rejection or complaint: the email is ``undeliverable`` — whatever its row said, a
+    worker that died after the provider's 250 included (the sweep then never sends it again)."""
+    now = timezone.now()
+    done = OutboundEmail.objects.filter(pk=email.pk).exclude(state=State.UNDELIVERABLE)
+    _owners_first(done, email.user_id).update(
+        state=State.UNDELIVERABLE, last_error=reason[:2000], sent_at=Coalesce(F("sent_at"), Value(now))
+    )
+
+
+def feedback_delivered(email: OutboundEmail, *, at: datetime) -> None:
+    """Delivered: its time; an email still ``sending`` or ``pending`` (the provider was faster
+    than the row, or a worker died after the 250) is marked sent, so it is never sent again."""
+    OutboundEmail.objects.filter(pk=email.pk, delivered_at__isnull=True).update(delivered_at=at)
+    unfinished = OutboundEmail.objects.filter(pk=email.pk, state__in=OutboundEmail.UNFINISHED)
+    _owners_first(unfinished, email.user_id).update(state=State.SENT, sent_at=at, last_error="")

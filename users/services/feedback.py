@@ -1,0 +1,152 @@
+"""What the mail provider says after an email left: its tracking webhooks, through django-anymail's
+own views (``/anymail/<esp>/tracking/``, signed or behind ``ANYMAIL_WEBHOOK_SECRET``), arrive here
+as anymail's ``tracking`` signal (``tracking_event_record``).
+
+An event is tied to the email it is about by the email's ``Message-ID`` header, matched exactly
+(deterministic per email, an HMAC: ``OutboundEmail.message_id``), or by the provider's id recorded
+when it accepted the email. It is kept once (a replay — the same provider event id — changes
+nothing) and then:
+
+- ``bounced``, ``rejected``, ``complained``: the email is ``undeliverable`` and its address is
+  suppressed — nothing more of any kind is sent to it (``users.services.delivery`` checks in the
+  claim) until staff lift it; the answers of sign-up, resend and reset stay the same.
+- ``delivered``: the delivery time is recorded.
+- ``deferred`` and the rest (opened, clicked…): kept in the timeline, nothing else.
+
+An event can come before the row says ``sent`` (a worker that died after the provider's 250): it is
+applied all the same, and marks such an email sent, so the sweep never sends it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from users.models import DeliveryEvent, OutboundEmail, SecurityEvent, Suppression, User
+from users.services import delivery, events
+
+logger = logging.getLogger(__name__)
+
+State = OutboundEmail.State
+SUPPRESSING = ("bounced", "rejected", "complained")
+# Our Message-ID: <kind.pk.mac@domain> (OutboundEmail.message_id).
+MESSAGE_ID = re.compile(r"^<?[a-z-]+\.(\d{1,19})\.[0-9a-f]{24}@[^>]+>?$")
+
+
+def _event_key(esp_name: str, event: Any) -> str:
+    """The provider's own event id; without one (Postmark's deliveries), a digest of what the event
+    says — the same delivery reported twice is then the same key."""
+    if getattr(event, "event_id", None):
+        return f"{esp_name}:{event.event_id}"[:200]
+    fields = (event.event_type, event.message_id, event.recipient, event.timestamp and event.timestamp.isoformat())
+    return f"{esp_name}:sha256:" + hashlib.sha256(repr(fields).encode()).hexdigest()
+
+
+def _header_ids(event: Any) -> list[str]:
+    """The Message-ID headers an event names: anymail's ``message_id`` when it is one (Mailgun),
+    and the headers of the sent mail where the provider echoes them (Amazon SES's ``mail``)."""
+    found = [event.message_id] if isinstance(event.message_id, str) else []
+    raw = _mapping(event.esp_event)
+    mail = _mapping(raw.get("mail"))
+    common = _mapping(mail.get("commonHeaders"))
+    if isinstance(common.get("messageId"), str):
+        found.append(common["messageId"])
+    headers = mail.get("headers")
+    for header in headers if isinstance(headers, list) else []:
+        if isinstance(header, dict) and str(header.get("name", "")).lower() == "message-id":
+            found.append(str(header.get("value", "")))
+    return found
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def email_for(event: Any) -> OutboundEmail | None:
+    """The email an event is about, or None (not ours, or unknown)."""
+    if isinstance(event.message_id, str) and event.message_id:
+        email = OutboundEmail.objects.filter(provider_message_id=event.message_id).first()
+        if email is not None:
+            return email
+    for header in _header_ids(event):
+        header = header.strip()
+        match = MESSAGE_ID.match(header)
+        if match is None:
+            continue
+        email = OutboundEmail.objects.filter(pk=int(match.group(1))).first()
+        wanted = header if header.startswith("<") else f"<{header}>"
+        if email is not None and email.message_id == wanted:  # the HMAC matches: it is ours
+            return email
+    return None
+
+
+def tracking_event_record(*, esp_name: str, event: Any) -> DeliveryEvent | None:
+    """Keep one provider event and apply it (see the module). None when it changes nothing: an
+    unknown email, or a replay."""
+    email = email_for(event)
+    if email is None:
+        logger.info("delivery feedback for an unknown email", extra={"esp": esp_name, "event_type": event.event_type})
+        return None
+    description = " — ".join(str(part) for part in (event.description, event.mta_response) if part)
+    try:
+        with transaction.atomic():
+            row = DeliveryEvent.objects.create(
+                email=email,
+                esp=esp_name[:32],
+                event_key=_event_key(esp_name, event),
+                event_type=str(event.event_type)[:16],
+                reason=str(event.reject_reason or "")[:32],
+                description=description[:2000],
+                occurred_at=event.timestamp,
+            )
+            _apply(email, row)
+    except IntegrityError:  # the same event again: already kept and applied
+        logger.info("delivery feedback replayed", extra={"esp": esp_name, "email_id": email.pk})
+        return None
+    logger.info("delivery feedback", extra={"esp": esp_name, "email_id": email.pk, "event_type": row.event_type})
+    return row
+
+
+def _apply(email: OutboundEmail, row: DeliveryEvent) -> None:
+    if row.event_type in SUPPRESSING:
+        delivery.feedback_undeliverable(email, reason=f"{row.event_type}: {row.description or row.reason}")
+        _suppress(email, row)
+    elif row.event_type == "delivered":
+        delivery.feedback_delivered(email, at=row.occurred_at or row.received_at)
+
+
+def _suppress(email: OutboundEmail, row: DeliveryEvent) -> None:
+    address = email.recipient.lower()
+    if Suppression.objects.active().filter(address=address).exists():
+        return
+    with transaction.atomic():  # a savepoint: two events racing for one address make one row
+        try:
+            Suppression.objects.create(
+                address=address, reason=row.event_type, detail=row.description[:2000], email=email
+            )
+        except IntegrityError:
+            return
+    events.event_record(
+        user=email.user, kind=SecurityEvent.Kind.ADDRESS_SUPPRESSED, detail=f"{row.event_type} ({row.esp})"
+    )
+
+
+# --- For the pages and the admin -------------------------------------------------------------------
+def is_suppressed(address: str) -> bool:
+    return Suppression.objects.active().filter(address=address.lower()).exists()
+
+
+def suppression_lift(*, suppression: Suppression, by: User) -> bool:
+    """Staff lift a suppression (the address can be mailed again). False if it was lifted already."""
+    with transaction.atomic():
+        lifted = Suppression.objects.active().filter(pk=suppression.pk).update(lifted_at=timezone.now(), lifted_by=by)
+        if lifted and (owner := User.objects.filter(email__iexact=suppression.address).first()) is not None:
+            events.event_record(
+                user=owner, kind=SecurityEvent.Kind.ADDRESS_SUPPRESSION_LIFTED, detail=suppression.address
+            )
+    return bool(lifted)
