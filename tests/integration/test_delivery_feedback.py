@@ -258,3 +258,20 @@ def test_the_operator_metric_counts_bounces_and_complaints_by_kind(stack, settin
     ).text
     assert 'simplebank_email_feedback{event="complained",kind="password_reset"} 1.0' in page
     assert 'simplebank_email_feedback{event="bounced",kind="password_reset"} 0.0' in page
+
+
+def test_a_logged_in_person_is_told_their_address_could_not_be_reached_and_no_one_else(stack):
+    UserFactory(username="ada", email="ada@example.com", is_email_verified=True)
+    UserFactory(username="bob", email="bob@example.com", is_email_verified=True)
+    Suppression.objects.create(address="ada@example.com", reason="bounced")
+    ada, bob, visitor = Client(), Client(), Client()
+    assert ada.post("/login/", {"username": "ada", "password": PASSWORD}).status_code == 302
+    assert bob.post("/login/", {"username": "bob", "password": PASSWORD}).status_code == 302
+    for path in ("/verify-email/resend/", "/account/"):
+        told = ada.get(path).content.decode()
+        assert 'id="address-unreachable"' in told and "ada@example.com" in told, path
+        assert 'id="address-unreachable"' not in bob.get(path).content.decode(), path
+    assert 'id="address-unreachable"' not in visitor.get("/verify-email/resend/").content.decode()
+    # Lifted: nothing more to say.
+    Suppression.objects.update(lifted_at=timezone.now())
+    assert 'id="address-unreachable"' not in ada.get("/account/").content.decode()
