@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-stress lint format install install-dev clean bench
+.PHONY: run test test-stress lint format install install-dev clean bench docs docs-serve
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +38,15 @@ test-stress: install-dev
 bench: install-dev
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-lint: install-dev
+## make docs: the docs site (MkDocs, strict: a broken link or anchor fails) into site/.
+docs: install-dev
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+## make docs-serve: the docs site on http://127.0.0.1:8001, rebuilt as you edit.
+docs-serve: install-dev
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8001
+
+lint: install-dev docs
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy users tasks bankproject
@@ -49,4 +57,4 @@ format: install-dev
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .run .pytest_cache .ruff_cache staticfiles
+	rm -rf $(VENV) .run .pytest_cache .ruff_cache staticfiles site
