@@ -117,3 +117,19 @@ def test_comments_balance_and_headings_are_unique(doc: Path):
     assert text.count("<!--") == text.count("-->")
     headings = re.findall(r"(?m)^#{1,6} (.+)$", text)
     assert sorted({h for h in headings if headings.count(h) > 1}) == []
+
+
+def _threads(text: str) -> set[int]:
+    return {int(n) for n in re.findall(r"--threads[\"', ]+(?:\$\{DRAMATIQ_NTHREADS:-)?(\d+)", text)}
+
+
+def test_the_shipped_worker_and_the_bench_agree_or_the_docs_say_why():
+    shipped = set()
+    for unit in ("Procfile", "docker-compose.yml", "deploy/systemd/simplebank-worker.service"):
+        shipped |= _threads((ROOT / unit).read_text())
+    assert len(shipped) == 1, f"the shipped worker threads differ between units: {shipped}"
+    [threads] = shipped
+    bench = int(re.search(r'"--threads", type=int, default=(\d+)', (ROOT / "bench" / "__main__.py").read_text())[1])
+    if bench != threads:
+        summary = (ROOT / "docs" / "performance-summary.md").read_text()
+        assert f"The bench runs {bench} threads" in summary and f"runs {threads}:" in summary
