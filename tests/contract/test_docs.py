@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
-from django.core.management import get_commands
+from django.core.management import call_command, get_commands
 from django.urls import URLPattern, URLResolver, get_resolver
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -133,3 +133,9 @@ def test_the_shipped_worker_and_the_bench_agree_or_the_docs_say_why():
     if bench != threads:
         summary = (ROOT / "docs" / "performance-summary.md").read_text()
         assert f"The bench runs {bench} threads" in summary and f"runs {threads}:" in summary
+
+
+def test_the_api_reference_is_the_schema_it_is_generated_from():
+    """docs/api-reference.md is written from the OpenAPI schema; an API change without
+    ``python manage.py api_reference --write`` fails here."""
+    call_command("api_reference", "--check")
