@@ -179,9 +179,14 @@ SUPPRESSED = "not sent: the address is suppressed (the provider reported a bounc
 
 
 def _provider_id(message: Any) -> str | None:
+    """The provider's id for a message to one recipient, as text: most give a string, some a number
+    (Postal; anymail's test backend, whose first message is 0). None without one, or with several
+    (a set: one per recipient)."""
     status = getattr(message, "anymail_status", None)
     found = getattr(status, "message_id", None)
-    return str(found)[:255] if isinstance(found, str) and found else None
+    if isinstance(found, bool) or not isinstance(found, str | int) or found == "":
+        return None
+    return str(found)[:255]
 
 
 def _key(email_id: int | None, verification_id: int | None) -> dict[str, int]:
