@@ -26,9 +26,10 @@ install-dev: $(VENV)/.installed-dev
 run: install
 	./scripts/run.sh
 
-## make test: lint, then the whole suite against PostgreSQL and Redis.
+## make test: lint and the docs, then the whole suite against PostgreSQL, Redis and RabbitMQ
+## (scripts/test.sh starts those installed but not running, and names those missing).
 test: install-dev lint
-	$(BIN)/pytest
+	./scripts/test.sh
 
 ## make test-stress: the same suite beside two busy loops pinned to the CPUs (a busy CI machine).
 test-stress: install-dev

@@ -102,6 +102,34 @@ def swapped_broker(broker: dramatiq.Broker) -> Iterator[dramatiq.Broker]:
         broker.close()
 
 
+# --- Services the suite needs (scripts/test.sh starts what is installed, names what is not) --------
+MISSING_SERVICES = set(os.environ.get("SIMPLEBANK_MISSING_SERVICES", "").split())
+INSTALL = {
+    "postgresql": "PostgreSQL is not running and not installed (apt-get install postgresql, or set DATABASE_URL)",
+    "redis": "Redis is not running and not installed (apt-get install redis-server, or set REDIS_URL)",
+    "rabbitmq": "RabbitMQ is not running and not installed (apt-get install rabbitmq-server)",
+}
+
+
+def require_service(name: str) -> None:
+    """A test that needs ``name``: it fails with what to install under CI, and is skipped with it
+    elsewhere, when scripts/test.sh found the service neither running nor installed."""
+    if name in MISSING_SERVICES:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(INSTALL[name])
+
+
+@pytest.fixture(autouse=True)
+def _services_present(request: pytest.FixtureRequest) -> None:
+    """Without PostgreSQL or Redis, every test that touches the database or the broker says why."""
+    node = request.node
+    if MISSING_SERVICES & {"postgresql", "redis"} and (
+        node.get_closest_marker("django_db")
+        or any(node.get_closest_marker(m) for m in ("integration", "fault", "browser"))
+    ):
+        for name in ("postgresql", "redis"):
+            require_service(name)
+
+
 def configured_middleware() -> list[dramatiq.Middleware]:
     return [load_middleware(path) for path in settings.DRAMATIQ_BROKER["MIDDLEWARE"]]
 

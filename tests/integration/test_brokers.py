@@ -22,6 +22,7 @@ from conftest import (
     configured_middleware,
     free_port,
     links_in,
+    require_service,
     swapped_broker,
     wait_for,
     worker_env,
@@ -70,6 +71,7 @@ def sentinel(tmp_path, master) -> Iterator[str]:
 
 
 def _wait_for_rabbitmq() -> None:
+    require_service("rabbitmq")
     """RabbitMQ opens its port before it takes AMQP sessions: wait for a real handshake."""
     parameters = pika.URLParameters(RABBITMQ_URL)
     parameters.socket_timeout = parameters.blocked_connection_timeout = 5
