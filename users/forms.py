@@ -24,6 +24,9 @@ def code_field(*, required: bool = True) -> forms.CharField:
     )
 
 
+CREDENTIAL_MAX = 16384  # a passkey's answer is a few KB at most
+
+
 class CredentialField(forms.CharField):
     """A passkey's answer (the WebAuthn ``AuthenticationResponseJSON``), put in a hidden field by
     ``users/static/users/webauthn.js``; a JSON object or nothing."""
@@ -31,15 +34,17 @@ class CredentialField(forms.CharField):
     widget = forms.HiddenInput
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(required=False, max_length=16384, **kwargs)
+        super().__init__(required=False, **kwargs)
 
     def to_python(self, value: Any) -> dict[str, Any] | None:  # type: ignore[override]
         text = super().to_python(value)
         if not text:
             return None
+        if len(text) > CREDENTIAL_MAX:  # max_length would only see the parsed object
+            raise forms.ValidationError("Your passkey's answer is too long: try again.", code="max_length")
         try:
             parsed = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
             parsed = None
         if not isinstance(parsed, dict):
             raise forms.ValidationError("Your passkey's answer could not be read: try again.", code="invalid")

@@ -292,3 +292,37 @@ def test_a_passkey_user_adds_an_authenticator_app_beside_it(stack, ada):
     _app, codes = set_up_totp(browser, credential=proof)
     assert len(codes) == 10 and TotpDevice.objects.get(user=ada).confirmed_at is not None
     assert Passkey.objects.filter(user=ada).count() == 1  # both factors now
+
+
+def _deep_client_data() -> dict:
+    """A well-formed assertion whose clientDataJSON is JSON nested thousands deep."""
+    deep = base64.urlsafe_b64encode(b"[" * 3000).decode().rstrip("=")
+    return {
+        "id": "AAAA",
+        "rawId": "AAAA",
+        "type": "public-key",
+        "response": {"clientDataJSON": deep, "authenticatorData": "AAAA", "signature": "AAAA"},
+        "clientExtensionResults": {},
+    }
+
+
+def test_a_malformed_passkey_answer_is_a_wrong_proof_never_a_500(stack, ada):
+    app = Authenticator(ada, with_totp(ada))
+    browser = Browser(stack)
+    for credential in ("[" * 3000, json.dumps(_deep_client_data()), json.dumps({"x": "a" * 100_000}), "{not json"):
+        assert browser.log_in("ada").headers["Location"] == "/login/verify/"
+        answer = browser.post_form("/login/verify/", {"credential": credential})
+        assert answer.status_code == 400, (credential[:20], answer.status_code)
+    assert browser.post_form("/login/verify/", {"code": app.code()}).headers["Location"] == "/account/"
+    for credential in ("[" * 3000, json.dumps(_deep_client_data())):
+        answer = post(browser, "passkey_finish", name="x", credential=credential)
+        assert answer.status_code == 302 and "The passkey was not added" in browser.get(PAGE).text
+    # Anonymously, through the API's one-step passkey log-in.
+    begun = requests.post(f"{stack}/api/tokens/passkey/begin/", json={}, timeout=10).json()
+    for credential in (_deep_client_data(), {"response": "x"}):
+        answer = requests.post(
+            f"{stack}/api/tokens/passkey/",
+            json={"passkey_token": begun["passkey_token"], "credential": credential},
+            timeout=10,
+        )
+        assert answer.status_code == 401, answer.text

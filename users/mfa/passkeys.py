@@ -50,7 +50,19 @@ TIMEOUT_MS = int(CHALLENGE_LIFETIME.total_seconds() * 1000)
 Purpose = WebAuthnChallenge.Purpose
 # What a garbage ``credential`` makes the parsers raise (py_webauthn's own errors and the
 # structural ones of decoding base64url, JSON and CBOR): each is a wrong proof, never a 500.
-MALFORMED = (WebAuthnException, ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError)
+# RecursionError: JSON nested thousands deep (clientDataJSON is JSON inside base64url).
+MALFORMED = (
+    WebAuthnException,
+    ValueError,
+    TypeError,
+    KeyError,
+    AttributeError,
+    IndexError,
+    OverflowError,
+    RecursionError,
+)
+# A browser's clientDataJSON is a few hundred bytes: anything much longer is refused unparsed.
+CLIENT_DATA_MAX = 4096
 
 
 @dataclass(frozen=True)
@@ -107,6 +119,8 @@ def _challenge_spend(*, purpose: str, challenge: bytes, user: User | None = None
 
 
 def _client_challenge(client_data_json: bytes) -> bytes:
+    if len(client_data_json) > CLIENT_DATA_MAX:
+        raise ValueError("clientDataJSON too long")
     return parse_client_data_json(client_data_json).challenge
 
 
