@@ -22,7 +22,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods
 
-from users import policies
+from users import policies, reauth
 from users.account_views import passkey_options_answer, reauthenticate_or_why
 from users.errors import FactorStateError, WrongProof
 from users.forms import CredentialField, add_proof_fields
@@ -202,10 +202,13 @@ def _changed(request: HttpRequest, user: User, which: str, form: StepUpForm) -> 
 
 def _totp_confirm(request: HttpRequest, user: User) -> HttpResponse:
     form = TotpConfirmForm(request.POST)
-    if form.is_valid():
+    if reauth.is_locked(request=request, user=user):
+        form.add_error("code", "Too many failed log-ins. Try again later.")
+    elif form.is_valid():
         try:
             codes = mfa.totp_confirm(user=user, code=form.cleaned_data["code"])
         except WrongProof:
+            reauth.proof_failed(request=request, user=user)  # guesses cost what a wrong password does
             form.add_error("code", "That code is not right: check the app's clock, and type the code it shows now.")
         except FactorStateError as exc:
             messages.error(request, str(exc))

@@ -11,10 +11,12 @@ import html
 import json
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pyotp
 import pytest
 import requests
+from django.utils import timezone
 
 from conftest import message_text, wait_for
 from tests.security.test_account_takeover import PASSWORD, Api, Browser
@@ -326,3 +328,32 @@ def test_a_malformed_passkey_answer_is_a_wrong_proof_never_a_500(stack, ada):
             timeout=10,
         )
         assert answer.status_code == 401, answer.text
+
+
+def test_guessing_the_first_code_of_a_set_up_locks_out_and_an_old_set_up_expires(stack, ada, settings, smtp_server):
+    """A stolen session can't guess its way into a set-up the owner abandoned: wrong first codes
+    count as failed log-ins, and a set-up not confirmed in 10 minutes starts again."""
+    browser = logged_in(stack)
+    [secret] = KEY.findall(post(browser, "totp_setup", current_password=PASSWORD).text)
+    app = pyotp.TOTP(secret)
+    wrong = next(c for c in (f"{n:06d}" for n in range(10)) if not app.verify(c, valid_window=1))
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        post(browser, "totp_confirm", code=wrong)
+    locked = post(browser, "totp_confirm", code=app.now())
+    assert locked.status_code == 400 and "Too many failed log-ins" in locked.text
+    assert not TotpDevice.objects.filter(user=ada, confirmed_at__isnull=False).exists()
+
+    bob = UserFactory(username="bob", email="bob@example.com", is_email_verified=True)
+    other = logged_in(stack, "bob")
+    [secret] = KEY.findall(post(other, "totp_setup", current_password=PASSWORD).text)
+    TotpDevice.objects.filter(user=bob).update(created_at=timezone.now() - timedelta(minutes=11))
+    expired = post(other, "totp_confirm", code=pyotp.TOTP(secret).now())
+    assert expired.status_code == 302 and not TotpDevice.objects.filter(user=bob).exists()
+    assert "The set-up expired" in other.get(PAGE).text
+    # Confirmed in time, it is mailed: the owner learns of a factor they did not add.
+    [secret] = KEY.findall(post(other, "totp_setup", current_password=PASSWORD).text)
+    assert post(other, "totp_confirm", code=pyotp.TOTP(secret).now()).status_code == 200
+    wait_for(
+        lambda: [m for m in smtp_server.to("bob@example.com") if "authenticator app was set up" in m["Subject"]],
+        what="the notice of a new second factor",
+    )

@@ -19,6 +19,7 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from users import reauth
 from users.account_apis.common import (
     CODE_WRONG,
     CREDENTIAL_WRONG,
@@ -30,6 +31,7 @@ from users.account_apis.common import (
     step_up,
 )
 from users.apis import FIELD_ERRORS, THROTTLED, StrictInputSerializer
+from users.auth import lockout_response
 from users.errors import FactorStateError, WrongProof
 from users.mfa import flows as mfa
 from users.mfa import passkeys
@@ -162,9 +164,13 @@ class TotpConfirmApi(MfaApi):
     def post(self, request: Request) -> Response:
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        user = self._user(request)
+        if reauth.is_locked(request=request, user=user):
+            return cast("Response", lockout_response(request._request))
         try:
-            codes = mfa.totp_confirm(user=self._user(request), code=serializer.validated_data["code"])
+            codes = mfa.totp_confirm(user=user, code=serializer.validated_data["code"])
         except WrongProof:
+            reauth.proof_failed(request=request, user=user)  # guesses cost what a wrong password does
             raise ValidationError({"code": [CODE_WRONG]}) from None
         return Response({"recovery_codes": codes})
 

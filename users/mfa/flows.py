@@ -22,6 +22,7 @@ from users.services import events
 Event = SecurityEvent.Kind
 LOGIN_TOKEN_LIFETIME = timedelta(minutes=5)
 LOGIN_TOKEN_MAX_FAILURES = 5
+TOTP_SETUP_LIFETIME = timedelta(minutes=10)  # a set-up not confirmed by then starts again
 TOTP, RECOVERY_CODE, PASSKEY = "totp", "recovery_code", "passkey"
 
 
@@ -111,12 +112,18 @@ def totp_confirm(*, user: User, code: str) -> list[str]:
         device = TotpDevice.objects.select_for_update().filter(user=user).first()
         if device is None or device.confirmed_at is not None:
             raise FactorStateError("There is no TOTP set-up waiting for a code; start the set-up again.")
-        if not totp.verify(device=device, code=code):
+        if device.created_at < timezone.now() - TOTP_SETUP_LIFETIME:
+            expired = device.pk
+        elif not totp.verify(device=device, code=code):
             raise WrongProof
-        TotpDevice.objects.filter(pk=device.pk).update(confirmed_at=timezone.now())
-        codes = recovery_codes.codes_replace(user=user)
-        events.event_record(user=user, kind=Event.MFA_ENABLED, detail=TOTP)
-    return codes
+        else:
+            TotpDevice.objects.filter(pk=device.pk).update(confirmed_at=timezone.now())
+            codes = recovery_codes.codes_replace(user=user)
+            events.event_record(user=user, kind=Event.MFA_ENABLED, detail=TOTP, notify=True)
+            return codes
+    # An abandoned set-up is not a secret anyone may keep guessing the codes of: it goes.
+    TotpDevice.objects.filter(pk=expired, confirmed_at__isnull=True).delete()
+    raise FactorStateError("The set-up expired: start it again (the key you scanned no longer works).")
 
 
 def totp_disable(*, user: User) -> None:

@@ -25,6 +25,7 @@ NOTICE_TITLES = {
     Kind.PASSWORD_RESET: "Your password was reset",
     Kind.EMAIL_CHANGED: "The email address of your account was replaced",
     Kind.PROFILE_CHANGED: "Your profile was changed",
+    Kind.MFA_ENABLED: "An authenticator app was set up as your second factor",
     Kind.MFA_DISABLED: "A second factor was turned off",
     Kind.RECOVERY_CODE_USED: "A recovery code was used",
     Kind.PASSKEY_ADDED: "A passkey was added",
