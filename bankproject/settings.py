@@ -232,6 +232,12 @@ AXES_SENSITIVE_PARAMETERS = [
     "new_password2",
     "code",
     "mfa_token",
+    # A reset page's link (still valid after a refused proof), a passkey's answer, the form's token.
+    "token",
+    "uid",
+    "credential",
+    "passkey_token",
+    "csrfmiddlewaretoken",
 ]
 
 # --- Second factor (users/mfa/) ------------------------------------------------------------------

@@ -310,8 +310,8 @@ def _second_factor(request: HttpRequest, user: User, code: str | None, credentia
 @never_cache
 @require_http_methods(["POST"])
 def reset_password_challenge(request: HttpRequest) -> JsonResponse:
-    """Options for the passkey's answer on the reset page (the link's ``uid`` and ``token`` say whose);
-    the same answer for a dead link as for one whose user has no passkey."""
+    """Options for the passkey's answer on the reset page (the link's ``uid`` and ``token`` say whose).
+    Only a link holder learns anything here (a dead link, or no passkey: the form says as much)."""
     if wait := throttle_wait(request, [PasswordResetThrottle]):
         return JsonResponse({"detail": "Too many requests."}, status=429, headers={"Retry-After": str(wait)})
     try:

@@ -12,14 +12,12 @@ from users.services import feedback
 
 
 def _unreachable_address(request: HttpRequest) -> str:
-    """The logged-in user's address (or the one they are moving to) that is suppressed, or ''."""
+    """The logged-in user's own address if it is suppressed, or ''. Never the address they are
+    moving to: typing any address there must not tell whether the bank ever mailed it."""
     user = getattr(request, "user", None)
-    if user is None or not user.is_authenticated:
+    if user is None or not user.is_authenticated or not user.email:
         return ""
-    for address in (user.email, getattr(user, "pending_email", "")):
-        if address and feedback.is_suppressed(address):
-            return str(address)
-    return ""
+    return str(user.email) if feedback.is_suppressed(user.email) else ""
 
 
 def site(request: HttpRequest) -> dict[str, object]:

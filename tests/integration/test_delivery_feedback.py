@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from conftest import wait_for
 from users.metrics import email_stats_refresh
-from users.models import DeliveryEvent, OutboundEmail, SecurityEvent, Suppression
+from users.models import DeliveryEvent, OutboundEmail, SecurityEvent, Suppression, User
 from users.services import delivery
 from users.tests.factories import UserFactory, superuser_with_factor
 
@@ -272,6 +272,9 @@ def test_a_logged_in_person_is_told_their_address_could_not_be_reached_and_no_on
         assert 'id="address-unreachable"' in told and "ada@example.com" in told, path
         assert 'id="address-unreachable"' not in bob.get(path).content.decode(), path
     assert 'id="address-unreachable"' not in visitor.get("/verify-email/resend/").content.decode()
+    # An address Bob is moving to says nothing, suppressed or not: it would tell that we mailed it.
+    User.objects.filter(username="bob").update(pending_email="ada@example.com")
+    assert 'id="address-unreachable"' not in bob.get("/account/").content.decode()
     # Lifted: nothing more to say.
     Suppression.objects.update(lifted_at=timezone.now())
     assert 'id="address-unreachable"' not in ada.get("/account/").content.decode()

@@ -175,7 +175,7 @@ def postmark(kind: str, sent: Sent, at: datetime) -> Hook:
         "Subject": SUBJECT,
         "Content": "…",
     }
-    event = {
+    events = {
         "bounce": bounce
         | {
             "RecordType": "Bounce",
@@ -218,7 +218,16 @@ def postmark(kind: str, sent: Sent, at: datetime) -> Hook:
             "DeliveredAt": _postmark_time(at),
             "Details": "smtp;250 2.0.0 OK",
         },
-    }[kind]
+    }
+    # A full mailbox: Postmark's SoftBounce, which anymail also calls "bounced".
+    events["soft_bounce"] = events["bounce"] | {
+        "Type": "SoftBounce",
+        "TypeCode": 4096,
+        "Name": "Soft bounce",
+        "Details": "smtp;452 4.2.2 Mailbox full",
+        "Inactive": False,
+    }
+    event = events[kind]
     return Hook("/anymail/postmark/tracking/", json.dumps(event).encode(), {"Content-Type": "application/json"})
 
 
@@ -254,7 +263,7 @@ def _ses_mail(sent: Sent, at: datetime, *, original_headers: bool = True) -> dic
 
 def amazon_ses(kind: str, sent: Sent, at: datetime, *, original_headers: bool = True) -> Hook:
     recipient = sent.recipient
-    event = {
+    events = {
         "bounce": {
             "eventType": "Bounce",
             "bounce": {
@@ -310,7 +319,13 @@ def amazon_ses(kind: str, sent: Sent, at: datetime, *, original_headers: bool = 
                 "remoteMtaIp": "127.0.2.0",
             },
         },
-    }[kind] | {"mail": _ses_mail(sent, at, original_headers=original_headers)}
+    }
+    # A full mailbox: a Transient bounce, which anymail also calls "bounced".
+    events["soft_bounce"] = {
+        "eventType": "Bounce",
+        "bounce": events["bounce"]["bounce"] | {"bounceType": "Transient", "bounceSubType": "MailboxFull"},
+    }
+    event = events[kind] | {"mail": _ses_mail(sent, at, original_headers=original_headers)}
     notification = {
         "Type": "Notification",
         "MessageId": str(uuid.uuid4()),  # the SNS notification's id: anymail's event_id
@@ -402,8 +417,8 @@ PROVIDERS = {
         build=amazon_ses,
         names_its_own_id=False,  # found by the Message-ID SES reports (its own id is tested apart)
         new_id=lambda: f"{secrets.token_hex(8)}-{uuid.uuid4()}-000000",
-        # anymail 15.2 has no mapping for SES's DeliveryDelay: an "unknown" event (kept, no effect).
-        deferred_as="unknown",
+        # anymail 15.2 has no name for SES's DeliveryDelay ("unknown"): users.services.feedback calls it deferred.
+        deferred_as="deferred",
     ),
     "resend": Provider(
         esp="Resend",
@@ -481,6 +496,18 @@ def test_a_deferral_is_kept_in_the_timeline_and_changes_nothing_else(server, pro
 
     [event] = DeliveryEvent.objects.filter(email=email)
     assert (event.esp, event.event_type) == (provider.esp, provider.deferred_as)
+    assert_unchanged(email)
+
+
+@pytest.mark.parametrize("provider_key", ["postmark", "amazon_ses"])
+def test_a_soft_bounce_is_a_deferral_and_never_suppresses(server, provider_key):
+    """A full mailbox must not stop a person's password resets until staff notice."""
+    provider = PROVIDERS[provider_key]
+    email, sent = sent_email(provider)
+    answer = provider.build("soft_bounce", sent, _moment()).post(server)
+    assert answer.status_code == 200, answer.text
+    [event] = DeliveryEvent.objects.filter(email=email)
+    assert (event.esp, event.event_type) == (provider.esp, "deferred")
     assert_unchanged(email)
 
 

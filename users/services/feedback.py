@@ -7,9 +7,11 @@ An event is tied to the email it is about by the email's ``Message-ID`` header, 
 when it accepted the email. It is kept once (a replay — the same provider event id — changes
 nothing) and then:
 
-- ``bounced``, ``rejected``, ``complained``: the email is ``undeliverable`` and its address is
-  suppressed — nothing more of any kind is sent to it (``users.services.delivery`` checks in the
-  claim) until staff lift it; the answers of sign-up, resend and reset stay the same.
+- a permanent bounce, a complaint, a rejection because of the address: the email is
+  ``undeliverable`` and its address is suppressed — nothing more of any kind is sent to it
+  (``users.services.delivery`` checks in the claim) until staff lift it; the answers of sign-up,
+  resend and reset stay the same. A rejection of our message itself (a virus scan, a policy) makes
+  the email ``undeliverable`` only. A soft bounce (a full mailbox) is kept as a deferral.
 - ``delivered``: the delivery time is recorded.
 - ``deferred`` and the rest (opened, clicked…): kept in the timeline, nothing else.
 
@@ -69,8 +71,11 @@ def _mapping(value: object) -> dict[str, Any]:
 
 def email_for(event: Any) -> OutboundEmail | None:
     """The email an event is about, or None (not ours, or unknown)."""
-    if isinstance(event.message_id, str) and event.message_id:
-        email = OutboundEmail.objects.filter(provider_message_id=event.message_id).first()
+    provider_id = (
+        event.message_id if isinstance(event.message_id, str | int) and not isinstance(event.message_id, bool) else None
+    )
+    if provider_id not in (None, ""):
+        email = OutboundEmail.objects.filter(provider_message_id=str(provider_id)).first()
         if email is not None:
             return email
     for header in _header_ids(event):
@@ -93,18 +98,23 @@ def tracking_event_record(*, esp_name: str, event: Any) -> DeliveryEvent | None:
         logger.info("delivery feedback for an unknown email", extra={"esp": esp_name, "event_type": event.event_type})
         return None
     description = " — ".join(str(part) for part in (event.description, event.mta_response) if part)
+    event_type = str(event.event_type)
+    if event_type == "unknown" and _mapping(event.esp_event).get("eventType") == "DeliveryDelay":
+        event_type, description = "deferred", "delivery delayed (Amazon SES)"  # anymail 15 has no name for it
+    if event_type == "bounced" and not _permanent_bounce(event):
+        event_type = "deferred"  # a soft bounce: the provider may still get it through, or we will next time
     try:
         with transaction.atomic():
             row = DeliveryEvent.objects.create(
                 email=email,
                 esp=esp_name[:32],
                 event_key=_event_key(esp_name, event),
-                event_type=str(event.event_type)[:16],
+                event_type=event_type[:16],
                 reason=str(event.reject_reason or "")[:32],
                 description=description[:2000],
                 occurred_at=event.timestamp,
             )
-            _apply(email, row)
+            _apply(email, row, event)
     except IntegrityError:  # the same event again: already kept and applied
         logger.info("delivery feedback replayed", extra={"esp": esp_name, "email_id": email.pk})
         return None
@@ -112,10 +122,40 @@ def tracking_event_record(*, esp_name: str, event: Any) -> DeliveryEvent | None:
     return row
 
 
-def _apply(email: OutboundEmail, row: DeliveryEvent) -> None:
-    if row.event_type in SUPPRESSING:
+# Postmark's bounce types that mean the address will never take mail (the rest — SoftBounce,
+# Transient, DnsError, AutoResponder… — may pass next time).
+POSTMARK_HARD = {"HardBounce", "BadEmailAddress", "ManuallyDeactivated", "SpamComplaint", "Blocked"}
+
+
+def _permanent_bounce(event: Any) -> bool:
+    """anymail calls every provider's bounce ``bounced``; only a permanent one suppresses. A full
+    mailbox (Postmark's SoftBounce, SES's Transient bounce) must not stop a person's password
+    resets until staff notice: it is kept as a deferral."""
+    raw = _mapping(event.esp_event)
+    if isinstance(raw.get("Type"), str):  # Postmark
+        return raw["Type"] in POSTMARK_HARD
+    bounce = _mapping(raw.get("bounce")) or _mapping(_mapping(raw.get("data")).get("bounce"))  # SES, Resend
+    kind = bounce.get("bounceType", bounce.get("type"))
+    if isinstance(kind, str):
+        return kind.lower() == "permanent"
+    return True  # Mailgun: anymail names only its permanent failures "bounced" (temporary: deferred)
+
+
+def _suppresses(event: Any) -> bool:
+    """Whether the event says the address itself is dead or unwilling: a permanent bounce, a
+    complaint, or a rejection because of the address (not of our message, e.g. a virus scan)."""
+    if event.event_type == "bounced":
+        return _permanent_bounce(event)
+    if event.event_type == "rejected":
+        return event.reject_reason in ("bounced", "invalid")
+    return event.event_type == "complained"
+
+
+def _apply(email: OutboundEmail, row: DeliveryEvent, event: Any) -> None:
+    if row.event_type in SUPPRESSING and (row.event_type == "rejected" or _suppresses(event)):
         delivery.feedback_undeliverable(email, reason=f"{row.event_type}: {row.description or row.reason}")
-        _suppress(email, row)
+        if _suppresses(event):
+            _suppress(email, row)
     elif row.event_type == "delivered":
         delivery.feedback_delivered(email, at=row.occurred_at or row.received_at)
 
