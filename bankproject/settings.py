@@ -62,7 +62,7 @@ def _refuse_weak_key(name: str, key: str) -> None:
     """Outside debugging a key signs every link and token: at least 50 characters with at least
     5 different ones (Django's own deploy check), and not one that was ever published."""
     if key in _PUBLISHED_KEYS or key.startswith("django-insecure-"):
-        raise ImproperlyConfigured(f"{name} is a published example key; generate one (README: Configuration).")
+        raise ImproperlyConfigured(f"{name} is a published example key; generate one (docs/configuration.md).")
     if len(key) < 50 or len(set(key)) < 5:
         raise ImproperlyConfigured(f"{name} must be at least 50 characters with at least 5 different ones.")
 
@@ -550,7 +550,8 @@ if HTTPS:
 API_DOCS = env_bool("API_DOCS", DEBUG)
 SPECTACULAR_SETTINGS = {
     "TITLE": "simplebank users API",
-    "DESCRIPTION": "Sign-up with email verification. See the README for the guarantees.",
+    "DESCRIPTION": "The user service of Simple Bank: sign-up with email verification, accounts, second factor. "
+    "Guarantees and every page: docs/ (make docs).",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,

@@ -1,1 +1,1 @@
-"""`python -m bench`: measures the pipeline on this machine (see the README's Performance section)."""
+"""`python -m bench`: measures the pipeline on this machine (see docs/performance-summary.md)."""

@@ -661,7 +661,7 @@ class Bench:
     def _append_row(self, r: dict, path: Path) -> None:
         if not path.exists():
             path.write_text(
-                "# Performance runs\n\nOne row per `python -m bench` run (`make bench`); see the README.\n\n"
+                "# Performance runs\n\nOne row per `python -m bench --update-docs` run; see performance-summary.md.\n\n"
                 "| when (UTC) | mode | task admin, wake-up, idle poll ms | noop drain/s | body loop/s | verify drain/s "
                 "| ratio | idle p50/p99 ms "
                 "| load rate/s p50/p99 ms | enqueue p50/p99 ms | sign-ups/s / hashing/s | received/dup |\n"

@@ -103,7 +103,7 @@ def test_queue_overview_is_for_staff_only(client):
 
 
 def test_task_list_is_hidden_while_the_task_table_is_off(staff_client, settings):
-    assert settings.DRAMATIQ_TASK_ADMIN is False  # the default: see Performance in the README
+    assert settings.DRAMATIQ_TASK_ADMIN is False  # the default: see docs/performance-summary.md
     assert staff_client.get("/admin/django_dramatiq/task/").status_code == 404
     assert staff_client.get("/admin/queues/").status_code == 200  # the overview operators use
 
