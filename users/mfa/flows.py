@@ -157,7 +157,7 @@ def passkey_remove(*, user: User, passkey_id: int) -> None:
         passkey.delete()
         if not has_factor(user=user):
             recovery_codes.codes_delete(user=user)
-        events.event_record(user=user, kind=Event.PASSKEY_REMOVED, detail=passkey.name)
+        events.event_record(user=user, kind=Event.PASSKEY_REMOVED, detail=passkey.name, notify=True)
 
 
 def recovery_codes_regenerate(*, user: User) -> list[str]:
@@ -165,7 +165,7 @@ def recovery_codes_regenerate(*, user: User) -> list[str]:
         if not has_factor(user=user):
             raise FactorStateError("Recovery codes come with a second factor: set one up first.")
         codes = recovery_codes.codes_replace(user=user)
-        events.event_record(user=user, kind=Event.RECOVERY_CODES_REGENERATED)
+        events.event_record(user=user, kind=Event.RECOVERY_CODES_REGENERATED, notify=True)
     return codes
 
 

@@ -29,6 +29,8 @@ NOTICE_TITLES = {
     Kind.MFA_DISABLED: "A second factor was turned off",
     Kind.RECOVERY_CODE_USED: "A recovery code was used",
     Kind.PASSKEY_ADDED: "A passkey was added",
+    Kind.PASSKEY_REMOVED: "A passkey was removed",
+    Kind.RECOVERY_CODES_REGENERATED: "New recovery codes were made (the old ones no longer work)",
     Kind.MFA_RESET_BY_STAFF: "Your second factors were reset by our staff",
 }
 
