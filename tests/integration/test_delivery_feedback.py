@@ -162,6 +162,16 @@ def test_a_suppressed_address_gets_no_reset_link_and_no_security_notice(stack, s
     )
     assert reset.sent_at is None
 
+    # Someone signs up with the address: the same 201 as for a new one; the "account exists"
+    # notice is recorded as not sent.
+    taken = sign_up(stack, "mallory", "ada@example.com")
+    fresh = sign_up(stack, "newbie", "newbie@example.com")
+    assert taken.status_code == fresh.status_code == 201 and taken.json().keys() == fresh.json().keys()
+    wait_for(
+        lambda: OutboundEmail.objects.filter(user=ada, kind="account_exists", state="suppressed").first(),
+        what="the account-exists notice recorded as not sent",
+    )
+
     tokens = requests.post(f"{stack}/api/tokens/", json={"username": "ada", "password": PASSWORD}, timeout=10).json()
     changed = requests.patch(
         f"{stack}/api/users/me/",
