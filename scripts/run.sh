@@ -66,6 +66,6 @@ MSG
   redis_answers || { echo "run: the private redis-server did not start; see .run/redis/redis.log" >&2; exit 1; }
 fi
 
-python manage.py migrate --noinput
+honcho run python manage.py migrate --noinput  # with .env loaded, as the processes get it
 echo "run: web on http://$WEB_ADDRESS/signup/, links to $SITE_URL — verification emails print below (console backend)"
 honcho start -f Procfile
