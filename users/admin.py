@@ -235,10 +235,18 @@ def resend_verification(modeladmin, request: HttpRequest, queryset: QuerySet[Use
 @admin.action(description="Reset the second factors (the customer lost them)", permissions=["change"])
 def reset_second_factors(modeladmin, request: HttpRequest, queryset: QuerySet[User]) -> None:
     """Staff remove every factor of the selected users — after checking who is asking by other
-    means. Each reset is a security event naming the staff member, and the user is mailed a notice."""
-    reset = sum(1 for user in queryset if mfa.factors_reset_by_staff(user=user))
+    means. Each reset is a security event naming the staff member, and the user is mailed a notice.
+    Only of users they may change (``policies.can_admin_change``: never a superuser or other staff
+    for non-superusers), and never their own: that goes through /account/security/'s step-up."""
+    staff = cast("User", request.user)
+    allowed = [user for user in queryset if user.pk != staff.pk and policies.can_admin_change(staff, user)]
+    reset = sum(1 for user in allowed if mfa.factors_reset_by_staff(user=user))
+    refused = queryset.count() - len(allowed)
     modeladmin.message_user(
-        request, f"Reset the second factors of {reset} user(s); the others had none.", messages.SUCCESS
+        request,
+        f"Reset the second factors of {reset} user(s); {len(allowed) - reset} had none"
+        + (f"; {refused} not yours to reset (yourself, other staff or a superuser)." if refused else "."),
+        messages.WARNING if refused else messages.SUCCESS,
     )
 
 

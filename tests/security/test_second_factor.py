@@ -7,7 +7,6 @@ from __future__ import annotations
 import html
 import logging
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pyotp
@@ -21,22 +20,11 @@ from conftest import message_text, wait_for
 from tests.security.test_account_takeover import NEW_PASSWORD, PASSWORD, Api, Browser, _behind_a_proxy
 from users.account_views import PROOF_MISSING, PROOF_WRONG
 from users.models import LoginSession, MfaLoginToken, SecurityEvent, TotpDevice, User
-from users.tests.factories import UserFactory
+from users.tests.factories import UserFactory, with_totp
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 SECOND_STEP_REFUSED = "That code is wrong or was used already, or the log-in took too long: log in again."
-
-
-@pytest.fixture
-def stack(live_server, smtp_server, worker, settings, no_throttling) -> Iterator[str]:
-    settings.SITE_URL = live_server.url
-    yield live_server.url
-
-
-@pytest.fixture
-def ada() -> User:
-    return UserFactory(username="ada", email="ada@example.com", full_name="Ada Lovelace", is_email_verified=True)
 
 
 class Authenticator:
@@ -291,6 +279,30 @@ def test_staff_reset_a_customers_factors_and_never_see_a_secret(stack, ada, smtp
     assert [e.actor for e in _kinds(ada, "mfa_reset_by_staff")] == ["staff:root"]
     wait_for(lambda: [m for m in smtp_server.to("ada@example.com") if "reset by our staff" in m["Subject"]])
     assert Api(stack).log_in("ada").status_code == 200  # the password alone again: she sets up a new app
+
+
+def test_staff_reset_only_the_factors_of_users_they_may_change(stack, ada, settings):
+    """A clerk with the change permission resets a customer's factors — never a superuser's, another
+    staff member's or their own (that is /account/security/'s, with its step-up)."""
+    from django.contrib.auth.models import Permission
+
+    settings.MFA_REQUIRED_ROLES = ("none",)  # the clerk logs in with the password alone here
+    boss = User.objects.create_superuser(username="boss", email="boss@example.com", password=PASSWORD, full_name="B")
+    other = UserFactory(username="ops2", is_staff=True, is_email_verified=True)
+    clerk = UserFactory(username="clerk", is_staff=True, is_email_verified=True)
+    clerk.user_permissions.add(*Permission.objects.filter(codename__in=["view_user", "change_user"]))
+    for user in (boss, other, ada):
+        with_totp(user)
+    app = Authenticator(clerk, with_totp(clerk))
+    staff = Browser(stack)
+    assert staff.log_in("clerk", path="/admin/login/").headers["Location"] == "/login/verify/"
+    assert staff.post_form("/login/verify/", {"code": app.code()}).headers["Location"] == "/admin/"
+    targets = [str(user.pk) for user in (boss, other, clerk, ada)]
+    fields = {"action": "reset_second_factors", "_selected_action": targets, "index": "0"}
+    assert staff.post_form("/admin/users/user/", fields).status_code == 302
+    kept = set(TotpDevice.objects.values_list("user__username", flat=True))
+    assert kept == {"boss", "ops2", "clerk"}  # only the customer's factors went
+    assert [e.actor for e in _kinds(ada, "mfa_reset_by_staff")] == ["staff:clerk"]
 
 
 def test_the_account_page_asks_for_a_code_only_once_there_is_a_factor(stack, ada):
