@@ -9,6 +9,7 @@ before the view runs.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from django.contrib import messages
@@ -72,9 +73,9 @@ class SecondFactorEnrollmentMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         user = getattr(request, "user", None)
         if (
-            user is not None
+            _guarded(request.path)  # first: every other request costs nothing here
+            and user is not None
             and user.is_authenticated
-            and _guarded(request.path)
             and policies.must_have_second_factor(user)
             and not mfa.has_factor(user=user)
         ):
@@ -83,8 +84,13 @@ class SecondFactorEnrollmentMiddleware:
         return self.get_response(request)
 
 
+@functools.cache
+def _paths() -> tuple[str, tuple[str, str], str]:
+    return reverse("admin:index"), (reverse("admin:login"), reverse("admin:logout")), reverse("account")
+
+
 def _guarded(path: str) -> bool:
-    admin = reverse("admin:index")
+    admin, open_to_all, account = _paths()
     if path.startswith(admin):
-        return path not in (reverse("admin:login"), reverse("admin:logout"))
-    return path == reverse("account")
+        return path not in open_to_all
+    return path == account

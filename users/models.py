@@ -388,6 +388,10 @@ class SuppressionQuerySet(models.QuerySet["Suppression"]):
     def active(self) -> SuppressionQuerySet:
         return self.filter(lifted_at__isnull=True)
 
+    def covering(self, address: str) -> SuppressionQuerySet:
+        """The live suppression of ``address`` (any spelling: kept in lower case), if there is one."""
+        return self.active().filter(address=address.lower())
+
 
 class Suppression(models.Model):
     """An address nothing more is sent to — of any kind — because the provider reported a bounce,

@@ -8,7 +8,6 @@ would notice: the answer, the mail that arrives, whether a session still works.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -70,17 +69,6 @@ class Browser:
 
     def log_in(self, username: str, password: str = PASSWORD, path: str = "/login/") -> requests.Response:
         return self.post_form(path, {"username": username, "password": password})
-
-
-@pytest.fixture
-def stack(live_server, smtp_server, worker, settings, no_throttling) -> Iterator[str]:
-    settings.SITE_URL = live_server.url
-    yield live_server.url
-
-
-@pytest.fixture
-def ada() -> User:
-    return UserFactory(username="ada", email="ada@example.com", full_name="Ada Lovelace", is_email_verified=True)
 
 
 def _notices(smtp_server, address: str, subject: str) -> list:

@@ -4,8 +4,6 @@ what the user notices — the answers, the notice, whether a session works, the 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from django.contrib.auth.tokens import default_token_generator
 from django.utils.encoding import force_bytes
@@ -22,17 +20,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 PASSKEY_LOGIN_REFUSED = "That passkey is not known here, or its answer is wrong, was used already or took too long."
 SECOND_STEP_REFUSED = "That code is wrong or was used already, or the log-in took too long: log in again."
-
-
-@pytest.fixture
-def stack(live_server, smtp_server, worker, settings, no_throttling) -> Iterator[str]:
-    settings.SITE_URL = live_server.url
-    yield live_server.url
-
-
-@pytest.fixture
-def ada() -> User:
-    return UserFactory(username="ada", email="ada@example.com", full_name="Ada Lovelace", is_email_verified=True)
 
 
 def add_passkey(api: Api, origin: str, name: str = "phone", **proof) -> tuple[SoftAuthenticator, dict]:

@@ -5,7 +5,6 @@ browser gets — redirects, cookies, whether a session works — and what the AP
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -24,17 +23,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 VERIFY = "/login/verify/"
 WRONG_CODE = "That code is not right, or was used already."
 EXPIRED = "Your log-in expired: start again."
-
-
-@pytest.fixture
-def stack(live_server, smtp_server, worker, settings, no_throttling) -> Iterator[str]:
-    settings.SITE_URL = live_server.url
-    yield live_server.url
-
-
-@pytest.fixture
-def ada() -> User:
-    return UserFactory(username="ada", email="ada@example.com", full_name="Ada Lovelace", is_email_verified=True)
 
 
 @pytest.fixture

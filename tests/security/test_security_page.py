@@ -10,7 +10,6 @@ import base64
 import html
 import json
 import re
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pyotp
@@ -33,15 +32,10 @@ KEY = re.compile(r'<code id="totp-secret">([A-Z2-7]+)</code>')
 
 
 @pytest.fixture
-def stack(live_server, smtp_server, worker, settings, no_throttling) -> Iterator[str]:
-    settings.SITE_URL = live_server.url
+def stack(stack: str, settings) -> str:
+    """The shared stack, under another bank's name (the layout must show ``SITE_NAME``)."""
     settings.SITE_NAME = "Northwind Bank"
-    yield live_server.url
-
-
-@pytest.fixture
-def ada() -> User:
-    return UserFactory(username="ada", email="ada@example.com", full_name="Ada Lovelace", is_email_verified=True)
+    return stack
 
 
 def logged_in(stack: str, username: str = "ada") -> Browser:

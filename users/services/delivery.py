@@ -452,7 +452,7 @@ def email_retry(*, email_id: int) -> bool:
     email = OutboundEmail.objects.select_related("user", "verification").filter(pk=email_id).first()
     if email is None or email.state != State.FAILED or email.expires_at <= timezone.now() or _unwanted(email):
         return False
-    if Suppression.objects.active().filter(address=email.recipient.lower()).exists():
+    if Suppression.objects.covering(email.recipient).exists():
         return False  # the provider refused the address: staff lift the suppression first
     with transaction.atomic():
         retried = _owners_first(OutboundEmail.objects.filter(pk=email_id, state=State.FAILED), email.user_id).update(

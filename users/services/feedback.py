@@ -114,7 +114,7 @@ def tracking_event_record(*, esp_name: str, event: Any) -> DeliveryEvent | None:
                 description=description[:2000],
                 occurred_at=event.timestamp,
             )
-            _apply(email, row, event)
+            _apply(email, row)
     except IntegrityError:  # the same event again: already kept and applied
         logger.info("delivery feedback replayed", extra={"esp": esp_name, "email_id": email.pk})
         return None
@@ -141,20 +141,12 @@ def _permanent_bounce(event: Any) -> bool:
     return True  # Mailgun: anymail names only its permanent failures "bounced" (temporary: deferred)
 
 
-def _suppresses(event: Any) -> bool:
-    """Whether the event says the address itself is dead or unwilling: a permanent bounce, a
-    complaint, or a rejection because of the address (not of our message, e.g. a virus scan)."""
-    if event.event_type == "bounced":
-        return _permanent_bounce(event)
-    if event.event_type == "rejected":
-        return event.reject_reason in ("bounced", "invalid")
-    return event.event_type == "complained"
-
-
-def _apply(email: OutboundEmail, row: DeliveryEvent, event: Any) -> None:
-    if row.event_type in SUPPRESSING and (row.event_type == "rejected" or _suppresses(event)):
+def _apply(email: OutboundEmail, row: DeliveryEvent) -> None:
+    # A soft bounce was recorded as "deferred" already (tracking_event_record): a bounce here is
+    # permanent. A rejection of our message itself (a virus scan, a policy) is not the address's doing.
+    if row.event_type in SUPPRESSING:
         delivery.feedback_undeliverable(email, reason=f"{row.event_type}: {row.description or row.reason}")
-        if _suppresses(event):
+        if row.event_type != "rejected" or row.reason in ("bounced", "invalid"):
             _suppress(email, row)
     elif row.event_type == "delivered":
         delivery.feedback_delivered(email, at=row.occurred_at or row.received_at)
@@ -162,7 +154,7 @@ def _apply(email: OutboundEmail, row: DeliveryEvent, event: Any) -> None:
 
 def _suppress(email: OutboundEmail, row: DeliveryEvent) -> None:
     address = email.recipient.lower()
-    if Suppression.objects.active().filter(address=address).exists():
+    if Suppression.objects.covering(address).exists():
         return
     with transaction.atomic():  # a savepoint: two events racing for one address make one row
         try:
@@ -178,7 +170,7 @@ def _suppress(email: OutboundEmail, row: DeliveryEvent) -> None:
 
 # --- For the pages and the admin -------------------------------------------------------------------
 def is_suppressed(address: str) -> bool:
-    return Suppression.objects.active().filter(address=address.lower()).exists()
+    return Suppression.objects.covering(address).exists()
 
 
 def suppression_lift(*, suppression: Suppression, by: User) -> bool:
