@@ -500,6 +500,7 @@ REST_FRAMEWORK: dict[str, Any] = {
         "resend_address": os.environ.get("THROTTLE_RESEND_ADDRESS", "30/hour"),
         "login": os.environ.get("THROTTLE_LOGIN", "20/min"),
         "refresh": os.environ.get("THROTTLE_REFRESH", "60/min"),
+        "passkey_options": os.environ.get("THROTTLE_PASSKEY_OPTIONS", "30/min"),
         "password_reset": os.environ.get("THROTTLE_PASSWORD_RESET", "10/min"),
         "password_reset_address": os.environ.get("THROTTLE_PASSWORD_RESET_ADDRESS", "10/hour"),
         "account": os.environ.get("THROTTLE_ACCOUNT", "60/min"),

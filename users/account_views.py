@@ -42,6 +42,7 @@ from users.services import accounts
 from users.throttles import (
     AccountThrottle,
     LoginThrottle,
+    PasskeyOptionsThrottle,
     PasswordResetAddressThrottle,
     PasswordResetThrottle,
     throttle_wait,
@@ -146,7 +147,7 @@ def login_verify(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["POST"])
 def login_verify_challenge(request: HttpRequest) -> JsonResponse:
     """Options for a passkey's answer at the second step (the pending log-in says whose)."""
-    if wait := throttle_wait(request, [LoginThrottle]):
+    if wait := throttle_wait(request, [LoginThrottle, PasskeyOptionsThrottle]):
         return JsonResponse({"detail": "Too many requests."}, status=429, headers={"Retry-After": str(wait)})
     pending = request.session.get(SECOND_STEP_KEY)
     try:

@@ -191,6 +191,14 @@ class RefreshThrottle(_WindowThrottle):
     scope = "refresh"
 
 
+class PasskeyOptionsThrottle(_WindowThrottle):
+    """Passkey options asked for before a log-in is complete (``THROTTLE_PASSKEY_OPTIONS``), per
+    client address: each answer stores a challenge row for 5 minutes, and ``LoginThrottle`` counts
+    only failures, so without this an anonymous client could have rows written as fast as it asks."""
+
+    scope = "passkey_options"
+
+
 class PasswordResetThrottle(_WindowThrottle):
     scope = "password_reset"
 

@@ -11,8 +11,8 @@ from django.utils.http import urlsafe_base64_encode
 from webauthn.helpers import bytes_to_base64url
 
 from conftest import message_text, wait_for
-from tests.security.test_account_takeover import NEW_PASSWORD, PASSWORD, Api, _behind_a_proxy
-from users.models import LoginSession, SecurityEvent, User
+from tests.security.test_account_takeover import NEW_PASSWORD, PASSWORD, Api, Browser, _behind_a_proxy
+from users.models import LoginSession, SecurityEvent, User, WebAuthnChallenge
 from users.tests.authenticator import SoftAuthenticator
 from users.tests.factories import UserFactory
 
@@ -262,3 +262,30 @@ def test_unknown_passkeys_count_as_failed_log_ins_of_the_address(stack, ada, set
     held = Api(stack, ip="203.0.113.8").call("POST", "/api/tokens/passkey/begin/", {})
     assert held.status_code == 429 and "Retry-After" in held.headers
     assert Api(stack, ip="198.51.100.10").log_in("ada").status_code == 200  # another address is not held
+
+
+def test_passkey_options_before_a_log_in_are_limited_per_address(stack, ada, settings):
+    """Each answer stores a challenge for 5 minutes and nobody is logged in yet: asking is counted
+    per client address, so an anonymous client cannot have rows written as fast as it likes."""
+    api = Api(stack)
+    api.log_in("ada")
+    add_passkey(api, stack)
+    _behind_a_proxy(settings)
+    rates = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] | {"passkey_options": "3/min"}
+    settings.REST_FRAMEWORK = settings.REST_FRAMEWORK | {"DEFAULT_THROTTLE_RATES": rates}
+    stored = WebAuthnChallenge.objects.count()
+
+    asker = Api(stack, ip="203.0.113.30")
+    answers = [asker.call("POST", "/api/tokens/passkey/begin/", {}) for _ in range(4)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert int(answers[-1].headers["Retry-After"]) >= 1
+    assert WebAuthnChallenge.objects.count() == stored + 3  # the refused one stored nothing
+    assert Api(stack, ip="198.51.100.30").call("POST", "/api/tokens/passkey/begin/", {}).status_code == 200
+
+    # The page's second step: the options for the pending log-in's passkey, counted the same way.
+    browser = Browser(stack)
+    browser.http.headers["X-Forwarded-For"] = "203.0.113.31"
+    assert browser.log_in("ada").headers["Location"] == "/login/verify/"
+    asked = [browser.post_form("/login/verify/challenge/", {}, form_page="/login/verify/") for _ in range(4)]
+    assert [a.status_code for a in asked] == [200, 200, 200, 429], [a.text for a in asked]
+    assert "rpId" in asked[0].json()["options"]

@@ -29,7 +29,7 @@ from users.mfa import flows as mfa
 from users.mfa import passkeys
 from users.models import User
 from users.services import sessions
-from users.throttles import LoginThrottle, RefreshThrottle, record_login_failure
+from users.throttles import LoginThrottle, PasskeyOptionsThrottle, RefreshThrottle, record_login_failure
 
 BAD_CREDENTIALS = "No account matches that username or address and password."
 NOT_VERIFIED = "Verify your email address first: use the link we sent you, or ask for a new one."
@@ -211,7 +211,7 @@ class TokenMfaApi(APIView):
 class TokenPasskeyBeginApi(APIView):
     """``POST /api/tokens/passkey/begin/``: start a log-in with a discoverable passkey alone."""
 
-    throttle_classes = [LoginThrottle]
+    throttle_classes = [LoginThrottle, PasskeyOptionsThrottle]  # anonymous, and each answer stores a challenge
 
     @extend_schema_serializer(component_name="PasskeyLoginBegin")
     class InputSerializer(StrictInputSerializer):
