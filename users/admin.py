@@ -3,6 +3,7 @@ service sent or owes, verification links (never their secret), and the queue ove
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import cast
 
 from django.contrib import admin, messages
@@ -223,12 +224,26 @@ class CreationForm(AdminUserCreationForm):
         fields = ["username", "email", "full_name"]
 
 
+NOT_YOURS = "not yours to act on (other staff or a superuser)"
+
+
+def _theirs(request: HttpRequest, users: Iterable[User]) -> list[User]:
+    """Of ``users``, those the member of staff asking may act on (``policies.can_admin_change``):
+    an action is no way around the change form's rule."""
+    staff = cast("User", request.user)
+    return [user for user in users if policies.can_admin_change(staff, user)]
+
+
 @admin.action(description="Send a new verification email", permissions=["change"])
 def resend_verification(modeladmin, request: HttpRequest, queryset: QuerySet[User]) -> None:
-    sent = sum(1 for user in queryset if signup.verification_resend(user=user))
-    skipped = queryset.count() - sent
+    allowed = _theirs(request, queryset)
+    sent = sum(1 for user in allowed if signup.verification_resend(user=user))
+    refused = queryset.count() - len(allowed)
     modeladmin.message_user(
-        request, f"Queued {sent} verification email(s); {skipped} already verified.", messages.SUCCESS
+        request,
+        f"Queued {sent} verification email(s); {len(allowed) - sent} already verified"
+        + (f"; {refused} {NOT_YOURS}." if refused else "."),
+        messages.WARNING if refused else messages.SUCCESS,
     )
 
 
@@ -239,7 +254,7 @@ def reset_second_factors(modeladmin, request: HttpRequest, queryset: QuerySet[Us
     Only of users they may change (``policies.can_admin_change``: never a superuser or other staff
     for non-superusers), and never their own: that goes through /account/security/'s step-up."""
     staff = cast("User", request.user)
-    allowed = [user for user in queryset if user.pk != staff.pk and policies.can_admin_change(staff, user)]
+    allowed = [user for user in _theirs(request, queryset) if user.pk != staff.pk]
     reset = sum(1 for user in allowed if mfa.factors_reset_by_staff(user=user))
     refused = queryset.count() - len(allowed)
     modeladmin.message_user(
@@ -568,8 +583,17 @@ class LoginSessionAdmin(FastListMixin, admin.ModelAdmin):
 
     @admin.action(description="Block the selected sessions", permissions=["change"])
     def block(self, request: HttpRequest, queryset: QuerySet[LoginSession]) -> None:
-        blocked = sum(sessions.session_block(session=session) for session in queryset)
-        self.message_user(request, f"Blocked {blocked} session(s): their tokens stop working now.", messages.SUCCESS)
+        """Only sessions of users the member of staff may change: a clerk cannot log a superuser out."""
+        rows = list(queryset.select_related("user"))
+        owners = {user.pk for user in _theirs(request, {row.user for row in rows})}
+        blocked = sum(sessions.session_block(session=row) for row in rows if row.user_id in owners)
+        refused = sum(1 for row in rows if row.user_id not in owners)
+        self.message_user(
+            request,
+            f"Blocked {blocked} session(s): their tokens stop working now"
+            + (f"; {refused} {NOT_YOURS}." if refused else "."),
+            messages.WARNING if refused else messages.SUCCESS,
+        )
 
 
 class ActorFilter(admin.SimpleListFilter):

@@ -19,7 +19,7 @@ from django.utils.http import urlsafe_base64_encode
 from conftest import message_text, wait_for
 from tests.security.test_account_takeover import NEW_PASSWORD, PASSWORD, Api, Browser, _behind_a_proxy
 from users.account_views import PROOF_MISSING, PROOF_WRONG
-from users.models import LoginSession, MfaLoginToken, SecurityEvent, TotpDevice, User
+from users.models import LoginSession, MfaLoginToken, OutboundEmail, SecurityEvent, TotpDevice, User
 from users.tests.factories import UserFactory, with_totp
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -303,6 +303,42 @@ def test_staff_reset_only_the_factors_of_users_they_may_change(stack, ada, setti
     kept = set(TotpDevice.objects.values_list("user__username", flat=True))
     assert kept == {"boss", "ops2", "clerk"}  # only the customer's factors went
     assert [e.actor for e in _kinds(ada, "mfa_reset_by_staff")] == ["staff:clerk"]
+
+
+def test_a_clerk_blocks_sessions_and_resends_links_only_of_users_they_may_change(stack, ada, settings, smtp_server):
+    """The admin's actions follow the change form's rule: a clerk with the change permissions
+    blocks a customer's session and sends a customer a new link — never a superuser's or another
+    member of staff's, and the page says how many were not theirs."""
+    from django.contrib.auth.models import Permission
+
+    settings.MFA_REQUIRED_ROLES = ("none",)
+    User.objects.create_superuser(username="boss", email="boss@example.com", password=PASSWORD, full_name="B")
+    ops = UserFactory(username="ops3", email="ops3@example.com", is_staff=True)  # address not verified yet
+    dora = UserFactory(username="dora", email="dora@example.com")  # address not verified yet
+    clerk = UserFactory(username="clerk", is_staff=True, is_email_verified=True)
+    codenames = ["view_user", "change_user", "view_loginsession", "change_loginsession"]
+    clerk.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+    app = Authenticator(clerk, with_totp(clerk))
+    boss_api, ada_api = Api(stack), Api(stack)
+    assert boss_api.log_in("boss").status_code == 200 and ada_api.log_in("ada").status_code == 200
+    staff = Browser(stack)
+    assert staff.log_in("clerk", path="/admin/login/").headers["Location"] == "/login/verify/"
+    assert staff.post_form("/login/verify/", {"code": app.code()}).headers["Location"] == "/admin/"
+
+    rows = [
+        str(pk) for pk in LoginSession.objects.filter(user__username__in=["boss", "ada"]).values_list("pk", flat=True)
+    ]
+    fields = {"action": "block", "_selected_action": rows, "index": "0"}
+    assert staff.post_form("/admin/users/loginsession/", fields).status_code == 302
+    assert "1 not yours to act on" in html.unescape(staff.get("/admin/users/loginsession/").text)
+    assert ada_api.call("GET", "/api/users/me/").status_code == 401
+    assert boss_api.call("GET", "/api/users/me/").status_code == 200  # the superuser is still logged in
+
+    fields = {"action": "resend_verification", "_selected_action": [str(ops.pk), str(dora.pk)], "index": "0"}
+    assert staff.post_form("/admin/users/user/", fields).status_code == 302
+    assert "1 not yours to act on" in html.unescape(staff.get("/admin/users/user/").text)
+    wait_for(lambda: smtp_server.to("dora@example.com"))
+    assert not OutboundEmail.objects.filter(user=ops).exists()
 
 
 def test_the_account_page_asks_for_a_code_only_once_there_is_a_factor(stack, ada):
