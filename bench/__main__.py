@@ -186,27 +186,20 @@ class Bench:
         )
         self.smtp_port = free_port()
         database_url = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/simplebank_bench")
+        from bench.stack import UNLIMITED, environment
+
+        limits = {f"THROTTLE_{name}": UNLIMITED for name in ("SIGNUP", "VERIFY", "LOGIN", "REFRESH")}
+        smtp = {"EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend", "EMAIL_HOST": "127.0.0.1"}
         os.environ.update(
-            {
-                "DJANGO_SETTINGS_MODULE": "bench.settings",
-                "DATABASE_URL": database_url,
-                "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-                "DRAMATIQ_NAMESPACE": "bench",
-                "DJANGO_SECRET_KEY": "bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
-                "DJANGO_DEBUG": "false",
-                "DJANGO_HTTPS": "false",
-                "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-                "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
-                "EMAIL_HOST": "127.0.0.1",
-                "EMAIL_PORT": str(self.smtp_port),
-                "DRAMATIQ_PROMETHEUS": "false",
-                "LOG_LEVEL": "WARNING",
-                "THROTTLE_SIGNUP": "100000000/min",
-                "THROTTLE_VERIFY": "100000000/min",
-                "THROTTLE_LOGIN": "100000000/min",
-                "THROTTLE_LOGIN_USERNAME": "100000000/min",
-                "THROTTLE_REFRESH": "100000000/min",
-            }
+            environment(
+                "bench",
+                database_url,
+                redis_port,
+                DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
+                EMAIL_PORT=str(self.smtp_port),
+                **smtp,
+                **limits,
+            )
         )
         self._create_database(database_url)
         log("migrating the bench database")

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,26 +25,6 @@ PASSWORD = "correct horse battery staple"
 
 def log(message: str) -> None:
     print(f"[login_rate {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def _setup(database_url: str, redis_port: int) -> None:
-    os.environ.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "bench.settings",  # production hashers (no BENCH_FAST_HASHER)
-            "DATABASE_URL": database_url,
-            "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-            "DRAMATIQ_NAMESPACE": "login-rate",
-            "DJANGO_SECRET_KEY": "login-bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
-            "DJANGO_DEBUG": "false",
-            "DJANGO_HTTPS": "false",
-            "DJANGO_ALLOWED_HOSTS": "localhost",
-            "EMAIL_BACKEND": "django.core.mail.backends.locmem.EmailBackend",
-            "DRAMATIQ_PROMETHEUS": "false",
-            "LOG_LEVEL": "WARNING",
-            "THROTTLE_LOGIN": "100000000/min",
-            "MFA_REQUIRED_ROLES": "none",
-        }
-    )
 
 
 def _customers(n: int) -> list[str]:
@@ -114,34 +92,14 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench login_rate")
     parser.add_argument("--n", type=int, default=40, help="log-ins of each kind (default 40)")
     args = parser.parse_args(argv)
-    from bench.__main__ import free_port, wait_until
-    from bench.scale import _create_database, _pings
+    from bench.stack import UNLIMITED, measured_on, private_stack
 
-    redis_port = free_port()
-    redis = subprocess.Popen(
-        ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
+    database_url = os.environ.get(
+        "BENCH_LOGIN_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/simplebank_login_rate"
     )
-    try:
-        database_url = os.environ.get(
-            "BENCH_LOGIN_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/simplebank_login_rate"
-        )
-        _setup(database_url, redis_port)
-        _create_database(database_url)
-        log(f"migrating {database_url}")
-        subprocess.run([PY, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True)
-        import django
-
-        django.setup()
-        import redis as redis_client
-
-        wait_until(lambda: _pings(redis_client.Redis(port=redis_port)), 10, "redis")
+    with private_stack("login-rate", database_url, THROTTLE_LOGIN=UNLIMITED, MFA_REQUIRED_ROLES="none"):
         secrets = _customers(args.n)
         log(f"measuring {args.n} log-ins of each kind (Argon2)")
         samples = measure(args.n, secrets)
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        log(f"commit {commit.stdout.strip()}, {platform.node()}, {os.cpu_count()} cores")
+        log(measured_on())
         print("\n" + table(samples, args.n) + "\n")
-    finally:
-        redis.terminate()
-        redis.wait(timeout=10)

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -50,44 +49,6 @@ GOALS: dict[str, tuple[str, float, str]] = {
 
 def log(message: str) -> None:
     print(f"[scale {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def _setup(database_url: str, redis_port: int) -> None:
-    os.environ.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "bench.settings",
-            "DATABASE_URL": database_url,
-            "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-            "DRAMATIQ_NAMESPACE": "scale",
-            "DJANGO_SECRET_KEY": "scale-bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
-            "DJANGO_DEBUG": "false",
-            "DJANGO_HTTPS": "false",
-            "DJANGO_ALLOWED_HOSTS": "localhost",
-            "EMAIL_BACKEND": "django.core.mail.backends.locmem.EmailBackend",
-            "DRAMATIQ_PROMETHEUS": "false",
-            "LOG_LEVEL": "WARNING",
-            "METRICS_TOKEN": TOKEN,
-            "THROTTLE_SIGNUP": "100000000/min",
-        }
-    )
-
-
-def _create_database(url: str) -> None:
-    from urllib.parse import urlsplit
-
-    import psycopg2
-    from psycopg2 import sql
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    connection = psycopg2.connect(
-        host=parts.hostname, port=parts.port or 5432, user=parts.username, password=parts.password, dbname="postgres"
-    )
-    connection.autocommit = True
-    with connection.cursor() as cursor:
-        cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    connection.close()
 
 
 def load(first: int, last: int, total: int) -> None:
@@ -205,6 +166,7 @@ class Measure:
         from rest_framework.test import APIClient
 
         from users.models import User
+        from users.tests.factories import with_totp
 
         self.repeat = repeat
         self.api = APIClient(SERVER_NAME="localhost")
@@ -213,6 +175,7 @@ class Measure:
             username="scale-ops",
             defaults={"email": "ops@scale-bench.com", "full_name": "Ops", "is_staff": True, "is_superuser": True},
         )
+        with_totp(admin)  # staff must have a second factor before any admin page, as in production
         self.staff.force_login(admin)
         self.signups = 0
 
@@ -344,27 +307,10 @@ def main(argv: list[str]) -> None:
     steps = sorted({*(int(s) for s in args.steps.split(",") if s and int(s) < args.users), args.users})
 
     RESULTS.mkdir(exist_ok=True)
-    from bench.__main__ import free_port
+    from bench.stack import UNLIMITED, private_stack
 
-    redis_port = free_port()
-    redis = subprocess.Popen(
-        ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        database_url = os.environ.get("BENCH_SCALE_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/simplebank_scale")
-        _setup(database_url, redis_port)
-        _create_database(database_url)
-        log(f"migrating {database_url}")
-        subprocess.run([PY, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True)
-        import django
-
-        django.setup()
-        import redis as redis_client
-
-        from bench.__main__ import wait_until
-
-        wait_until(lambda: _pings(redis_client.Redis(port=redis_port)), 10, "redis")
+    database_url = os.environ.get("BENCH_SCALE_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/simplebank_scale")
+    with private_stack("scale", database_url, METRICS_TOKEN=TOKEN, THROTTLE_SIGNUP=UNLIMITED):
         measure = Measure(args.repeat)
         log("the empty database: sign-ups")
         empty = measure.signup()
@@ -399,16 +345,6 @@ def main(argv: list[str]) -> None:
                 docs.write(f"\n## Scale run {results['when']} (`python -m bench scale`)\n\n{table(results)}\n")
             plot(results, ROOT / "docs" / "scale.png")
             log("updated docs/performance.md and docs/scale.png")
-    finally:
-        redis.terminate()
-        redis.wait(timeout=10)
-
-
-def _pings(client) -> bool:
-    try:
-        return bool(client.ping())
-    except Exception:
-        return False
 
 
 if __name__ == "__main__":
