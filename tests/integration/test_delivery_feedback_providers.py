@@ -105,6 +105,13 @@ MAILGUN_EVENTS: dict[str, dict] = {
         },
     },
     "complaint": {"event": "complained", "log-level": "warn"},
+    # anymail's test_rejected_event: Mailgun refused to send (its own suppression list, a policy).
+    "rejection": {
+        "event": "rejected",
+        "log-level": "warn",
+        "reject": {"reason": "Not delivering to previously bounced address", "description": ""},
+        "flags": {"is-test-mode": False},
+    },
     "deferral": {
         "event": "failed",
         "severity": "temporary",
@@ -218,6 +225,14 @@ def postmark(kind: str, sent: Sent, at: datetime) -> Hook:
             "DeliveredAt": _postmark_time(at),
             "Details": "smtp;250 2.0.0 OK",
         },
+    }
+    # An address Postmark deactivated (after a hard bounce or a complaint): anymail's "rejected".
+    events["rejection"] = events["bounce"] | {
+        "Type": "ManuallyDeactivated",
+        "TypeCode": 16,
+        "Name": "Manually deactivated",
+        "Description": "The email was manually deactivated.",
+        "Details": "",
     }
     # A full mailbox: Postmark's SoftBounce, which anymail also calls "bounced".
     events["soft_bounce"] = events["bounce"] | {
@@ -486,6 +501,21 @@ def test_a_hard_bounce_or_a_complaint_suppresses_the_address(server, provider, k
     assert (suppression.address, suppression.reason, suppression.email_id) == ("ada@example.com", event_type, email.pk)
     assert SecurityEvent.objects.filter(user=email.user, kind="address_suppressed").count() == 1
     assert feedback.is_suppressed("Ada@Example.com")
+
+
+@pytest.mark.parametrize("provider_key", ["mailgun", "postmark"])
+def test_a_rejection_suppresses_the_address_whatever_its_reason(server, provider_key):
+    """The provider refused to send to the address (its own suppression list, an address it
+    deactivated): it would refuse again, so nothing more is handed to it."""
+    provider = PROVIDERS[provider_key]
+    email, sent = sent_email(provider)
+    answer = provider.build("rejection", sent, _moment()).post(server)
+    assert answer.status_code == 200, answer.text
+    email.refresh_from_db()
+    assert email.state == "undeliverable" and email.last_error.startswith("rejected:")
+    [suppression] = Suppression.objects.active()
+    assert (suppression.address, suppression.reason) == ("ada@example.com", "rejected")
+    assert feedback.is_suppressed("ada@example.com")
 
 
 @each_provider

@@ -143,11 +143,11 @@ def _permanent_bounce(event: Any) -> bool:
 
 def _apply(email: OutboundEmail, row: DeliveryEvent) -> None:
     # A soft bounce was recorded as "deferred" already (tracking_event_record): a bounce here is
-    # permanent. A rejection of our message itself (a virus scan, a policy) is not the address's doing.
+    # permanent. A rejection suppresses whatever its reason: the provider refuses to send to the
+    # address (its own suppression list, an address it deactivated, a policy), and would again.
     if row.event_type in SUPPRESSING:
         delivery.feedback_undeliverable(email, reason=f"{row.event_type}: {row.description or row.reason}")
-        if row.event_type != "rejected" or row.reason in ("bounced", "invalid"):
-            _suppress(email, row)
+        _suppress(email, row)
     elif row.event_type == "delivered":
         delivery.feedback_delivered(email, at=row.occurred_at or row.received_at)
 
