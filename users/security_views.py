@@ -34,6 +34,8 @@ from users.services import sessions
 from users.throttles import AccountThrottle, throttle_wait
 from users.views import too_many
 
+NO_SUCH_PASSKEY = "You have no such passkey."
+
 
 class StepUpForm(forms.Form):
     """The current password, and the second factor once the user has one."""
@@ -169,9 +171,18 @@ def security(request: HttpRequest) -> HttpResponse:
     form = form_class(request.POST, user=user, auto_id=_auto_id(which))
     if which == "passkey_remove":
         form.auto_id = _auto_id(which, _passkey_id(form))
-    if not form.is_valid() or not _step_up(request, form):
+    if not form.is_valid():
         return _page(request, status=400, **{which: form})
     try:
+        # Refused for the factors' state before the step-up: a one-time code is never spent for nothing.
+        mfa.change_allowed(user=user, change=which)
+        if (
+            which == "passkey_remove"
+            and not Passkey.objects.filter(user=user, pk=form.cleaned_data["passkey"]).exists()
+        ):
+            raise FactorStateError(NO_SUCH_PASSKEY)
+        if not _step_up(request, form):
+            return _page(request, status=400, **{which: form})
         return _changed(request, user, which, form)
     except FactorStateError as exc:
         messages.error(request, str(exc))
@@ -194,7 +205,7 @@ def _changed(request: HttpRequest, user: User, which: str, form: StepUpForm) -> 
         try:
             mfa.passkey_remove(user=user, passkey_id=form.cleaned_data["passkey"])
         except Passkey.DoesNotExist:
-            messages.error(request, "You have no such passkey.")
+            messages.error(request, NO_SUCH_PASSKEY)
         else:
             messages.success(request, "The passkey is removed.")
     return redirect("account-security")

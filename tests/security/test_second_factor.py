@@ -235,6 +235,34 @@ def test_a_reset_needs_the_code_and_a_refused_one_leaves_the_link_usable(stack, 
     assert answer.json()["code"] == "mfa_required"  # the factor survives a reset
 
 
+def test_a_request_refused_for_another_reason_never_spends_its_one_time_code(stack, ada):
+    """A weak new password, or a change the factors' state refuses, is answered before the proof is
+    checked: the recovery code or TOTP code sent with it still works for the right request."""
+    api, app, codes = logged_in_with_factor(stack, ada)
+
+    def left() -> int:
+        return api.call("GET", "/api/mfa/").json()["recovery_codes_left"]
+
+    weak = api.call("PATCH", "/api/users/me/", {"password": "short", "current_password": PASSWORD, "code": codes[0]})
+    assert weak.status_code == 400 and set(weak.json()) == {"password"}, weak.text
+    twice = api.call("POST", "/api/mfa/totp/setup/", {"current_password": PASSWORD, "code": codes[0]})
+    assert twice.status_code == 400 and twice.json()["code"] == "mfa_state"
+    assert left() == 10 and not _kinds(ada, "recovery_code_used")
+    changed = api.call(
+        "PATCH", "/api/users/me/", {"password": NEW_PASSWORD, "current_password": PASSWORD, "code": codes[0]}
+    )
+    assert changed.status_code == 200 and left() == 9
+
+    ada.refresh_from_db()
+    uid, token = urlsafe_base64_encode(force_bytes(ada.pk)), default_token_generator.make_token(ada)
+    code = app.code()
+    body = {"uid": uid, "token": token, "code": code}
+    weak = Api(stack).call("POST", "/api/password-reset/confirm/", body | {"new_password": "short"})
+    assert weak.status_code == 400 and set(weak.json()) == {"new_password"}, weak.text
+    done = Api(stack).call("POST", "/api/password-reset/confirm/", body | {"new_password": "a third long passphrase 7"})
+    assert done.status_code == 204, done.text  # the same TOTP code: the refused request did not spend it
+
+
 # Enforcement -----------------------------------------------------------------------------------------------
 def test_a_banker_without_a_factor_is_sent_to_enrol_and_then_works(stack, settings):
     settings.MFA_REQUIRED_ROLES = ("staff", "banker")

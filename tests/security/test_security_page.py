@@ -351,3 +351,15 @@ def test_guessing_the_first_code_of_a_set_up_locks_out_and_an_old_set_up_expires
         lambda: [m for m in smtp_server.to("bob@example.com") if "authenticator app was set up" in m["Subject"]],
         what="the notice of a new second factor",
     )
+
+
+def test_a_change_the_page_refuses_anyway_never_spends_the_code_sent_with_it(stack, ada):
+    browser = logged_in(stack)
+    _app, codes = set_up_totp(browser)
+    again = post(browser, "totp_setup", current_password=PASSWORD, code=codes[0])
+    assert again.status_code == 302 and "TOTP is already on" in html.unescape(browser.get(PAGE).text)
+    gone = post(browser, "passkey_remove", passkey="999999", current_password=PASSWORD, code=codes[0])
+    assert gone.status_code == 302 and "You have no such passkey." in html.unescape(browser.get(PAGE).text)
+    assert not SecurityEvent.objects.filter(user=ada, kind="recovery_code_used").exists()
+    fresh = post(browser, "recovery_codes", current_password=PASSWORD, code=codes[0])
+    assert fresh.status_code == 200 and len(shown_codes(fresh)) == 10  # the code still worked

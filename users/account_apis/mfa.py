@@ -62,10 +62,12 @@ class MfaApi(AuthenticatedApi):
     enrollment_exempt_methods = frozenset({"GET", "POST", "DELETE"})
     InputSerializer: type[StrictInputSerializer] = StepUpInputSerializer
 
-    def _step_up(self, request: Request) -> Response | None:
+    def _step_up(self, request: Request, change: str | None = None) -> Response | None:
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        if change:  # refused for the factors' state before the proof is spent
+            mfa.change_allowed(user=self._user(request), change=change)
         return step_up(
             request,
             self._user(request),
@@ -142,7 +144,7 @@ class TotpSetupApi(MfaApi):
         },
     )
     def post(self, request: Request) -> Response:
-        if refused := self._step_up(request):
+        if refused := self._step_up(request, "totp_setup"):
             return refused
         setup = mfa.totp_setup(user=self._user(request))
         return Response({"secret": setup.secret, "otpauth_uri": setup.otpauth_uri, "qr_svg": setup.qr_svg})
@@ -190,7 +192,7 @@ class TotpApi(MfaApi):
         responses={204: None, 400: FIELD_ERRORS, 401: UNAUTHORISED, 429: THROTTLED},
     )
     def delete(self, request: Request) -> Response:
-        if refused := self._step_up(request):
+        if refused := self._step_up(request, "totp_disable"):
             return refused
         mfa.totp_disable(user=self._user(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -210,7 +212,7 @@ class RecoveryCodesApi(MfaApi):
         responses={200: RECOVERY_CODES, 400: FIELD_ERRORS, 401: UNAUTHORISED, 429: THROTTLED},
     )
     def post(self, request: Request) -> Response:
-        if refused := self._step_up(request):
+        if refused := self._step_up(request, "recovery_codes"):
             return refused
         codes = mfa.recovery_codes_regenerate(user=self._user(request))
         return Response({"recovery_codes": codes})

@@ -4,6 +4,7 @@ passkey options for a user with one) and ``POST /api/password-reset/confirm/``."
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.auth import password_validation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers, status
@@ -131,6 +132,8 @@ class PasswordResetConfirmApi(APIView):
         try:
             # A reset never bypasses the second factor; refused for its proof, the link stays usable.
             user = accounts.password_reset_user(uid=data["uid"], token=data["token"])
+            # The new password before the proof: a refused request must not spend a one-time code.
+            password_validation.validate_password(data["new_password"], user=user)
             if refused := step_up(
                 request,
                 user,

@@ -97,6 +97,11 @@ class MeApi(AuthenticatedApi):
         serializer = ProfileInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        if "password" in data:  # before the step-up: a refused request must not spend a one-time code
+            try:
+                password_validation.validate_password(data["password"], user=user)
+            except DjangoValidationError as exc:
+                raise ValidationError({"password": list(exc.messages)}) from exc
         if ("email" in data or "password" in data) and (
             refused := step_up(
                 request,
@@ -107,11 +112,6 @@ class MeApi(AuthenticatedApi):
             )
         ):
             return refused
-        if "password" in data:
-            try:
-                password_validation.validate_password(data["password"], user=user)
-            except DjangoValidationError as exc:
-                raise ValidationError({"password": list(exc.messages)}) from exc
         user = accounts.profile_update(
             user=user, full_name=data.get("full_name"), email=data.get("email"), password=data.get("password")
         )

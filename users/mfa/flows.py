@@ -92,11 +92,28 @@ def status(*, user: User) -> Status:
 
 
 # --- Changing factors (the callers re-authenticated the request) ---------------------------------
+TOTP_ON = "TOTP is already on; turn it off first to set up another app."
+TOTP_OFF = "TOTP is not on."
+NO_FACTOR = "Recovery codes come with a second factor: set one up first."
+
+
+def change_allowed(*, user: User, change: str) -> None:
+    """``FactorStateError`` now if the factors' state refuses ``change`` (``totp_setup``,
+    ``totp_disable``, ``recovery_codes``): checked before the request's step-up, so a request
+    refused anyway never spends a one-time code. The change itself checks again."""
+    if change == "totp_setup" and _has_totp(user):
+        raise FactorStateError(TOTP_ON)
+    if change == "totp_disable" and not _has_totp(user):
+        raise FactorStateError(TOTP_OFF)
+    if change == "recovery_codes" and not has_factor(user=user):
+        raise FactorStateError(NO_FACTOR)
+
+
 def totp_setup(*, user: User) -> TotpSetup:
     """A new secret, pending until ``totp_confirm``; replaces an earlier pending one (a passkey
     user may add an app beside it)."""
     if _has_totp(user):
-        raise FactorStateError("TOTP is already on; turn it off first to set up another app.")
+        raise FactorStateError(TOTP_ON)
     secret = totp.secret_new()
     TotpDevice.objects.update_or_create(
         user=user,
@@ -130,7 +147,7 @@ def totp_disable(*, user: User) -> None:
     """TOTP off (a notice is mailed); the recovery codes go with the last factor."""
     with transaction.atomic():
         if not TotpDevice.objects.filter(user=user).delete()[0]:
-            raise FactorStateError("TOTP is not on.")
+            raise FactorStateError(TOTP_OFF)
         if not has_factor(user=user):
             recovery_codes.codes_delete(user=user)
         events.event_record(user=user, kind=Event.MFA_DISABLED, detail=TOTP, notify=True)
@@ -163,7 +180,7 @@ def passkey_remove(*, user: User, passkey_id: int) -> None:
 def recovery_codes_regenerate(*, user: User) -> list[str]:
     with transaction.atomic():
         if not has_factor(user=user):
-            raise FactorStateError("Recovery codes come with a second factor: set one up first.")
+            raise FactorStateError(NO_FACTOR)
         codes = recovery_codes.codes_replace(user=user)
         events.event_record(user=user, kind=Event.RECOVERY_CODES_REGENERATED, notify=True)
     return codes
