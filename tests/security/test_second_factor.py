@@ -138,6 +138,8 @@ def test_a_replayed_totp_code_and_a_used_recovery_code_are_refused_alike(stack, 
     assert second_step(client, mfa_token, codes[0]).status_code == 200
     [notice] = wait_for(lambda: [m for m in smtp_server.to("ada@example.com") if "recovery code" in m["Subject"]])
     assert "recovery code was used" in message_text(notice).lower()
+    assert "by the bank's systems" not in message_text(notice)
+    assert [e.actor for e in _kinds(ada, "recovery_code_used")] == ["self"]
     client, mfa_token = first_step(stack)
     again = second_step(client, mfa_token, codes[0])
     assert again.status_code == 401 and again.json() == replay.json()

@@ -218,7 +218,8 @@ def proof_verify(*, user: User, code: str | None = None, credential: dict[str, A
     with transaction.atomic():
         if not recovery_codes.use(user=user, code=code):
             return False
-        events.event_record(user=user, kind=Event.RECOVERY_CODE_USED, notify=True)
+        # Whoever typed it proves to be the owner (the log-in's second step included: nobody is logged in yet).
+        events.event_record(user=user, kind=Event.RECOVERY_CODE_USED, actor=events.SELF, notify=True)
     return True
 
 
