@@ -18,6 +18,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from bankproject.api_schema import ERROR as ERROR  # the error shapes, for the other API modules
+from bankproject.api_schema import THROTTLED
 from users import identity
 from users.errors import InvalidLink
 from users.models import User
@@ -62,14 +64,7 @@ FIELD_ERRORS = OpenApiResponse(
     description='Invalid input: `{"<field>": ["<message>", ...]}` for each field that is wrong.',
     examples=[OpenApiExample("taken username", value={"username": ["A user with that username already exists."]})],
 )
-DETAIL = inline_serializer("Detail", {"detail": serializers.CharField()})
-THROTTLED = OpenApiResponse(
-    response=DETAIL,
-    description="Too many requests from this client (or for this address); see the Retry-After header.",
-    examples=[
-        OpenApiExample("throttled", value={"detail": "Request was throttled. Expected available in 42 seconds."})
-    ],
-)
+DETAIL = inline_serializer("Detail", {"detail": serializers.CharField()})  # an accepted request's words
 
 
 class UserCreateApi(APIView):
@@ -173,15 +168,17 @@ class EmailVerifyApi(APIView):
                     "VerifyEmailError",
                     {
                         "detail": serializers.CharField(required=False),
+                        "code": serializers.CharField(required=False, help_text="`invalid_link`"),
                         "email_id": serializers.ListField(child=serializers.CharField(), required=False),
                         "secret_code": serializers.ListField(child=serializers.CharField(), required=False),
                     },
                 ),
                 description=(
-                    "A wrong, used, expired or replaced code: one identical `detail` for all of them. "
+                    "A wrong, used, expired or replaced code: one identical `detail` (`code` `invalid_link`) for "
+                    "all of them. "
                     "Malformed input: field errors."
                 ),
-                examples=[OpenApiExample("invalid", value={"detail": INVALID_LINK})],
+                examples=[OpenApiExample("invalid", value={"detail": INVALID_LINK, "code": "invalid_link"})],
             ),
             429: THROTTLED,
         },
@@ -203,7 +200,7 @@ class EmailVerifyApi(APIView):
                 code=serializer.validated_data["secret_code"],
             )
         except InvalidLink:
-            return Response({"detail": INVALID_LINK}, status=status.HTTP_400_BAD_REQUEST)
+            return Response({"detail": INVALID_LINK, "code": "invalid_link"}, status=status.HTTP_400_BAD_REQUEST)
         return Response({"is_verified": True})
 
 

@@ -411,3 +411,26 @@ def test_staff_cannot_take_over_superusers_other_staff_or_raise_themselves(stack
     assert staff.post_form(f"/admin/users/user/{customer.pk}/password/", body).status_code == 302
     assert User.objects.get(pk=customer.pk).check_password(NEW_PASSWORD)
     assert User.objects.get(pk=root.pk).check_password(PASSWORD) and not User.objects.get(pk=ops.pk).is_superuser
+
+
+# Error shapes ---------------------------------------------------------------------------------------------
+def test_every_error_not_about_a_field_names_itself_with_a_code(stack, settings):
+    """A client branches on ``code``, never on the words: DRF's own errors carry one too."""
+    rates = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] | {"passkey_options": "1/min"}
+    settings.REST_FRAMEWORK = settings.REST_FRAMEWORK | {"DEFAULT_THROTTLE_RATES": rates}
+    api = Api(stack)
+    assert api.call("POST", "/api/tokens/passkey/begin/", {}).status_code == 200
+    answers = {
+        "throttled": api.call("POST", "/api/tokens/passkey/begin/", {}),
+        "not_authenticated": api.call("GET", "/api/users/me/"),
+        "method_not_allowed": api.call("GET", "/api/tokens/"),
+        "invalid_link": api.call("POST", "/api/verify-email/", {"email_id": 1, "secret_code": "not a code"}),
+        "parse_error": api.http.post(
+            stack + "/api/users/", data=b"{", headers={"Content-Type": "application/json"}, timeout=10
+        ),
+    }
+    for code, answer in answers.items():
+        assert answer.status_code in (400, 401, 405, 429), (code, answer.status_code)
+        body = answer.json()
+        assert set(body) == {"detail", "code"} and body["code"] == code, (code, body)
+    assert "Retry-After" in answers["throttled"].headers

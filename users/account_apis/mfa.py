@@ -13,7 +13,13 @@ from __future__ import annotations
 from typing import cast
 
 from django.conf import settings
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_serializer,
+    inline_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
@@ -30,12 +36,19 @@ from users.account_apis.common import (
     detail_response,
     step_up,
 )
-from users.apis import FIELD_ERRORS, THROTTLED, StrictInputSerializer
+from users.apis import ERROR, FIELD_ERRORS, THROTTLED, StrictInputSerializer
 from users.auth import lockout_response
 from users.errors import FactorStateError, WrongProof
 from users.mfa import flows as mfa
 from users.mfa import passkeys
 from users.models import Passkey, User
+
+FIELDS_OR_STATE = OpenApiResponse(
+    FIELD_ERRORS.response,
+    description=FIELD_ERRORS.description + " Or `detail` with `code` `mfa_state`: your factors' state refuses the "
+    "change (TOTP on already, TOTP not on, no factor yet for recovery codes, a set-up expired); checked before the "
+    "proof, so a code sent with it is not spent.",
+)
 
 RECOVERY_CODES = inline_serializer(
     "RecoveryCodes",
@@ -138,7 +151,7 @@ class TotpSetupApi(MfaApi):
                     "qr_svg": serializers.CharField(),
                 },
             ),
-            400: FIELD_ERRORS,
+            400: FIELDS_OR_STATE,
             401: UNAUTHORISED,
             429: THROTTLED,
         },
@@ -161,7 +174,7 @@ class TotpConfirmApi(MfaApi):
         operation_id="mfa_totp_confirm",
         summary="Turn TOTP on with a first code",
         request=InputSerializer,
-        responses={200: RECOVERY_CODES, 400: FIELD_ERRORS, 401: UNAUTHORISED, 429: THROTTLED},
+        responses={200: RECOVERY_CODES, 400: FIELDS_OR_STATE, 401: UNAUTHORISED, 429: THROTTLED},
     )
     def post(self, request: Request) -> Response:
         serializer = self.InputSerializer(data=request.data)
@@ -189,7 +202,7 @@ class TotpApi(MfaApi):
         summary="Turn TOTP off",
         description="Needs `current_password` and `code`. With the last factor the recovery codes go too.",
         request=InputSerializer,
-        responses={204: None, 400: FIELD_ERRORS, 401: UNAUTHORISED, 429: THROTTLED},
+        responses={204: None, 400: FIELDS_OR_STATE, 401: UNAUTHORISED, 429: THROTTLED},
     )
     def delete(self, request: Request) -> Response:
         if refused := self._step_up(request, "totp_disable"):
@@ -209,7 +222,7 @@ class RecoveryCodesApi(MfaApi):
         operation_id="mfa_recovery_codes_regenerate",
         summary="New recovery codes",
         request=InputSerializer,
-        responses={200: RECOVERY_CODES, 400: FIELD_ERRORS, 401: UNAUTHORISED, 429: THROTTLED},
+        responses={200: RECOVERY_CODES, 400: FIELDS_OR_STATE, 401: UNAUTHORISED, 429: THROTTLED},
     )
     def post(self, request: Request) -> Response:
         if refused := self._step_up(request, "recovery_codes"):
@@ -306,7 +319,7 @@ class PasskeyApi(MfaApi):
             204: None,
             400: FIELD_ERRORS,
             401: UNAUTHORISED,
-            404: inline_serializer("PasskeyNotFound", {"detail": serializers.CharField()}),
+            404: OpenApiResponse(ERROR, description="`code` `not_found`: not one of your passkeys."),
             429: THROTTLED,
         },
     )

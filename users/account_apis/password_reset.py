@@ -73,7 +73,9 @@ class PasswordResetChallengeApi(APIView):
                 "PasswordResetChallengeOptions", {"passkey_options": serializers.DictField(allow_null=True)}
             ),
             400: OpenApiResponse(
-                FIELD_ERRORS.response, description="The one answer for a wrong, used or expired link."
+                FIELD_ERRORS.response,
+                description="`detail` with `code` `invalid_link`: the one answer for a wrong, used or expired link; "
+                "field errors for malformed input.",
             ),
             429: THROTTLED,
         },
@@ -118,7 +120,8 @@ class PasswordResetConfirmApi(APIView):
             204: None,
             400: OpenApiResponse(
                 FIELD_ERRORS.response,
-                description="One identical `detail` for a wrong, used or expired link; field errors for a weak "
+                description="One identical `detail` with `code` `invalid_link` for a wrong, used or expired link; "
+                "field errors for a weak "
                 "password, and for a missing or wrong `code` when the account has a second factor (the link stays "
                 "usable).",
             ),

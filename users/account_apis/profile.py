@@ -24,7 +24,7 @@ from users.account_apis.common import (
     credential_field,
     step_up,
 )
-from users.apis import DETAIL, FIELD_ERRORS, THROTTLED, StrictInputSerializer, _field
+from users.apis import ERROR, FIELD_ERRORS, THROTTLED, StrictInputSerializer, _field
 from users.models import User
 from users.services import accounts
 
@@ -134,11 +134,11 @@ class UserUpdateApi(AuthenticatedApi):
             400: FIELD_ERRORS,
             401: UNAUTHORISED,
             403: OpenApiResponse(
-                DETAIL,
+                ERROR,
                 description="Not a banker, or a target that is staff, a superuser, a banker or the caller; "
                 "`code` `mfa_enrollment_required`: a banker without a second factor (`MFA_REQUIRED_ROLES`).",
             ),
-            404: OpenApiResponse(DETAIL, description="No such user (asked by a banker)."),
+            404: OpenApiResponse(ERROR, description="No such user (asked by a banker)."),
             429: THROTTLED,
         },
     )

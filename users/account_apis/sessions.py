@@ -15,7 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from users.account_apis.common import ENROLLMENT_FORBIDDEN, UNAUTHORISED, AuthenticatedApi
-from users.apis import DETAIL, FIELD_ERRORS
+from users.apis import ERROR, FIELD_ERRORS
 from users.models import LoginSession, SecurityEvent, User
 from users.services import sessions
 
@@ -56,7 +56,7 @@ class SessionRevokeApi(AuthenticatedApi):
             204: None,
             401: UNAUTHORISED,
             403: ENROLLMENT_FORBIDDEN,
-            404: OpenApiResponse(DETAIL, description="Not one of yours."),
+            404: OpenApiResponse(ERROR, description="Not one of yours."),
         },
     )
     def delete(self, request: Request, session_id: str) -> Response:

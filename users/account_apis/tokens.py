@@ -22,7 +22,7 @@ from rest_framework.views import APIView
 
 from users import reauth
 from users.account_apis.common import UserOutputSerializer, credential_field, detail_response
-from users.apis import DETAIL, FIELD_ERRORS, THROTTLED, StrictInputSerializer
+from users.apis import ERROR, FIELD_ERRORS, THROTTLED, StrictInputSerializer
 from users.auth import client_ip, lockout_response
 from users.errors import InvalidToken, WrongProof
 from users.mfa import flows as mfa
@@ -98,7 +98,7 @@ class TokenObtainApi(APIView):
                 "passkey; "
                 "go on with `POST /api/tokens/mfa/`.",
             ),
-            403: OpenApiResponse(DETAIL, description="`code` `email_not_verified`: the password is right."),
+            403: OpenApiResponse(ERROR, description="`code` `email_not_verified`: the password is right."),
             429: THROTTLED,
         },
         examples=[
@@ -178,7 +178,7 @@ class TokenMfaApi(APIView):
             ),
             400: FIELD_ERRORS,
             401: OpenApiResponse(
-                DETAIL,
+                ERROR,
                 description="One answer for a wrong, replayed or used code, a bad or replayed assertion and an "
                 "unknown, used, expired or dead `mfa_token` (dead after 5 wrong proofs).",
             ),
@@ -263,7 +263,7 @@ class TokenPasskeyApi(APIView):
             ),
             400: FIELD_ERRORS,
             401: OpenApiResponse(
-                DETAIL,
+                ERROR,
                 description="One answer for an unknown passkey, a bad, replayed or unverified assertion and an "
                 "unknown, used or expired `passkey_token`.",
             ),
@@ -310,7 +310,7 @@ class TokenRefreshApi(APIView):
             200: inline_serializer("RefreshedTokens", _token_fields()),
             400: FIELD_ERRORS,
             401: OpenApiResponse(
-                DETAIL,
+                ERROR,
                 description="Expired, revoked or blocked session, or a refresh token used before — which also "
                 "revokes its session.",
             ),
@@ -343,7 +343,7 @@ class LogoutApi(APIView):
         responses={
             204: None,
             400: FIELD_ERRORS,
-            401: OpenApiResponse(DETAIL, description="Unknown token."),
+            401: OpenApiResponse(ERROR, description="Unknown token."),
             429: THROTTLED,
         },
     )
