@@ -1,15 +1,19 @@
 import functools
+import logging
 from collections.abc import Callable
 
 from anymail import urls as anymail_urls
+from anymail.exceptions import AnymailAPIError
 from django.conf import settings
 from django.contrib import admin
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.urls import URLPattern, include, path
 
 from bankproject import api_docs, health, metrics
 from tasks.admin_views import DeadLettersView
 from users.admin import admin_login, queue_overview
+
+logger = logging.getLogger(__name__)
 
 admin.site.index_template = "admin/simplebank_index.html"  # adds the queue overview link
 admin.site.site_header = "Simple Bank operations"  # on every admin page, the log-in page too
@@ -36,15 +40,27 @@ urlpatterns = [
 ]
 
 
+# What anymail's parsers raise on a body that is not the provider's event (no JSON, a list, a
+# field of the wrong type, an SNS message of no known type): the sender's fault, a 400 — a 500
+# would have the provider retry it.
+# (Our own failures to record an event are users.errors.FeedbackFailed: a 500, retried.)
+UNREADABLE = (ValueError, KeyError, TypeError, AttributeError, IndexError, AnymailAPIError)
+
+
 def _behind_the_secret(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
     """anymail's webhook, answered only once ANYMAIL_WEBHOOK_SECRET is set: without it anymail
-    would take anyone's events (with a warning), and anyone could suppress an address."""
+    would take anyone's events (with a warning), and anyone could suppress an address. A body
+    anymail cannot read (past the secret) is a 400, never a 500."""
 
     @functools.wraps(view)
     def guarded(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
         if not settings.ANYMAIL.get("WEBHOOK_SECRET"):
             raise Http404("delivery feedback is not configured")
-        return view(request, *args, **kwargs)
+        try:
+            return view(request, *args, **kwargs)
+        except UNREADABLE as exc:
+            logger.warning("delivery feedback: a body that is no provider event", extra={"error": type(exc).__name__})
+            return HttpResponseBadRequest("Not an event this webhook can read.", content_type="text/plain")
 
     return guarded
 

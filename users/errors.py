@@ -62,3 +62,8 @@ class WrongProof(Exception):
 class FactorStateError(Exception):
     """The factor change makes no sense now (TOTP already on, nothing pending, no factor at all);
     the message says which, for the user."""
+
+
+class FeedbackFailed(RuntimeError):
+    """Recording a mail provider's event failed on our side (the database, say): the webhook
+    answers 500, so the provider sends the event again."""

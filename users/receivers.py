@@ -11,6 +11,7 @@ from django.contrib.auth import user_logged_in, user_logged_out, user_login_fail
 
 from users import context
 from users.auth import PASSWORD_TRIED, client_ip, find_user
+from users.errors import FeedbackFailed
 from users.models import SecurityEvent, User
 from users.services import accounts, events, feedback, sessions
 from users.signals import password_changed
@@ -74,5 +75,9 @@ def connect() -> None:
 
 def delivery_feedback(sender: Any, event: Any, esp_name: str, **kwargs: Any) -> None:
     """A mail provider's tracking event (anymail's webhook view verified it): into the timeline of
-    the email it is about, and its effects (``users.services.feedback``)."""
-    feedback.tracking_event_record(esp_name=esp_name, event=event)
+    the email it is about, and its effects (``users.services.feedback``). Whatever fails here is
+    ours, not the body's: ``FeedbackFailed``, a 500, and the provider sends the event again."""
+    try:
+        feedback.tracking_event_record(esp_name=esp_name, event=event)
+    except Exception as exc:
+        raise FeedbackFailed(f"recording a {esp_name} event failed") from exc

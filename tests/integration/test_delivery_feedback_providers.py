@@ -676,3 +676,34 @@ def test_an_email_sent_through_an_anymail_backend_records_the_providers_id(setti
     assert email.state == "sent"
     assert email.provider_message_id == str(message.anymail_status.message_id)
     assert message.extra_headers["Message-ID"] == email.message_id
+
+
+@each_provider
+@pytest.mark.parametrize("body", [b"not json", b"{}", b"[]", b'{"Type": 5, "Message": 7}', b'{"data": null}'])
+def test_a_malformed_body_behind_the_right_secret_is_never_a_500(server, provider, body):
+    """What reaches the view with the right basic auth but no event anymail can read is refused
+    (400; a 500 would have the provider retry it for days), or — where anymail reads it as an event
+    naming no message of ours — answered 200; either way nothing is kept."""
+    path = provider.build("delivery", sent_email(provider)[1], _moment()).path
+    answer = requests.post(
+        server + path, data=body, headers={"Content-Type": "application/json"}, auth=WEBHOOK_AUTH, timeout=10
+    )
+    assert answer.status_code in (200, 400), (answer.status_code, answer.text[:200])
+    assert not DeliveryEvent.objects.exists()
+
+
+def test_a_failure_to_record_an_event_is_a_500_so_the_provider_sends_it_again(server, monkeypatch):
+    """Ours, not the body's: the provider must retry, and the retry is applied once."""
+    provider = PROVIDERS["mailgun"]
+    email, sent = sent_email(provider)
+    hook = provider.build("bounce", sent, _moment())
+
+    def down(**kwargs):
+        raise KeyError("as if the database had failed mid-way")
+
+    monkeypatch.setattr(feedback, "tracking_event_record", down)
+    assert hook.post(server).status_code == 500
+    monkeypatch.undo()
+    assert hook.post(server).status_code == 200
+    email.refresh_from_db()
+    assert email.state == "undeliverable" and Suppression.objects.active().count() == 1
