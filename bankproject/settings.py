@@ -224,9 +224,13 @@ AXES_RESET_ON_SUCCESS = True
 AXES_USERNAME_CALLABLE = "users.auth.lockout_username"
 AXES_CLIENT_IP_CALLABLE = "users.auth.client_network"  # an IPv6 client counts by its /64
 AXES_LOCKOUT_CALLABLE = "users.auth.lockout_response"
+# Every field a failed log-in's form can carry but its username (a test submits each form and
+# checks): Django's password change form calls the current password "old_password".
 AXES_SENSITIVE_PARAMETERS = [
     "password",
+    "old_password",
     "current_password",
+    "email",  # the new address of an address change: not the lockout's business
     "new_password",
     "new_password1",
     "new_password2",

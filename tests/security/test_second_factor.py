@@ -12,6 +12,7 @@ from datetime import timedelta
 import pyotp
 import pytest
 from django.contrib.auth.tokens import default_token_generator
+from django.test import Client
 from django.utils import timezone
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
@@ -20,7 +21,7 @@ from conftest import message_text, wait_for
 from tests.security.test_account_takeover import NEW_PASSWORD, PASSWORD, Api, Browser, _behind_a_proxy
 from users.account_views import PROOF_MISSING, PROOF_WRONG
 from users.models import LoginSession, MfaLoginToken, OutboundEmail, SecurityEvent, TotpDevice, User
-from users.tests.factories import UserFactory, with_totp
+from users.tests.factories import UserFactory, superuser_with_factor, with_totp
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -398,6 +399,35 @@ def test_the_account_page_asks_for_a_code_only_once_there_is_a_factor(stack, ada
     assert Api(stack).call("POST", "/api/tokens/", {"username": "ada", "password": NEW_PASSWORD}).json()["code"] == (
         "mfa_required"
     )
+
+
+def test_the_lockout_keeps_no_field_of_a_failed_log_in_but_its_username(stack, ada):
+    """django-axes keeps each failure's form: every field but the username is masked — the account
+    page's current password (``old_password``) and address change, the log-in page — in its rows
+    and on its admin pages."""
+    from axes.models import AccessAttempt
+
+    browser = Browser(stack)
+    assert browser.log_in("ada").status_code == 302
+    guesses = ["a wrong guess 1", "a wrong guess 2", "a wrong guess 3"]
+    password = {"form": "password", "old_password": guesses[0], "new_password1": NEW_PASSWORD}
+    assert browser.post_form("/account/", password | {"new_password2": NEW_PASSWORD}).status_code == 400
+    email = {"form": "email", "email": "new@example.com", "current_password": guesses[1]}
+    assert browser.post_form("/account/", email).status_code == 400
+    assert Browser(stack).log_in("ada", guesses[2]).status_code == 400
+
+    rows = list(AccessAttempt.objects.all())
+    assert rows
+    for row in rows:
+        for line in row.post_data.splitlines():
+            key, equals, value = line.partition("=")
+            assert not equals or key in ("username", "form") or value == "*" * 20, (key, value)  # "-----" separates
+    root = superuser_with_factor()
+    admin = Client()
+    admin.force_login(root)
+    for row in AccessAttempt.objects.all():
+        page = admin.get(f"/admin/axes/accessattempt/{row.pk}/change/").content.decode()
+        assert not any(guess in page for guess in guesses) and PASSWORD not in page
 
 
 def test_the_reset_page_asks_for_the_code_and_a_refused_one_leaves_the_link_usable(stack, ada):

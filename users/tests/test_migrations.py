@@ -72,3 +72,27 @@ def test_existing_rows_get_canonical_forms_and_their_emails_get_delivery_records
         failed.pk: ("verification", "failed", 3, "550 no"),
         failed.pk + 1: ("verification", "sent", 1, ""),
     }
+
+
+def test_current_passwords_the_lockout_kept_in_clear_are_masked():
+    _migrate([("users", "0013_delivery_feedback")])
+    try:
+        from axes.models import AccessAttempt
+
+        kept = "form=password\nold_password=my Real Password 1\nnew_password1=********************"
+        row = AccessAttempt.objects.create(
+            username="ada",
+            ip_address="203.0.113.1",
+            user_agent="t",
+            path_info="/account/",
+            post_data=kept,
+            failures_since_start=1,
+            get_data="",
+            http_accept="",
+        )
+        _migrate([("users", "0014_mask_old_passwords_in_axes")])
+        row.refresh_from_db()
+        assert "my Real Password 1" not in row.post_data
+        assert row.post_data.splitlines() == ["form=password", "old_password=" + "*" * 20, "new_password1=" + "*" * 20]
+    finally:
+        _migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())
