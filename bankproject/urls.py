@@ -11,7 +11,7 @@ from django.urls import URLPattern, include, path
 
 from bankproject import api_docs, health, metrics
 from tasks.admin_views import DeadLettersView
-from users.admin import admin_login, queue_overview
+from users.admin import admin_login, own_password_change, queue_overview
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,9 @@ urlpatterns = [
     path("admin/queues/", admin.site.admin_view(queue_overview), name="admin-queue-overview"),
     path("admin/queues/dead-letters/", admin.site.admin_view(dead_letters_view), name="admin-dead-letters"),
     path("admin/login/", admin_login, name="admin-login"),  # throttled, then Django's
+    # Django's own password form asks for no second factor and counts no wrong password: /account/.
+    path("admin/password_change/", own_password_change),
+    path("admin/password_change/done/", own_password_change),
     path("admin/", admin.site.urls),
     path("api/schema/", api_docs.SchemaView.as_view(), name="schema"),
     # The split view serves Swagger UI's start-up script as a file, so the CSP needs no inline script.

@@ -355,8 +355,7 @@ class UserAdmin(OwnersFirstDeleteMixin, FastListMixin, DjangoUserAdmin):
         """One's own password is changed on /account/, with the current password (a browser left
         open must not be enough); others' here, as Django does, within ``can_admin_change``."""
         if str(request.user.pk) == str(id):
-            self.message_user(request, "Change your own password on your account page.", messages.WARNING)
-            return HttpResponseRedirect("/account/")
+            return own_password_change(request)
         return super().user_change_password(request, id, form_url)
 
     def get_search_results(self, request, queryset, search_term):
@@ -687,6 +686,15 @@ def queue_overview(request: HttpRequest) -> HttpResponse:
 
 
 @never_cache
+def own_password_change(request: HttpRequest) -> HttpResponseRedirect:
+    """One's own password, from anywhere in the admin (the change form's link, the header's
+    ``/admin/password_change/``): on ``/account/``, where it needs the current password and the
+    second factor and counts a wrong one as a failed log-in — Django's admin form asks for neither."""
+    if request.user.is_authenticated:
+        messages.warning(request, "Change your own password on your account page.")
+    return HttpResponseRedirect(reverse("account") + "#password-form")
+
+
 def admin_login(request: HttpRequest, extra_context=None) -> HttpResponseBase:
     """The admin's log-in: Django's ``AdminSite.login`` with the log-in pages' view, so the same
     failed-log-in limit per client address applies and staff with a second factor go on to

@@ -336,6 +336,24 @@ def test_staff_reset_only_the_factors_of_users_they_may_change(stack, ada, setti
     assert [e.actor for e in _kinds(ada, "mfa_reset_by_staff")] == ["staff:clerk"]
 
 
+def test_the_admins_own_password_form_sends_staff_to_the_account_page(stack, settings):
+    """Django's /admin/password_change/ asks for no second factor and counts no wrong password:
+    one's own password is changed on /account/ (with both), never there."""
+    root = User.objects.create_superuser(username="root", email="root@example.com", password=PASSWORD, full_name="R")
+    app = Authenticator(root, with_totp(root))
+    staff = Browser(stack)
+    assert staff.log_in("root", path="/admin/login/").headers["Location"] == "/login/verify/"
+    assert staff.post_form("/login/verify/", {"code": app.code()}).headers["Location"] == "/admin/"
+    assert 'href="/admin/password_change/"' in staff.get("/admin/").text  # the header's link
+    assert staff.get("/admin/password_change/").headers["Location"] == "/account/#password-form"
+    fields = {"old_password": PASSWORD, "new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD}
+    answer = staff.post_form("/admin/password_change/", fields, form_page="/admin/")
+    assert answer.status_code == 302 and answer.headers["Location"] == "/account/#password-form"
+    assert User.objects.get(pk=root.pk).check_password(PASSWORD)  # unchanged
+    own = staff.get(f"/admin/users/user/{root.pk}/password/")
+    assert own.headers["Location"] == "/account/#password-form"
+
+
 def test_a_clerk_blocks_sessions_and_resends_links_only_of_users_they_may_change(stack, ada, settings, smtp_server):
     """The admin's actions follow the change form's rule: a clerk with the change permissions
     blocks a customer's session and sends a customer a new link — never a superuser's or another
