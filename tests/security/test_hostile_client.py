@@ -307,6 +307,32 @@ def test_schema_and_swagger_are_off_in_production_unless_asked_for(client, setti
     )
 
 
+@pytest.mark.parametrize("docs", [False, True])
+def test_no_other_method_on_the_docs_is_a_500_nor_describes_them(client, settings, docs):
+    settings.API_DOCS = docs
+    for path in ("/api/schema/", "/api/docs/"):
+        for method in ("options", "post", "put", "delete"):
+            answer = getattr(client, method)(path)
+            assert answer.status_code in (404, 405), (path, method, answer.status_code)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/anymail/resend/inbound/",
+        "/anymail/mailgun/inbound/",
+        "/anymail/brevo/tracking/",
+        "/anymail/mailersend/tracking/",
+        "/anymail/mandrill/",
+        "/anymail/mandrill/tracking/",
+    ],
+)
+def test_only_the_documented_providers_tracking_webhooks_are_routed(client, settings, path):
+    """No inbound mail and no unconfigured provider: anymail answered those with a 500."""
+    settings.ANYMAIL = settings.ANYMAIL | {"WEBHOOK_SECRET": "feedback:a long webhook secret"}
+    assert client.post(path, b"{}", content_type="application/json").status_code == 404
+
+
 def test_compose_requires_a_key_and_keeps_the_inbox_and_exporter_off_the_network():
     compose = yaml.safe_load(Path(settings.BASE_DIR, "docker-compose.yml").read_text())
     assert compose["x-app-env"]["DJANGO_SECRET_KEY"].startswith("${DJANGO_SECRET_KEY:?")
