@@ -21,7 +21,7 @@ from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.tokens import Token
 
 from users import context, identity
-from users.models import LoginSession, User
+from users.models import LoginSession, User, UsernameReservation
 from users.services.sessions import SESSION_CLAIM
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,14 @@ def find_user(login: str) -> User | None:
 class UsernameOrEmailBackend(ModelBackend):
     """Django's ModelBackend, looking the account up by canonical username or address. An unknown
     account still costs one password hash (as Django does), so timing tells the two apart no more
-    than the answer does."""
+    than the answer does.
+
+    A sign-up with a registered address creates no account but answers as if it had; a log-in with
+    what it was given then answers as the new, never-verified account would ("verify your address
+    first"): the sign-up's username or address and password match its ``UsernameReservation``, and
+    a stand-in (never saved, never logged in) is returned. By address, every log-in that reaches a
+    never-verified account or such a sign-up costs two hashes, whichever it is, so timing does not
+    tell them apart either."""
 
     def authenticate(
         self, request: HttpRequest | None, username: str | None = None, password: str | None = None, **kwargs: Any
@@ -57,11 +64,33 @@ class UsernameOrEmailBackend(ModelBackend):
             setattr(request, PASSWORD_TRIED, True)  # django-axes let it through: this is a real try
         user = find_user(username)
         if user is None:
+            return _signed_up_with(username, password)  # one hash, a reservation's or a dummy
+        right = user.check_password(password) and self.user_can_authenticate(user)
+        if "@" not in username or (user.is_email_verified and right):
+            return user if right else None
+        # By address: the account's password was wrong, or the account was never verified.
+        stand_in = _signed_up_with(username, password, only_if_reserved=user.is_email_verified)
+        return user if right else stand_in
+
+
+def _signed_up_with(login: str, password: str, *, only_if_reserved: bool = False) -> User | None:
+    """A stand-in for the account a sign-up answered for without creating it (the login and the
+    password match its reservation), else None; one password hash — a dummy one if there is no
+    such sign-up, unless ``only_if_reserved``."""
+    from django.contrib.auth.hashers import check_password
+
+    if "@" in login:
+        found = UsernameReservation.objects.filter(email_canonical=identity.canonical_email(login) or "")
+    else:
+        found = UsernameReservation.objects.filter(username_canonical=identity.canonical_username(login))
+    reservation = found.exclude(password="").order_by("-created_at").first()
+    if reservation is None:
+        if not only_if_reserved:
             User().set_password(password)  # the work a real check does
-            return None
-        if user.check_password(password) and self.user_can_authenticate(user):
-            return user
         return None
+    if not check_password(password, reservation.password):
+        return None
+    return User(username=reservation.username, email=reservation.email_canonical, is_email_verified=False)
 
 
 def client_ip(request: HttpRequest | Request) -> str:

@@ -140,6 +140,8 @@ class LoginForm(AuthenticationForm):
         super().confirm_login_allowed(user)
         if settings.ACCOUNT_LOGIN_REQUIRES_VERIFIED_EMAIL and not user.is_email_verified:
             raise forms.ValidationError(self.error_messages["email_not_verified"], code="email_not_verified")
+        if user.pk is None:  # a sign-up's stand-in (users.auth): no account to log in to
+            raise self.get_invalid_login_error()
 
 
 class SecondStepForm(forms.Form):

@@ -440,6 +440,11 @@ class UsernameReservation(models.Model):
         expression=Lower("username"), output_field=models.CharField(max_length=150), db_persist=True
     )
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # The sign-up's address (canonical) and the hash of its password, made anyway: a log-in with
+    # them answers as the never-verified account a new address would have made ("verify your
+    # address first"), or logging in after signing up would tell which addresses are registered.
+    email_canonical = models.CharField(max_length=254, blank=True, default="", db_index=True)
+    password = models.CharField(max_length=128, blank=True, default="")
 
     class Meta:
         constraints: ClassVar = [

@@ -403,7 +403,7 @@ def test_staff_cannot_take_over_superusers_other_staff_or_raise_themselves(stack
         assert view_only.status_code == 200 and 'name="_save"' not in view_only.text  # can look, not change
     # Their own password and address: on /account/, which asks for the current password.
     own = staff.get(f"/admin/users/user/{ops.pk}/password/")
-    assert own.status_code == 302 and own.headers["Location"] == "/account/"
+    assert own.status_code == 302 and own.headers["Location"] == "/account/#password-form"
     own_page = staff.get(f"/admin/users/user/{ops.pk}/change/").text
     assert 'name="is_superuser"' not in own_page and 'name="email"' not in own_page
     # A customer's password: allowed, and the customer is told.

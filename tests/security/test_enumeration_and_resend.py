@@ -124,3 +124,35 @@ def test_resend_for_unknown_or_verified_addresses_answers_the_same_and_sends_not
 def test_resend_rejects_malformed_input(api):
     response = api.post("/api/users/resend-verification/", {"email": "not an address"}, format="json")
     assert response.status_code == 400 and "email" in response.json()
+
+
+def test_logging_in_after_a_sign_up_tells_no_registered_address(stack, ada):
+    """Sign up with an address, then log in with what was given: the answers are the same whether
+    the address had an account (no account was made) or not (a never-verified one was) — by
+    username and by address, right password or wrong, on the API and on the log-in page."""
+    from html import unescape
+
+    from tests.security.test_account_takeover import PASSWORD, Api, Browser
+
+    password = "a sign-up password 123"
+    for username, email in (("probe-old", "ada@example.com"), ("probe-new", "new@example.com")):
+        body = {"username": username, "full_name": "P", "email": email, "password": password}
+        assert Api(stack).call("POST", "/api/users/", body).status_code == 201
+
+    def answer(login: str, secret: str) -> tuple[int, dict]:
+        reply = Api(stack).call("POST", "/api/tokens/", {"username": login, "password": secret})
+        return reply.status_code, reply.json()
+
+    for secret in (password, "not that password 9"):
+        assert answer("probe-old", secret) == answer("probe-new", secret)
+        assert answer("ada@example.com", secret) == answer("new@example.com", secret)
+    assert answer("probe-old", password)[1]["code"] == "email_not_verified"
+    assert answer("ada@example.com", password)[1]["code"] == "email_not_verified"
+    assert answer("ada@example.com", "not that password 9")[1]["code"] == "invalid_credentials"
+
+    for login in ("probe-old", "probe-new", "ada@example.com", "new@example.com"):
+        page = Browser(stack).log_in(login, password)
+        assert page.status_code == 400 and "Verify your email address first" in unescape(page.text), login
+    # Ada herself is untouched: her password logs her in, by name and by address.
+    assert Api(stack).log_in("ada", PASSWORD).status_code == 200
+    assert Api(stack).log_in("ada@example.com", PASSWORD).status_code == 200

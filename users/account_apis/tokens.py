@@ -118,6 +118,8 @@ class TokenObtainApi(APIView):
             return detail_response(BAD_CREDENTIALS, "invalid_credentials", status.HTTP_401_UNAUTHORIZED)
         if settings.ACCOUNT_LOGIN_REQUIRES_VERIFIED_EMAIL and not user.is_email_verified:
             return detail_response(NOT_VERIFIED, "email_not_verified", status.HTTP_403_FORBIDDEN)
+        if user.pk is None:  # a sign-up's stand-in (users.auth): no account to log in to
+            return detail_response(BAD_CREDENTIALS, "invalid_credentials", status.HTTP_401_UNAUTHORIZED)
         if mfa.has_factor(user=user):  # no session, no tokens, no user_logged_in: a proof is owed
             body: dict[str, Any] = {
                 "detail": MFA_REQUIRED,

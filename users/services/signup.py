@@ -36,6 +36,7 @@ def user_create(*, username: str, full_name: str, email: str, password: str) -> 
     taken, existing = _lookup(username, email)
     if taken:
         raise ValidationError({"username": [USERNAME_TAKEN]})
+    hashed = ""
     if existing is None:
         try:
             with transaction.atomic():
@@ -50,9 +51,13 @@ def user_create(*, username: str, full_name: str, email: str, password: str) -> 
             if existing is None:
                 raise
     else:
-        make_password(password)  # the work a real sign-up does, so timing tells nothing
-    # The answer gave this username out: keep it, or trying it again would tell the two cases apart.
-    UsernameReservation.objects.get_or_create(username=username)
+        hashed = make_password(password)  # the work a real sign-up does, so timing tells nothing
+    # The answer gave this username out: keep it, or trying it again would tell the two cases apart;
+    # and a log-in with it and this password says "verify your address first", as a new account's
+    # would (users.auth.UsernameOrEmailBackend).
+    UsernameReservation.objects.get_or_create(
+        username=username, defaults={"email_canonical": email.lower(), "password": hashed}
+    )
     account_exists_notify(user_id=existing)
     return User(username=username, full_name=full_name, email=email, created_at=timezone.now())
 
