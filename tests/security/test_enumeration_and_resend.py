@@ -156,3 +156,36 @@ def test_logging_in_after_a_sign_up_tells_no_registered_address(stack, ada):
     # Ada herself is untouched: her password logs her in, by name and by address.
     assert Api(stack).log_in("ada", PASSWORD).status_code == 200
     assert Api(stack).log_in("ada@example.com", PASSWORD).status_code == 200
+
+
+@pytest.mark.usefixtures("no_throttling")
+def test_a_log_in_after_a_sign_up_costs_the_same_hashing_whether_the_address_was_registered_or_not(api):
+    """The answers are equal (above); so is the work: each log-in below hashes as many times
+    whichever the address — two by address (an account and a sign-up, or a never-verified account
+    and a dummy), one by username."""
+    from django.contrib.auth.hashers import MD5PasswordHasher  # the tests' hasher
+
+    from users.tests.factories import UserFactory
+
+    UserFactory(username="owner", email="owner@example.com", is_email_verified=True)
+    password = "a sign-up password 123"
+    for username, email in (("probe-old", "owner@example.com"), ("probe-new", "new@example.com")):
+        body = {"username": username, "full_name": "P", "email": email, "password": password}
+        assert api.post("/api/users/", body, format="json").status_code == 201
+    real_encode, hashes = MD5PasswordHasher.encode, []
+
+    def counting_encode(self, secret, salt):
+        hashes.append(secret)
+        return real_encode(self, secret, salt)
+
+    def work(login: str, secret: str) -> tuple[int, int]:
+        hashes.clear()
+        with mock.patch.object(MD5PasswordHasher, "encode", counting_encode):
+            status = api.post("/api/tokens/", {"username": login, "password": secret}, format="json").status_code
+        return status, len(hashes)
+
+    for secret in (password, "not that password 9"):
+        assert work("owner@example.com", secret) == work("new@example.com", secret)
+        assert work("owner@example.com", secret)[1] == 2
+        assert work("probe-old", secret) == work("probe-new", secret)
+        assert work("probe-old", secret)[1] == 1
