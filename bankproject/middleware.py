@@ -7,8 +7,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from django.db import InterfaceError, OperationalError
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import DataError, InterfaceError, OperationalError
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.utils.http import parse_header_parameters
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,28 @@ class DatabaseUnavailable:
             response = HttpResponse(detail + "\n", status=503, content_type="text/plain; charset=utf-8")
         response["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
         return response
+
+
+class AdminBadInput:
+    """A staff member's malformed filter or selection in the admin (a NUL in a filter, an id that
+    is no number, an address that is no IP) is a ``400``, not a ``500``: Django's admin hands such
+    values to the database as they come."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not request.path.startswith("/admin/") or not isinstance(
+            exception, ValueError | DjangoValidationError | DataError
+        ):
+            return None
+        logger.warning("admin: malformed input answered 400", extra={"error": type(exception).__name__})
+        return HttpResponseBadRequest(
+            "That filter or selection is not valid.\n", content_type="text/plain; charset=utf-8"
+        )
 
 
 def _is_outage(exception: Exception) -> bool:

@@ -135,3 +135,31 @@ def test_emails_and_links_are_read_only_records(staff_client):
     assert OutboundEmail.objects.get(pk=email.pk).state == "pending"
     listing = staff_client.get("/admin/users/outboundemail/").content.decode()
     assert 'value="retry_failed"' in listing
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/admin/users/outboundemail/?kind=%00",
+        "/admin/users/loginsession/?kind=%00",
+        "/admin/users/securityevent/?kind=%00",
+        "/admin/users/loginsession/?client_ip=x",
+        "/admin/users/securityevent/?client_ip=x",
+    ],
+)
+def test_a_malformed_filter_is_a_400_never_a_500(staff_client, url):
+    assert staff_client.get(url).status_code in (200, 302, 400)
+
+
+@pytest.mark.parametrize(
+    ("changelist", "action", "selected"),
+    [
+        ("/admin/users/user/", "resend_verification", "abc"),
+        ("/admin/users/user/", "reset_second_factors", "\x00"),
+        ("/admin/users/loginsession/", "block", "not-a-uuid"),
+        ("/admin/users/outboundemail/", "retry_failed", "abc"),
+    ],
+)
+def test_a_malformed_selection_is_a_400_never_a_500(staff_client, changelist, action, selected):
+    answer = staff_client.post(changelist, {"action": action, "_selected_action": [selected], "index": "0"})
+    assert answer.status_code in (302, 400)
