@@ -213,8 +213,7 @@ SIMPLE_JWT: dict[str, Any] = {
     "LEEWAY": 0,
 }
 # Brute force (django-axes, attempts in the database, listed in the admin): after
-# LOGIN_LOCKOUT_FAILURES failed log-ins for one login as typed (a username, or an address: counted
-# apart, so a lockout never tells whose an address is) from one client IP, that pair
+# LOGIN_LOCKOUT_FAILURES failed log-ins for one username (or address) from one client IP, that pair
 # is locked out for LOGIN_LOCKOUT_MINUTES (API, web log-in and /admin/login/ alike; a wrong
 # current_password counts as a failed log-in); a success resets the count. There is no account-wide
 # block: the owner logging in from an address that has not failed is never refused. The per-IP

@@ -123,17 +123,19 @@ def client_network(request: HttpRequest | Request) -> str:
 
 
 def lockout_username(request: HttpRequest, credentials: dict | None) -> str:
-    """What django-axes counts failures against: the login as it was typed, in its canonical form
-    ("Ada" and "ada" are one; an address is counted as itself, never as its owner's username).
-    Counting an address under its owner let anyone who had locked "dave" out from their client
-    address learn, one request each, which addresses were his (a 429 for his, a 401 for others);
-    the price is that the name and the address each get ``LOGIN_LOCKOUT_FAILURES`` tries."""
+    """What django-axes counts failures against: the account named, however it was spelled —
+    "Ada", "ada" and the account's address are one (an address with no account counts as itself,
+    so a lockout behaves the same whether or not the account exists)."""
     login = (credentials or {}).get("username")
     if not isinstance(login, str):
         login = request.POST.get("username", "") if hasattr(request, "POST") else ""
     if "@" not in login:
         return identity.canonical_username(login)
-    return identity.canonical_email(login) or login.strip().lower()
+    canonical = identity.canonical_email(login)
+    if canonical is None:
+        return login.strip().lower()
+    owner = User.objects.filter(email_canonical=canonical).values_list("username_canonical", flat=True).first()
+    return owner or canonical
 
 
 def lockout_response(
