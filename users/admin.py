@@ -343,6 +343,20 @@ class UserAdmin(OwnersFirstDeleteMixin, FastListMixin, DjangoUserAdmin):
         allowed = super().has_change_permission(request, obj)
         return allowed and (obj is None or policies.can_admin_change(request.user, obj))
 
+    def has_delete_permission(self, request, obj=None):
+        """Deleting follows the change rule, never one's own account; the bulk action, which asks
+        for no object, is a superuser's only."""
+        allowed = super().has_delete_permission(request, obj)
+        if obj is None:
+            return allowed
+        return allowed and obj.pk != request.user.pk and policies.can_admin_change(request.user, obj)
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        if not request.user.is_superuser:
+            actions.pop("delete_selected", None)
+        return actions
+
     def get_readonly_fields(self, request, obj=None):
         fields = list(super().get_readonly_fields(request, obj))
         if not request.user.is_superuser:
@@ -572,6 +586,18 @@ class LoginSessionAdmin(FastListMixin, admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        """A session goes with its user (a user's deletion), within the change rule; the bulk
+        action is a superuser's only — others block."""
+        allowed = super().has_delete_permission(request, obj)
+        return allowed and (obj is None or policies.can_admin_change(request.user, obj.user))
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        if not request.user.is_superuser:
+            actions.pop("delete_selected", None)
+        return actions
+
     @admin.display(description="status")
     def status(self, obj: LoginSession) -> str:
         if obj.blocked_at:
@@ -685,7 +711,6 @@ def queue_overview(request: HttpRequest) -> HttpResponse:
     return TemplateResponse(request, "admin/queue_overview.html", context)
 
 
-@never_cache
 def own_password_change(request: HttpRequest) -> HttpResponseRedirect:
     """One's own password, from anywhere in the admin (the change form's link, the header's
     ``/admin/password_change/``): on ``/account/``, where it needs the current password and the
@@ -695,6 +720,7 @@ def own_password_change(request: HttpRequest) -> HttpResponseRedirect:
     return HttpResponseRedirect(reverse("account") + "#password-form")
 
 
+@never_cache
 def admin_login(request: HttpRequest, extra_context=None) -> HttpResponseBase:
     """The admin's log-in: Django's ``AdminSite.login`` with the log-in pages' view, so the same
     failed-log-in limit per client address applies and staff with a second factor go on to

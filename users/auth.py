@@ -51,9 +51,10 @@ class UsernameOrEmailBackend(ModelBackend):
     A sign-up with a registered address creates no account but answers as if it had; a log-in with
     what it was given then answers as the new, never-verified account would ("verify your address
     first"): the sign-up's username or address and password match its ``UsernameReservation``, and
-    a stand-in (never saved, never logged in) is returned. By address, every log-in that reaches a
-    never-verified account or such a sign-up costs two hashes, whichever it is, so timing does not
-    tell them apart either."""
+    a stand-in (never saved, never logged in) is returned. Timing tells nothing either: by username
+    every log-in costs one hash; by address every log-in but a success costs two (the account's or
+    a dummy, and the sign-up's or a dummy), whether the address is unknown, registered, never
+    verified or signed up with again."""
 
     def authenticate(
         self, request: HttpRequest | None, username: str | None = None, password: str | None = None, **kwargs: Any
@@ -62,21 +63,24 @@ class UsernameOrEmailBackend(ModelBackend):
             return None
         if request is not None:
             setattr(request, PASSWORD_TRIED, True)  # django-axes let it through: this is a real try
+        by_address = "@" in username
         user = find_user(username)
         if user is None:
-            return _signed_up_with(username, password)  # one hash, a reservation's or a dummy
+            stand_in = _signed_up_with(username, password)  # one hash, a reservation's or a dummy
+            if by_address:
+                User().set_password(password)  # the second hash every failed log-in by address costs
+            return stand_in
         right = user.check_password(password) and self.user_can_authenticate(user)
-        if "@" not in username or (user.is_email_verified and right):
+        if not by_address or (right and user.is_email_verified):
             return user if right else None
-        # By address: the account's password was wrong, or the account was never verified.
-        stand_in = _signed_up_with(username, password, only_if_reserved=user.is_email_verified)
+        stand_in = _signed_up_with(username, password)  # the second hash
         return user if right else stand_in
 
 
-def _signed_up_with(login: str, password: str, *, only_if_reserved: bool = False) -> User | None:
+def _signed_up_with(login: str, password: str) -> User | None:
     """A stand-in for the account a sign-up answered for without creating it (the login and the
-    password match its reservation), else None; one password hash — a dummy one if there is no
-    such sign-up, unless ``only_if_reserved``."""
+    password match its newest reservation), else None; one password hash, a dummy one if there is
+    no such sign-up."""
     from django.contrib.auth.hashers import check_password
 
     if "@" in login:
@@ -85,8 +89,7 @@ def _signed_up_with(login: str, password: str, *, only_if_reserved: bool = False
         found = UsernameReservation.objects.filter(username_canonical=identity.canonical_username(login))
     reservation = found.exclude(password="").order_by("-created_at").first()
     if reservation is None:
-        if not only_if_reserved:
-            User().set_password(password)  # the work a real check does
+        User().set_password(password)  # the work a real check does
         return None
     if not check_password(password, reservation.password):
         return None

@@ -160,14 +160,15 @@ def test_logging_in_after_a_sign_up_tells_no_registered_address(stack, ada):
 
 @pytest.mark.usefixtures("no_throttling")
 def test_a_log_in_after_a_sign_up_costs_the_same_hashing_whether_the_address_was_registered_or_not(api):
-    """The answers are equal (above); so is the work: each log-in below hashes as many times
-    whichever the address — two by address (an account and a sign-up, or a never-verified account
-    and a dummy), one by username."""
+    """The answers are equal (above); so is the work: by address every log-in but a success hashes
+    twice, whether the address is unknown, registered, never verified or signed up with again; by
+    username once."""
     from django.contrib.auth.hashers import MD5PasswordHasher  # the tests' hasher
 
     from users.tests.factories import UserFactory
 
     UserFactory(username="owner", email="owner@example.com", is_email_verified=True)
+    UserFactory(username="owner2", email="owner2@example.com", is_email_verified=True)
     password = "a sign-up password 123"
     for username, email in (("probe-old", "owner@example.com"), ("probe-new", "new@example.com")):
         body = {"username": username, "full_name": "P", "email": email, "password": password}
@@ -189,3 +190,8 @@ def test_a_log_in_after_a_sign_up_costs_the_same_hashing_whether_the_address_was
         assert work("owner@example.com", secret)[1] == 2
         assert work("probe-old", secret) == work("probe-new", secret)
         assert work("probe-old", secret)[1] == 1
+    # Addresses nobody probed: unknown, registered and verified, registered and never verified.
+    UserFactory(username="pending", email="pending@example.com")
+    wrong = "a wrong password 7"
+    assert work("ghost@example.com", wrong) == work("owner2@example.com", wrong) == work("pending@example.com", wrong)
+    assert work("ghost@example.com", wrong) == (401, 2)

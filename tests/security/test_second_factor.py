@@ -365,7 +365,8 @@ def test_a_clerk_blocks_sessions_and_resends_links_only_of_users_they_may_change
     ops = UserFactory(username="ops3", email="ops3@example.com", is_staff=True)  # address not verified yet
     dora = UserFactory(username="dora", email="dora@example.com")  # address not verified yet
     clerk = UserFactory(username="clerk", is_staff=True, is_email_verified=True)
-    codenames = ["view_user", "change_user", "view_loginsession", "change_loginsession"]
+    codenames = ["view_user", "change_user", "delete_user", "view_loginsession", "change_loginsession"]
+    codenames.append("delete_loginsession")
     clerk.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
     app = Authenticator(clerk, with_totp(clerk))
     boss_api, ada_api = Api(stack), Api(stack)
@@ -388,6 +389,15 @@ def test_a_clerk_blocks_sessions_and_resends_links_only_of_users_they_may_change
     assert "1 not yours to act on" in html.unescape(staff.get("/admin/users/user/").text)
     wait_for(lambda: smtp_server.to("dora@example.com"))
     assert not OutboundEmail.objects.filter(user=ops).exists()
+
+    # Nor by deleting: not the superuser, not her sessions, and no bulk delete to get around it.
+    boss = User.objects.get(username="boss")
+    [boss_session] = LoginSession.objects.filter(user=boss)
+    assert staff.get(f"/admin/users/user/{boss.pk}/delete/").status_code == 403
+    assert staff.get(f"/admin/users/loginsession/{boss_session.pk}/delete/").status_code == 403
+    assert 'value="delete_selected"' not in staff.get("/admin/users/loginsession/").text
+    assert 'value="delete_selected"' not in staff.get("/admin/users/user/").text
+    assert staff.get(f"/admin/users/user/{dora.pk}/delete/").status_code == 200  # a customer: allowed
 
 
 def test_the_account_page_asks_for_a_code_only_once_there_is_a_factor(stack, ada):

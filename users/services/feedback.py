@@ -7,11 +7,10 @@ An event is tied to the email it is about by the email's ``Message-ID`` header, 
 when it accepted the email. It is kept once (a replay — the same provider event id — changes
 nothing) and then:
 
-- a permanent bounce, a complaint, a rejection because of the address: the email is
-  ``undeliverable`` and its address is suppressed — nothing more of any kind is sent to it
-  (``users.services.delivery`` checks in the claim) until staff lift it; the answers of sign-up,
-  resend and reset stay the same. A rejection of our message itself (a virus scan, a policy) makes
-  the email ``undeliverable`` only. A soft bounce (a full mailbox) is kept as a deferral.
+- a permanent bounce, a complaint, a rejection (whatever its reason: the provider would refuse
+  again): the email is ``undeliverable`` and its address is suppressed — nothing more of any kind
+  is sent to it (``users.services.delivery`` checks in the claim) until staff lift it; the answers
+  of sign-up, resend and reset stay the same. A soft bounce (a full mailbox) is kept as a deferral.
 - ``delivered``: the delivery time is recorded.
 - ``deferred`` and the rest (opened, clicked…): kept in the timeline, nothing else.
 

@@ -79,7 +79,7 @@ def test_current_passwords_the_lockout_kept_in_clear_are_masked():
     try:
         from axes.models import AccessAttempt
 
-        kept = "form=password\nold_password=my Real Password 1\nnew_password1=********************"
+        kept = "form=password\nold_password=my Real Password 1\nnew_password1=********************\nemail=new@x.com"
         row = AccessAttempt.objects.create(
             username="ada",
             ip_address="203.0.113.1",
@@ -92,7 +92,8 @@ def test_current_passwords_the_lockout_kept_in_clear_are_masked():
         )
         _migrate([("users", "0014_mask_old_passwords_in_axes")])
         row.refresh_from_db()
-        assert "my Real Password 1" not in row.post_data
-        assert row.post_data.splitlines() == ["form=password", "old_password=" + "*" * 20, "new_password1=" + "*" * 20]
+        assert "my Real Password 1" not in row.post_data and "new@x.com" not in row.post_data
+        masked = ["form=password", "old_password=" + "*" * 20, "new_password1=" + "*" * 20, "email=" + "*" * 20]
+        assert row.post_data.splitlines() == masked
     finally:
         _migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())
