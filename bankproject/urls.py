@@ -70,7 +70,7 @@ def _behind_the_secret(view: Callable[..., HttpResponse]) -> Callable[..., HttpR
 
 # /anymail/<esp>/tracking/ of the providers we document: anymail's own views. No inbound mail and
 # no other provider's route (unconfigured, anymail answers them with a 500).
-TRACKED = ("mailgun", "postmark", "amazon_ses", "resend")
+TRACKED = {f"{esp}_tracking_webhook" for esp in ("mailgun", "postmark", "amazon_ses", "resend")}
 urlpatterns += [
     path(
         "anymail/",
@@ -78,7 +78,7 @@ urlpatterns += [
             [
                 URLPattern(p.pattern, _behind_the_secret(p.callback), p.default_args, p.name)
                 for p in anymail_urls.urlpatterns
-                if p.name in {f"{esp}_tracking_webhook" for esp in TRACKED}
+                if p.name in TRACKED
             ]
         ),
     ),

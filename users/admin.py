@@ -135,6 +135,17 @@ class HistoryMixin(OwnersFirstDeleteMixin):
         return False
 
 
+class SuperuserBulkDeleteMixin:
+    """Django's "Delete selected" asks ``has_delete_permission`` with no object: a per-object rule
+    (``policies.can_admin_change``) would not hold there, so the bulk delete is a superuser's only."""
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)  # type: ignore[misc]
+        if not request.user.is_superuser:
+            actions.pop("delete_selected", None)
+        return actions
+
+
 class FastListMixin:
     """The row checkbox of Django's admin lists, without rendering a form widget per row.
 
@@ -266,7 +277,7 @@ def reset_second_factors(modeladmin, request: HttpRequest, queryset: QuerySet[Us
 
 
 @admin.register(User)
-class UserAdmin(OwnersFirstDeleteMixin, FastListMixin, DjangoUserAdmin):
+class UserAdmin(SuperuserBulkDeleteMixin, OwnersFirstDeleteMixin, FastListMixin, DjangoUserAdmin):
     owner_field = "pk"
     form = ChangeForm
     add_form = CreationForm
@@ -344,18 +355,11 @@ class UserAdmin(OwnersFirstDeleteMixin, FastListMixin, DjangoUserAdmin):
         return allowed and (obj is None or policies.can_admin_change(request.user, obj))
 
     def has_delete_permission(self, request, obj=None):
-        """Deleting follows the change rule, never one's own account; the bulk action, which asks
-        for no object, is a superuser's only."""
+        """Deleting follows the change rule, never one's own account (the bulk action: the mixin)."""
         allowed = super().has_delete_permission(request, obj)
         if obj is None:
             return allowed
         return allowed and obj.pk != request.user.pk and policies.can_admin_change(request.user, obj)
-
-    def get_actions(self, request):
-        actions = super().get_actions(request)
-        if not request.user.is_superuser:
-            actions.pop("delete_selected", None)
-        return actions
 
     def get_readonly_fields(self, request, obj=None):
         fields = list(super().get_readonly_fields(request, obj))
@@ -557,7 +561,7 @@ class EmailVerificationAdmin(HistoryMixin, admin.ModelAdmin):
 
 
 @admin.register(LoginSession)
-class LoginSessionAdmin(FastListMixin, admin.ModelAdmin):
+class LoginSessionAdmin(SuperuserBulkDeleteMixin, FastListMixin, admin.ModelAdmin):
     """Every user's log-in sessions; staff can block one (its refresh and access tokens stop working)."""
 
     list_display = ["id", "user", "kind", "created_at", "last_used_at", "expires_at", "client_ip", "status"]
@@ -587,16 +591,9 @@ class LoginSessionAdmin(FastListMixin, admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request, obj=None):
-        """A session goes with its user (a user's deletion), within the change rule; the bulk
-        action is a superuser's only — others block."""
+        """A session goes with its user (a user's deletion), within the change rule; others block."""
         allowed = super().has_delete_permission(request, obj)
         return allowed and (obj is None or policies.can_admin_change(request.user, obj.user))
-
-    def get_actions(self, request):
-        actions = super().get_actions(request)
-        if not request.user.is_superuser:
-            actions.pop("delete_selected", None)
-        return actions
 
     @admin.display(description="status")
     def status(self, obj: LoginSession) -> str:
