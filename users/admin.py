@@ -9,6 +9,7 @@ from typing import cast
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.admin.utils import unquote
 from django.contrib.auth import REDIRECT_FIELD_NAME
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
@@ -372,7 +373,9 @@ class UserAdmin(SuperuserBulkDeleteMixin, OwnersFirstDeleteMixin, FastListMixin,
     def user_change_password(self, request, id, form_url=""):
         """One's own password is changed on /account/, with the current password (a browser left
         open must not be enough); others' here, as Django does, within ``can_admin_change``."""
-        if str(request.user.pk) == str(id):
+        # The row the id names, as Django's view will load it ("01" and "1 " name user 1 too).
+        target = self.get_object(request, unquote(id))
+        if target is not None and target.pk == request.user.pk:
             return own_password_change(request)
         return super().user_change_password(request, id, form_url)
 

@@ -350,8 +350,9 @@ def test_the_admins_own_password_form_sends_staff_to_the_account_page(stack, set
     answer = staff.post_form("/admin/password_change/", fields, form_page="/admin/")
     assert answer.status_code == 302 and answer.headers["Location"] == "/account/#password-form"
     assert User.objects.get(pk=root.pk).check_password(PASSWORD)  # unchanged
-    own = staff.get(f"/admin/users/user/{root.pk}/password/")
-    assert own.headers["Location"] == "/account/#password-form"
+    for spelling in (f"{root.pk}", f"0{root.pk}", f"{root.pk}%20"):  # Django reads each as the same row
+        own = staff.get(f"/admin/users/user/{spelling}/password/")
+        assert own.status_code == 302 and own.headers["Location"] == "/account/#password-form", spelling
 
 
 def test_a_clerk_blocks_sessions_and_resends_links_only_of_users_they_may_change(stack, ada, settings, smtp_server):
@@ -397,7 +398,6 @@ def test_a_clerk_blocks_sessions_and_resends_links_only_of_users_they_may_change
     assert staff.get(f"/admin/users/loginsession/{boss_session.pk}/delete/").status_code == 403
     assert 'value="delete_selected"' not in staff.get("/admin/users/loginsession/").text
     assert 'value="delete_selected"' not in staff.get("/admin/users/user/").text
-    assert staff.get(f"/admin/users/user/{dora.pk}/delete/").status_code == 200  # a customer: allowed
 
 
 def test_the_account_page_asks_for_a_code_only_once_there_is_a_factor(stack, ada):
@@ -445,7 +445,8 @@ def test_the_lockout_keeps_no_field_of_a_failed_log_in_but_its_username(stack, a
     assert Browser(stack).log_in("ada", guesses[2]).status_code == 400
 
     rows = list(AccessAttempt.objects.all())
-    assert rows
+    kept = "\n".join(row.post_data for row in rows)
+    assert "old_password=" in kept and "email=" in kept and "current_password=" in kept  # every form's failure
     for row in rows:
         for line in row.post_data.splitlines():
             key, equals, value = line.partition("=")
