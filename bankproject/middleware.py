@@ -89,7 +89,10 @@ class AdminBadInput:
             exception, ValueError | DjangoValidationError | DataError
         ):
             return None
-        logger.warning("admin: malformed input answered 400", extra={"error": type(exception).__name__})
+        logger.warning(
+            "admin: malformed input answered 400",
+            extra={"path": request.path, "method": request.method, "error": type(exception).__name__},
+        )
         return HttpResponseBadRequest(
             "That filter or selection is not valid.\n", content_type="text/plain; charset=utf-8"
         )
