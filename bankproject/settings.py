@@ -254,10 +254,13 @@ MFA_REQUIRED_ROLES = tuple(role.lower() for role in env_list("MFA_REQUIRED_ROLES
 _MFA_ROLES = {"staff", "banker", "depositor", "all", "none"}
 if unknown_roles := sorted(set(MFA_REQUIRED_ROLES) - _MFA_ROLES):
     raise ImproperlyConfigured(f"MFA_REQUIRED_ROLES: unknown role(s) {unknown_roles}; use {sorted(_MFA_ROLES)}")
-# The key TOTP secrets are encrypted with (any string; HKDF derives the Fernet key). Empty: derived
-# from DJANGO_SECRET_KEY (and its fallbacks, for reading) — then rotating that key without keeping
-# the old one in DJANGO_SECRET_KEY_FALLBACKS makes every TOTP secret unreadable.
+# The key of the second factor's secrets at rest (any string; HKDF derives the Fernet key): TOTP
+# secrets are encrypted and recovery codes keyed-hashed under it. Empty: DJANGO_SECRET_KEY. Set it
+# in production, so that DJANGO_SECRET_KEY rotates without touching anyone's second factor. Every
+# older key still reads (MFA_ENCRYPTION_KEY_FALLBACKS, then DJANGO_SECRET_KEY and its fallbacks);
+# `manage.py rotate_mfa_secrets` re-encrypts the TOTP secrets under the current one.
 MFA_ENCRYPTION_KEY = os.environ.get("MFA_ENCRYPTION_KEY", "")
+MFA_ENCRYPTION_KEY_FALLBACKS = env_list("MFA_ENCRYPTION_KEY_FALLBACKS", "")
 
 # --- Email verification -------------------------------------------------------------------------
 SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
@@ -320,11 +323,14 @@ if EMAIL_SSL_KEYFILE and not EMAIL_SSL_CERTFILE:
 # Sending through a provider is one setting: EMAIL_BACKEND=anymail.backends.<esp>.EmailBackend
 # (mailgun, postmark, amazon_ses, resend…). Every ANYMAIL_<NAME> variable becomes anymail's <NAME>
 # setting (ANYMAIL_MAILGUN_API_KEY, ANYMAIL_POSTMARK_SERVER_TOKEN, ANYMAIL_RESEND_API_KEY…).
-ANYMAIL = {
+ANYMAIL: dict[str, Any] = {
     name.removeprefix("ANYMAIL_"): value
     for name, value in os.environ.items()
     if name.startswith("ANYMAIL_") and name != "ANYMAIL_" and value
 }
+# Two secrets while the provider's configuration changes over ("user:old,user:new"): anymail takes a list.
+if "WEBHOOK_SECRET" in ANYMAIL:
+    ANYMAIL["WEBHOOK_SECRET"] = [secret.strip() for secret in ANYMAIL["WEBHOOK_SECRET"].split(",") if secret.strip()]
 # The tracking webhooks (/anymail/<esp>/tracking/) answer only behind ANYMAIL_WEBHOOK_SECRET
 # ("user:password", HTTP basic auth) — plus the provider's signature where it signs (Mailgun:
 # ANYMAIL_MAILGUN_WEBHOOK_SIGNING_KEY; Resend: ANYMAIL_RESEND_SIGNING_SECRET). Without the secret
@@ -544,6 +550,10 @@ SESSION_COOKIE_HTTPONLY = True
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
 if HTTPS:
     SECURE_SSL_REDIRECT = True
+    # Probes and scrapers call a web process directly over plain HTTP (a kubelet, Prometheus): a
+    # redirect would count as a passing probe (3xx) and break the scrape. Nothing secret is served there
+    # but /metrics/operator's figures, behind METRICS_TOKEN.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$", r"^metrics/operator$"]
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True

@@ -8,6 +8,7 @@ real SMTP server.
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import os
@@ -289,6 +290,24 @@ def test_old_keys_can_be_kept_for_links_in_flight():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == repr([old])
+
+
+def test_probes_and_scrapes_over_plain_http_are_answered_and_everything_else_is_redirected():
+    """A kubelet or Prometheus calls the process itself over HTTP: a redirect would pass a probe
+    (3xx) and break a scrape. The production settings, through the whole middleware stack."""
+    probe = (
+        "from django.test import Client; c = Client(HTTP_HOST='127.0.0.1'); "
+        "print([c.get(p).status_code for p in ('/healthz', '/readyz', '/metrics', '/metrics/operator', "
+        "'/login/', '/api/users/me/', '/healthz/')])"
+    )
+    done = _manage(
+        "shell", "-c", probe, DJANGO_DEBUG="false", DJANGO_SECRET_KEY="p" * 20 + "-a-long-enough-secret-key-0123456789"
+    )
+    assert done.returncode == 0, done.stderr
+    healthz, readyz, metrics, operator, *others = ast.literal_eval(done.stdout.strip().splitlines()[-1])
+    assert healthz == 200 and readyz in (200, 503) and metrics == 200
+    assert operator == 404  # no METRICS_TOKEN: the operator's figures are not served at all
+    assert others == [301, 301, 301]
 
 
 def test_schema_and_swagger_are_off_in_production_unless_asked_for(client, settings):

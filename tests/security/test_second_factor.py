@@ -8,10 +8,12 @@ import html
 import logging
 import time
 from datetime import timedelta
+from io import StringIO
 
 import pyotp
 import pytest
 from django.contrib.auth.tokens import default_token_generator
+from django.core.management import CommandError, call_command
 from django.test import Client
 from django.utils import timezone
 from django.utils.encoding import force_bytes
@@ -479,3 +481,34 @@ def test_the_reset_page_asks_for_the_code_and_a_refused_one_leaves_the_link_usab
     assert Api(stack).call("POST", "/api/tokens/", {"username": "ada", "password": NEW_PASSWORD}).json()["code"] == (
         "mfa_required"
     )
+
+
+# Key rotation ------------------------------------------------------------------------------------------
+def _logs_in_with(stack: str, proof: str) -> bool:
+    api, mfa_token = first_step(stack)
+    return second_step(api, mfa_token, proof).status_code == 200
+
+
+def test_rotating_the_keys_keeps_everyones_factors_and_the_command_lets_the_old_key_go(stack, ada, settings):
+    """The deployment guide's rotation, step by step: the secret key rotated (the old one a fallback),
+    then a key of the second factor's own set; the app's codes and the recovery codes made before
+    keep working throughout, and after ``rotate_mfa_secrets`` the old keys can go."""
+    _, app, codes = logged_in_with_factor(stack, ada)
+    first_key = settings.SECRET_KEY
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "a second secret key, rotated in " + "7f3a" * 8, [first_key]
+    assert _logs_in_with(stack, app.code()) and _logs_in_with(stack, codes[0])
+
+    settings.MFA_ENCRYPTION_KEY = "the second factor's own key " + "0e5b" * 8
+    assert _logs_in_with(stack, app.code()) and _logs_in_with(stack, codes[1])
+
+    out = StringIO()
+    call_command("rotate_mfa_secrets", stdout=out)
+    assert out.getvalue().strip() == "rotated=1 unreadable=0"
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "a third secret key, no fallback " + "9c1d" * 8, []
+    assert _logs_in_with(stack, app.code())
+    # Recovery codes are kept as keyed hashes: those made under a key that is gone stop working.
+    assert not _logs_in_with(stack, codes[2])
+
+    settings.MFA_ENCRYPTION_KEY = "a key that never encrypted anything " + "5b0e" * 8
+    with pytest.raises(CommandError, match=rf"user id\(s\) \[{ada.pk}\]"):
+        call_command("rotate_mfa_secrets", stdout=StringIO())

@@ -1,15 +1,16 @@
 """Recovery codes: ten per user, 12 characters of an alphabet without look-alikes (no 0/O, 1/I/L),
-shown once as ``XXXX-XXXX-XXXX``; stored as an HMAC-SHA256 under a key of their own purpose
-(``SECRET_KEY``'s), and used once: one conditional UPDATE, so of two concurrent requests with one
-code exactly one wins."""
+shown once as ``XXXX-XXXX-XXXX``; stored as an HMAC-SHA256 with a purpose of their own under the
+second factor's key (``users.mfa.crypto``: a code made before a key rotation works while the old key
+is among the fallbacks), and used once: one conditional UPDATE, so of two concurrent requests with
+one code exactly one wins."""
 
 from __future__ import annotations
 
 import secrets
 
 from django.utils import timezone
-from django.utils.crypto import salted_hmac
 
+from users.mfa import crypto
 from users.models import RecoveryCode, User
 
 ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
@@ -27,7 +28,7 @@ def looks_like(code: str) -> bool:
 
 
 def _hash(code: str) -> str:
-    return salted_hmac(_PURPOSE, normalize(code), algorithm="sha256").hexdigest()
+    return crypto.digest(_PURPOSE, normalize(code))
 
 
 def _new_code() -> str:
@@ -56,7 +57,7 @@ def use(*, user: User, code: str) -> bool:
     if not looks_like(code):
         return False
     return bool(
-        RecoveryCode.objects.filter(user=user, code_hash=_hash(code), used_at__isnull=True).update(
-            used_at=timezone.now()
-        )
+        RecoveryCode.objects.filter(
+            user=user, code_hash__in=crypto.digests(_PURPOSE, normalize(code)), used_at__isnull=True
+        ).update(used_at=timezone.now())
     )

@@ -48,12 +48,18 @@ def test_the_secret_is_encrypted_at_rest_and_named_nowhere():
 
 
 @pytest.mark.django_db
-def test_an_encryption_key_setting_replaces_the_derived_key(settings):
-    token = crypto.encrypt("JBSWY3DPEHPK3PXP")
+def test_an_encryption_key_setting_encrypts_from_then_on_and_the_older_keys_still_read(settings):
+    before = crypto.encrypt("JBSWY3DPEHPK3PXP")
     settings.MFA_ENCRYPTION_KEY = "a separate key for the second factor"
+    after = crypto.encrypt("JBSWY3DPEHPK3PXP")
+    assert crypto.decrypt(before) == crypto.decrypt(after) == "JBSWY3DPEHPK3PXP"
+    settings.MFA_ENCRYPTION_KEY_FALLBACKS = [settings.MFA_ENCRYPTION_KEY]
+    settings.MFA_ENCRYPTION_KEY = "the next key for the second factor"
+    assert crypto.decrypt(after) == "JBSWY3DPEHPK3PXP"
+    settings.MFA_ENCRYPTION_KEY_FALLBACKS = []
     with pytest.raises(fernet.InvalidToken):
-        crypto.decrypt(token)
-    assert crypto.decrypt(crypto.encrypt("JBSWY3DPEHPK3PXP")) == "JBSWY3DPEHPK3PXP"
+        crypto.decrypt(after)  # a key that left the chain reads nothing
+    assert crypto.decrypt(crypto.rotate(before)) == "JBSWY3DPEHPK3PXP"  # the secret key still reads
 
 
 @pytest.mark.django_db
