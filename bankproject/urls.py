@@ -4,6 +4,8 @@ from collections.abc import Callable
 
 from anymail import urls as anymail_urls
 from anymail.exceptions import AnymailAPIError
+from botocore.exceptions import BotoCoreError
+from botocore.exceptions import ClientError as BotoClientError
 from django.conf import settings
 from django.contrib import admin
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
@@ -47,7 +49,7 @@ urlpatterns = [
 # field of the wrong type, an SNS message of no known type): the sender's fault, a 400 — a 500
 # would have the provider retry it.
 # (Our own failures to record an event are users.errors.FeedbackFailed: a 500, retried.)
-UNREADABLE = (ValueError, KeyError, TypeError, AttributeError, IndexError, AnymailAPIError)
+UNREADABLE = (ValueError, KeyError, TypeError, AttributeError, IndexError, ArithmeticError, AnymailAPIError)
 
 
 def _behind_the_secret(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -64,6 +66,15 @@ def _behind_the_secret(view: Callable[..., HttpResponse]) -> Callable[..., HttpR
         except UNREADABLE as exc:
             logger.warning("delivery feedback: a body that is no provider event", extra={"error": type(exc).__name__})
             return HttpResponseBadRequest("Not an event this webhook can read.", content_type="text/plain")
+        except (BotoCoreError, BotoClientError) as exc:
+            # Amazon SNS's subscription confirmation (anymail confirms it with AWS credentials):
+            # ours to fix, not the sender's; said once in the log, not as a traceback per retry.
+            logger.error(
+                "delivery feedback: Amazon SNS subscription not confirmed (AWS credentials or permissions); "
+                "confirm it in the SNS console",
+                extra={"error": type(exc).__name__},
+            )
+            return HttpResponse("The subscription could not be confirmed.", status=503, content_type="text/plain")
 
     return guarded
 

@@ -12,7 +12,7 @@ from django.db import models, transaction
 from django.db.models import Q
 from django.db.models.functions import Lower
 from django.utils import timezone
-from django.utils.crypto import salted_hmac
+from django.utils.crypto import constant_time_compare, salted_hmac
 
 from users.identity import (
     EmailAddressValidator,
@@ -357,9 +357,21 @@ class OutboundEmail(models.Model):
     def message_id(self) -> str:
         """Deterministic per email: a re-send is recognisably the same message (and mail systems
         fold the two); an HMAC, so nobody can forge the id of another person's email."""
-        mac = salted_hmac("users.outbound_email.message_id", str(self.pk), algorithm="sha256").hexdigest()[:24]
         domain = settings.DEFAULT_FROM_EMAIL.rpartition("@")[2] or "localhost"
-        return f"<{self.kind.replace('_', '-')}.{self.pk}.{mac}@{domain}>"
+        return f"<{self.kind.replace('_', '-')}.{self.pk}.{self._message_id_mac(settings.SECRET_KEY)}@{domain}>"
+
+    def _message_id_mac(self, key: str) -> str:
+        digest = salted_hmac("users.outbound_email.message_id", str(self.pk), secret=key, algorithm="sha256")
+        return digest.hexdigest()[:24]
+
+    def is_message_id(self, kind: str, mac: str) -> bool:
+        """Whether a ``Message-ID``'s kind and HMAC name this email — under the current key or a
+        fallback (a provider reports on an email sent before a key rotation), whatever the domain
+        (``DEFAULT_FROM_EMAIL`` may have changed since)."""
+        keys = [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]
+        return kind == self.kind.replace("_", "-") and any(
+            constant_time_compare(mac, self._message_id_mac(key)) for key in keys
+        )
 
 
 class DeliveryEvent(models.Model):

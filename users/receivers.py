@@ -77,7 +77,11 @@ def delivery_feedback(sender: Any, event: Any, esp_name: str, **kwargs: Any) -> 
     """A mail provider's tracking event (anymail's webhook view verified it): into the timeline of
     the email it is about, and its effects (``users.services.feedback``). Whatever fails here is
     ours, not the body's: ``FeedbackFailed``, a 500, and the provider sends the event again."""
+    # The provider's servers are not a client of the account: its events name no address or user agent.
+    outside_the_request = context.begin()
     try:
         feedback.tracking_event_record(esp_name=esp_name, event=event)
     except Exception as exc:
         raise FeedbackFailed(f"recording a {esp_name} event failed") from exc
+    finally:
+        context.end(outside_the_request)

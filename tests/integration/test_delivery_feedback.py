@@ -7,6 +7,7 @@ sink with its ``Message-ID``, the provider's signed event posted to anymail's ow
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import hmac
 import os
@@ -231,6 +232,61 @@ def test_a_replay_an_unknown_message_and_a_bad_signature_change_nothing(stack):
     assert not Suppression.objects.exists()
     email.refresh_from_db()
     assert email.state == "sent"
+
+
+def test_a_report_on_an_email_sent_before_a_key_rotation_still_finds_it(stack, settings):
+    ada = UserFactory(username="ada", email="ada@example.com")
+    email = _email(ada, kind="password_reset", state="sent", sent_at=timezone.now())
+    sent_as = email.message_id
+    other_kind = sent_as.replace("<password-reset.", "<verification.")  # the HMAC of another email's name
+    settings.SECRET_KEY_FALLBACKS = [settings.SECRET_KEY]
+    settings.SECRET_KEY = "the secret key after a rotation " + "7f3a" * 8
+    settings.DEFAULT_FROM_EMAIL = "Simple Bank <noreply@mail.bank.example>"  # the domain changed too
+    assert email.message_id != sent_as
+
+    assert post_event(stack, hard_bounce(other_kind, "ada@example.com")).status_code == 200
+    assert not DeliveryEvent.objects.exists()
+    assert post_event(stack, hard_bounce(sent_as, "ada@example.com")).status_code == 200
+    email.refresh_from_db()
+    assert email.state == "undeliverable" and Suppression.objects.active().filter(address="ada@example.com").exists()
+
+    settings.SECRET_KEY_FALLBACKS = []  # once the old key is dropped, its ids name nothing
+    Suppression.objects.all().delete()
+    assert post_event(stack, mailgun_event(sent_as, "ada@example.com", event="complained")).status_code == 200
+    assert not Suppression.objects.exists()
+
+
+def test_the_webhook_secret_can_be_two_while_the_provider_changes_over(stack, settings):
+    parsed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import django; django.setup(); from django.conf import settings as s; "
+            "print(repr(s.ANYMAIL['WEBHOOK_SECRET']))",
+        ],
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "bankproject.settings",
+            "DJANGO_DEBUG": "true",
+            "ANYMAIL_WEBHOOK_SECRET": "feedback:the old one, feedback:the new one",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert parsed.returncode == 0, parsed.stderr
+    secrets_ = ast.literal_eval(parsed.stdout.strip().splitlines()[-1])
+    assert secrets_ == ["feedback:the old one", "feedback:the new one"]
+    settings.ANYMAIL = settings.ANYMAIL | {"WEBHOOK_SECRET": secrets_}
+    ada = UserFactory(username="ada", email="ada@example.com")
+    email = _email(ada, state="sent", sent_at=timezone.now())
+    for auth in (("feedback", "the old one"), ("feedback", "the new one")):
+        assert post_event(stack, mailgun_event(email.message_id, "ada@example.com", event="delivered"), auth=auth).ok
+    refused = post_event(
+        stack, hard_bounce(email.message_id, "ada@example.com"), auth=("feedback", "the old one, feedback:the new one")
+    )
+    assert refused.status_code == 400 and not Suppression.objects.exists()
+    assert DeliveryEvent.objects.filter(email=email).count() == 2
 
 
 def test_without_the_webhook_secret_there_is_no_webhook(live_server, settings):

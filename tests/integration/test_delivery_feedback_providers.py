@@ -692,6 +692,86 @@ def test_a_malformed_body_behind_the_right_secret_is_never_a_500(server, provide
     assert not DeliveryEvent.objects.exists()
 
 
+# What each provider relays of the receiving server's words, and that text with a NUL and an
+# escape sequence in it (the JSON escapes, once more inside SES's JSON-in-JSON).
+HOSTILE_TEXT = {
+    "mailgun": (b"5.1.1 The email account", b"5.1.1 The\\u0000email\\u001b[31m account"),
+    "postmark": (b"5.1.1 The email account", b"5.1.1 The\\u0000email\\u001b[31m account"),
+    "amazon_ses": (b"5.1.1 user unknown", b"5.1.1 user\\\\u0000unknown\\\\u001b[31m"),
+}
+
+
+@pytest.mark.parametrize("provider_key", HOSTILE_TEXT)
+def test_a_bounce_whose_text_carries_control_characters_is_kept_without_them(server, provider_key):
+    """A receiving mail server writes the bounce's text: a NUL in it (which PostgreSQL refuses) must
+    not turn the bounce into a 500 the provider retries for days while the address stays mailed."""
+    provider = PROVIDERS[provider_key]
+    email, sent = sent_email(provider)
+    hook = provider.build("bounce", sent, _moment())
+    plain, hostile = HOSTILE_TEXT[provider_key]
+    assert plain in hook.body
+    answer = replace(hook, body=hook.body.replace(plain, hostile)).post(server)
+    assert answer.status_code == 200, answer.text
+
+    email.refresh_from_db()
+    [event] = DeliveryEvent.objects.filter(email=email)
+    assert email.state == "undeliverable" and Suppression.objects.active().count() == 1
+    for text in (event.description, email.last_error):
+        assert "\x00" not in text and "\x1b" not in text and "5.1.1" in text
+
+
+def test_a_timestamp_no_clock_can_hold_is_a_400(server):
+    provider = PROVIDERS["mailgun"]
+    email, sent = sent_email(provider)
+    hook = provider.build("bounce", sent, _moment())
+    body = json.loads(hook.body)
+    body["event-data"]["timestamp"] = 1e300
+    assert replace(hook, body=json.dumps(body).encode()).post(server).status_code == 400
+    assert_unchanged(email)
+
+
+def test_a_subscription_that_cannot_be_confirmed_says_so_in_the_log_not_as_a_crash(server, caplog, monkeypatch):
+    """Amazon SNS asks the webhook to confirm its subscription; anymail does it with AWS credentials.
+    Without them (or without the permission) it is ours to fix: a 503 and one clear log line."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    confirmation = {
+        "Type": "SubscriptionConfirmation",
+        "MessageId": str(uuid.uuid4()),
+        "Token": secrets.token_hex(50),
+        "TopicArn": "arn:aws:sns:us-east-1:123456789012:ses-events",
+        "Message": "You have chosen to subscribe to the topic. To confirm, visit the SubscribeURL included.",
+        "SubscribeURL": "https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&Token=2336",
+        "Timestamp": _iso_z(_moment()),
+        "SignatureVersion": "1",
+        "Signature": "EXAMPLE-SIGNATURE==",
+        "SigningCertURL": "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-12345abcde.pem",
+    }
+    headers = {
+        "Content-Type": "text/plain; charset=UTF-8",
+        "x-amz-sns-message-type": "SubscriptionConfirmation",
+        "x-amz-sns-message-id": confirmation["MessageId"],
+        "x-amz-sns-topic-arn": confirmation["TopicArn"],
+    }
+    answer = Hook("/anymail/amazon_ses/tracking/", json.dumps(confirmation).encode(), headers).post(server)
+    assert answer.status_code == 503, answer.text
+    assert "Amazon SNS subscription not confirmed" in caplog.text and "Traceback" not in caplog.text
+
+
+def test_the_suppression_event_names_no_client_the_provider_is_not_one(server):
+    """The account's trail shows who did what from where: a provider's server is neither."""
+    provider = PROVIDERS["mailgun"]
+    _, sent = sent_email(provider)
+    hook = provider.build("bounce", sent, _moment())
+    answer = replace(hook, headers=hook.headers | {"User-Agent": "mailgun/treq-1.0"}).post(server)
+    assert answer.status_code == 200
+    [event] = SecurityEvent.objects.filter(kind="address_suppressed")
+    assert (event.client_ip, event.user_agent, event.actor) == (None, "", "system")
+
+
 def test_a_failure_to_record_an_event_is_a_500_so_the_provider_sends_it_again(server, monkeypatch):
     """Ours, not the body's: the provider must retry, and the retry is applied once."""
     provider = PROVIDERS["mailgun"]

@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 State = OutboundEmail.State
 SUPPRESSING = ("bounced", "rejected", "complained")
 # Our Message-ID: <kind.pk.mac@domain> (OutboundEmail.message_id).
-MESSAGE_ID = re.compile(r"^<?[a-z-]+\.(\d{1,19})\.[0-9a-f]{24}@[^>]+>?$")
+MESSAGE_ID = re.compile(r"^<?([a-z-]+)\.(\d{1,19})\.([0-9a-f]{24})@[^>]+>?$")
 
 
 def _event_key(esp_name: str, event: Any) -> str:
@@ -82,11 +82,22 @@ def email_for(event: Any) -> OutboundEmail | None:
         match = MESSAGE_ID.match(header)
         if match is None:
             continue
-        email = OutboundEmail.objects.filter(pk=int(match.group(1))).first()
-        wanted = header if header.startswith("<") else f"<{header}>"
-        if email is not None and email.message_id == wanted:  # the HMAC matches: it is ours
+        kind, pk, mac = match.groups()
+        email = OutboundEmail.objects.filter(pk=int(pk)).first()
+        if email is not None and email.is_message_id(kind, mac):  # the HMAC matches: it is ours
             return email
     return None
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def _text(value: object, limit: int) -> str:
+    """What a provider relays from a receiving mail server (its diagnostic text is anyone's to
+    write), fit for the database and the admin: no NUL (PostgreSQL refuses it), no other control
+    character, no lone surrogate."""
+    text = str(value).encode("utf-8", "replace").decode("utf-8")
+    return _CONTROL.sub(" ", text)[:limit]
 
 
 def tracking_event_record(*, esp_name: str, event: Any) -> DeliveryEvent | None:
@@ -107,10 +118,10 @@ def tracking_event_record(*, esp_name: str, event: Any) -> DeliveryEvent | None:
             row = DeliveryEvent.objects.create(
                 email=email,
                 esp=esp_name[:32],
-                event_key=_event_key(esp_name, event),
+                event_key=_text(_event_key(esp_name, event), 200),
                 event_type=event_type[:16],
-                reason=str(event.reject_reason or "")[:32],
-                description=description[:2000],
+                reason=_text(event.reject_reason or "", 32),
+                description=_text(description, 2000),
                 occurred_at=event.timestamp,
             )
             _apply(email, row)
