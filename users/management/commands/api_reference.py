@@ -17,14 +17,130 @@ HEADER = """# API reference
 
 Every route of the JSON API, generated from the OpenAPI schema the service serves at
 `/api/schema/` (Swagger UI at `/api/docs/` when `API_DOCS=true`) by
-`python manage.py api_reference --write`; a test fails when this page is stale. The pages
+`DJANGO_SETTINGS_MODULE=bankproject.settings_test .venv/bin/python manage.py api_reference --write`
+(the test settings, which the test that fails when this page is stale uses too). The pages
 (`/signup/`, `/login/`, `/account/`, `/account/security/`…) are on [API](api.md) and
 [Accounts](accounts.md); the mail providers' webhooks on [Delivery feedback](delivery-feedback.md).
 
 Errors share two shapes: a field error is a list under the field's name
-(`{"email": ["Enter a valid email address."]}`), anything else `{"detail": "…", "code": "…"}`
-where the `code` says which (`mfa_required`, `mfa_enrollment_required`, `throttled`…).
+(`{"email": ["Enter a valid email address."]}`), anything else `{"detail": "…", "code": "…"}`:
+`detail` is for people and may change, `code` is for programs. Every `code` an answer can carry:
 """
+FOOTER = """A database outage answers `503` with `Retry-After` and `{"detail": "…"}` alone (no `code`).
+
+`methods`, in the `mfa_required` answer, lists the proofs the account can give at the second
+step: `totp` (a code from an authenticator app, as `code`), `passkey` (an assertion answering
+`passkey_options`, as `credential`) and `recovery_code` (an unused recovery code, as `code`; listed
+only beside another factor and while codes are left).
+"""
+# Every `code` an error's body can carry: (code, status, meaning).
+ERROR_CODES = [
+    (
+        "invalid_credentials",
+        "401",
+        "`POST /api/tokens/`: no account matches that username or address and password (one answer for "
+        "both); `POST /api/tokens/passkey/`: the passkey is unknown, or its answer is wrong, used or late",
+    ),
+    (
+        "email_not_verified",
+        "403",
+        "the password (or passkey) is right, but the account's address is not verified yet",
+    ),
+    (
+        "mfa_required",
+        "401",
+        "`POST /api/tokens/`: the password is right and the account has a second factor. The body also "
+        "has `mfa_token` (single use, 5 minutes), `methods` (below) and, when the account has a passkey, "
+        "`passkey_options`; go on with `POST /api/tokens/mfa/`",
+    ),
+    (
+        "invalid_second_factor",
+        "401",
+        "`POST /api/tokens/mfa/`: the code or the passkey's answer is wrong, replayed or used, or the "
+        "`mfa_token` is unknown, used, expired or dead (after 5 wrong proofs): log in again",
+    ),
+    (
+        "locked_out",
+        "429",
+        "too many failed log-ins of this account from this client address (`LOGIN_LOCKOUT_FAILURES` "
+        "within `LOGIN_LOCKOUT_MINUTES`): every log-in step, and every request that checks the current "
+        "password or a second factor, is refused until `Retry-After` (seconds) has passed, the right "
+        "password included",
+    ),
+    (
+        "throttled",
+        "429",
+        "too many requests from this client (or for this address or user); `Retry-After` says when to try again",
+    ),
+    (
+        "not_authenticated",
+        "401",
+        "no `Authorization: Bearer <access token>` on a route that needs one",
+    ),
+    (
+        "bad_authorization_header",
+        "401",
+        "an `Authorization: Bearer` header that is not exactly two values",
+    ),
+    (
+        "token_not_valid",
+        "401",
+        "an access token that is malformed, expired or not an access token (the body also has "
+        "`messages`), or a refresh token that is invalid, expired, spent or unknown (`POST "
+        "/api/tokens/refresh/`, `POST /api/tokens/logout/`)",
+    ),
+    (
+        "session_ended",
+        "401",
+        "the access token is sound but its session has ended (logged out, revoked, blocked by staff, "
+        "expired, or the user deactivated): log in again",
+    ),
+    (
+        "mfa_enrollment_required",
+        "403",
+        "the user's role must have a second factor (`MFA_REQUIRED_ROLES`) and they have none yet: set one "
+        "up (`/api/mfa/…`) first",
+    ),
+    (
+        "mfa_state",
+        "400",
+        "the second factors' state refuses the change (an authenticator app already on, nothing to turn "
+        "off, no set-up waiting, the set-up expired)",
+    ),
+    (
+        "permission_denied",
+        "403",
+        "the caller may not do this (`PATCH /api/users/<username>/`: not a banker, or a target that is "
+        "not a depositor)",
+    ),
+    (
+        "not_found",
+        "404",
+        "no such session, passkey or user (of yours, or one a banker may see)",
+    ),
+    (
+        "invalid_link",
+        "400",
+        "a verification link (`POST /api/verify-email/`) or password reset link (`POST "
+        "/api/password-reset/confirm/`, `POST /api/password-reset/challenge/`) that is wrong, used, "
+        "expired or replaced: one answer for all",
+    ),
+    (
+        "method_not_allowed",
+        "405",
+        "the route has no such method",
+    ),
+    (
+        "parse_error",
+        "400",
+        "the body is not JSON the service accepts (malformed, nested too deeply, a lone surrogate)",
+    ),
+    (
+        "unsupported_media_type",
+        "415",
+        "the body is not `application/json`",
+    ),
+]
 
 
 def _ref(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
@@ -73,7 +189,9 @@ def _answer_fields(schema: dict[str, Any], answer: dict[str, Any]) -> str:
 
 def render() -> str:
     schema = SchemaGenerator().get_schema(request=None, public=True)
-    lines = [HEADER]
+    lines = [HEADER, "| `code` | status | meaning |", "|---|---|---|"]
+    lines += [f"| `{code}` | `{status}` | {meaning} |" for code, status, meaning in ERROR_CODES]
+    lines += ["", FOOTER]
     for path in sorted(schema["paths"]):
         for method in METHODS:
             operation = schema["paths"][path].get(method)
@@ -112,7 +230,10 @@ class Command(BaseCommand):
         page = render()
         if options["check"]:
             if not PAGE.exists() or PAGE.read_text() != page:
-                raise CommandError("docs/api-reference.md is stale: run python manage.py api_reference --write")
+                raise CommandError(
+                    "docs/api-reference.md is stale: run "
+                    "DJANGO_SETTINGS_MODULE=bankproject.settings_test .venv/bin/python manage.py api_reference --write"
+                )
             return
         if options["write"]:
             PAGE.write_text(page)
