@@ -13,6 +13,7 @@ from django.urls import URLPattern, include, path
 
 from bankproject import api_docs, health, metrics
 from tasks.admin_views import DeadLettersView
+from users import webhooks
 from users.admin import admin_login, own_password_change, queue_overview
 
 logger = logging.getLogger(__name__)
@@ -82,12 +83,13 @@ def _behind_the_secret(view: Callable[..., HttpResponse]) -> Callable[..., HttpR
 # /anymail/<esp>/tracking/ of the providers we document: anymail's own views. No inbound mail and
 # no other provider's route (unconfigured, anymail answers them with a 500).
 TRACKED = {f"{esp}_tracking_webhook" for esp in ("mailgun", "postmark", "amazon_ses", "resend")}
+OURS = {"mailgun_tracking_webhook": webhooks.MailgunTrackingWebhookView.as_view()}  # + replay checks
 urlpatterns += [
     path(
         "anymail/",
         include(
             [
-                URLPattern(p.pattern, _behind_the_secret(p.callback), p.default_args, p.name)
+                URLPattern(p.pattern, _behind_the_secret(OURS.get(p.name, p.callback)), p.default_args, p.name)
                 for p in anymail_urls.urlpatterns
                 if p.name in TRACKED
             ]

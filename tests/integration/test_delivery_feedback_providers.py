@@ -133,7 +133,15 @@ MAILGUN_EVENTS: dict[str, dict] = {
 }
 
 
-def mailgun(kind: str, sent: Sent, at: datetime, *, signing_key: str = MAILGUN_SIGNING_KEY) -> Hook:
+def mailgun(
+    kind: str,
+    sent: Sent,
+    at: datetime,
+    *,
+    signing_key: str = MAILGUN_SIGNING_KEY,
+    signed_at: datetime | None = None,
+    token: str | None = None,
+) -> Hook:
     event_data = MAILGUN_EVENTS[kind] | {
         "id": secrets.token_urlsafe(16),
         "timestamp": at.timestamp(),
@@ -152,7 +160,7 @@ def mailgun(kind: str, sent: Sent, at: datetime, *, signing_key: str = MAILGUN_S
         "tags": [],
         "user-variables": {},
     }
-    timestamp, token = str(int(at.timestamp())), secrets.token_hex(25)
+    timestamp, token = str(int((signed_at or at).timestamp())), token or secrets.token_hex(25)
     signature = hmac.new(signing_key.encode(), f"{timestamp}{token}".encode(), hashlib.sha256).hexdigest()
     body = {"signature": {"timestamp": timestamp, "token": token, "signature": signature}, "event-data": event_data}
     return Hook("/anymail/mailgun/tracking/", json.dumps(body).encode(), {"Content-Type": "application/json"})
@@ -770,6 +778,28 @@ def test_the_suppression_event_names_no_client_the_provider_is_not_one(server):
     assert answer.status_code == 200
     [event] = SecurityEvent.objects.filter(kind="address_suppressed")
     assert (event.client_ip, event.user_agent, event.actor) == (None, "", "system")
+
+
+def test_a_mailgun_signature_works_for_its_own_event_only_and_not_for_ever(server):
+    """Mailgun signs the timestamp and a token, not the event: a captured request's signature must
+    not carry another event, nor serve for ever. Mailgun's own retry (the same body) still counts."""
+    provider = PROVIDERS["mailgun"]
+    email, sent = sent_email(provider)
+    stale = mailgun("bounce", sent, _moment(), signed_at=timezone.now() - timedelta(hours=13))
+    assert stale.post(server).status_code == 400
+    assert_unchanged(email)
+
+    signed = timezone.now()
+    delivered = mailgun("delivery", sent, _moment(), signed_at=signed)
+    assert delivered.post(server).status_code == 200
+    token = json.loads(delivered.body)["signature"]["token"]
+    stolen = mailgun("bounce", sent, _moment(), signed_at=signed, token=token)  # the same signature, another event
+    assert json.loads(stolen.body)["signature"] == json.loads(delivered.body)["signature"]
+    assert stolen.post(server).status_code == 400
+    assert delivered.post(server).status_code == 200  # Mailgun's retry of the same event
+    email.refresh_from_db()
+    assert email.state == "sent" and email.delivered_at is not None and not Suppression.objects.exists()
+    assert DeliveryEvent.objects.filter(email=email).count() == 1
 
 
 def test_a_failure_to_record_an_event_is_a_500_so_the_provider_sends_it_again(server, monkeypatch):
