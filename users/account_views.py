@@ -24,7 +24,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods
 
 from users import reauth
-from users.auth import lockout_response
+from users.auth import lockout_response, proof_turn
 from users.errors import InvalidToken, LockedOut, ProofMissing, WrongPassword, WrongProof
 from users.forms import (
     EmailChangeForm,
@@ -65,7 +65,12 @@ class SecondStepLoginView(auth_views.LoginView):
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if wait := throttle_wait(request, [LoginThrottle]):  # failed log-ins of this client address
             return too_many(request, wait)
-        return super().post(request, *args, **kwargs)
+        login_name = request.POST.get("username", "")
+        try:
+            with proof_turn(request, login_name if isinstance(login_name, str) else ""):
+                return super().post(request, *args, **kwargs)
+        except LockedOut:
+            return lockout_response(request)
 
     def form_valid(self, form: Any) -> HttpResponse:
         user = form.get_user()
@@ -122,23 +127,25 @@ def login_verify(request: HttpRequest) -> HttpResponse:
     except InvalidToken:
         return _second_step_expired(request)
     form = SecondStepForm(request.POST if request.method == "POST" else None)
-    if request.method == "POST":
-        if reauth.is_locked(request=request, user=user):
+    if request.method == "POST" and form.is_valid():
+        proof = {"code": form.cleaned_data.get("code") or None, "credential": form.cleaned_data.get("credential")}
+        try:  # a wrong proof counts as a failed log-in: django-axes turns the last one into 429
+            user = reauth.proof_attempt(
+                request=request, user=user, check=lambda: mfa.login_token_redeem(token_hash=token_hash, **proof)
+            )
+        except LockedOut:
             return lockout_response(request)
-        if form.is_valid():
-            proof = {"code": form.cleaned_data.get("code") or None, "credential": form.cleaned_data.get("credential")}
-            try:
-                user = mfa.login_token_redeem(token_hash=token_hash, **proof)
-            except InvalidToken:  # used, expired or dead since it was read
-                return _second_step_expired(request)
-            except WrongProof:
-                reauth.proof_failed(request=request, user=user)  # django-axes turns the last one into 429
-                form.add_error("code", WRONG_CODE)
-            else:
-                next_url = _safe_next(request, pending.get("next"))
-                del request.session[SECOND_STEP_KEY]
-                login(request, user, backend=BACKEND)  # a new session key again, and the session row
-                return redirect(next_url)
+        except InvalidToken:  # used, expired or dead since it was read
+            return _second_step_expired(request)
+        except WrongProof:
+            form.add_error("code", WRONG_CODE)
+        else:
+            next_url = _safe_next(request, pending.get("next"))
+            del request.session[SECOND_STEP_KEY]
+            login(request, user, backend=BACKEND)  # a new session key again, and the session row
+            return redirect(next_url)
+    elif request.method == "POST" and reauth.is_locked(request=request, user=user):
+        return lockout_response(request)
     context = {"form": form, "methods": mfa.methods(user=user)}
     return render(request, "users/login_verify.html", context, status=400 if form.errors else 200)
 

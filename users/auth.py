@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from contextlib import AbstractContextManager
 from datetime import timedelta
 from typing import Any
 
@@ -139,6 +140,15 @@ def lockout_username(request: HttpRequest, credentials: dict | None) -> str:
         return login.strip().lower()
     owner = User.objects.filter(email_canonical=canonical).values_list("username_canonical", flat=True).first()
     return owner or canonical
+
+
+def proof_turn(request: HttpRequest, login: str) -> AbstractContextManager[None]:
+    """The proofs of the lockout pair a log-in names (the account however spelled, and the client's
+    network) one at a time (``users.proofs``): the lockout's check, the proof and the counting of
+    a failure are one step for concurrent requests. Raises ``LockedOut`` after waiting too long."""
+    from users import proofs
+
+    return proofs.one_at_a_time(lockout_username(request, {"username": login}), client_network(request))
 
 
 def lockout_response(

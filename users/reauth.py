@@ -11,16 +11,20 @@ A missing proof is not a guess: it is refused without counting.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any, TypeVar
 
 from axes.handlers.proxy import AxesProxyHandler  # type: ignore[import-untyped]
 from django.contrib.auth import user_login_failed
 from django.http import HttpRequest
 
-from users.auth import PASSWORD_TRIED
+from users.auth import PASSWORD_TRIED, proof_turn
 from users.errors import LockedOut, ProofMissing, WrongPassword, WrongProof
 from users.mfa import flows as mfa
 from users.models import User
+
+T = TypeVar("T")
 
 
 def _credentials(user: User) -> dict[str, str]:
@@ -29,6 +33,12 @@ def _credentials(user: User) -> dict[str, str]:
 
 def is_locked(*, request: HttpRequest, user: User) -> bool:
     return bool(AxesProxyHandler.is_locked(request, _credentials(user)))
+
+
+def turn(*, request: HttpRequest, user: User) -> AbstractContextManager[None]:
+    """This account and address's proofs one at a time (``users.proofs``): wrap the check of
+    ``is_locked``, the proof, and ``proof_failed`` in it. Raises ``LockedOut`` after waiting too long."""
+    return proof_turn(request, user.username)
 
 
 def _failed(request: HttpRequest, user: User, **kind: bool) -> None:
@@ -41,6 +51,20 @@ def _failed(request: HttpRequest, user: User, **kind: bool) -> None:
 def proof_failed(*, request: HttpRequest, user: User) -> None:
     """A wrong second-factor proof: one more failed log-in of ``user`` from this address."""
     _failed(request, user, second_factor=True)
+
+
+def proof_attempt(*, request: HttpRequest, user: User, check: Callable[[], T]) -> T:
+    """One second-factor proof of ``user`` outside a step-up (a log-in's second step, a TOTP
+    confirmation), in its turn: ``LockedOut`` if the pair is locked; else ``check()``'s answer, and
+    a ``WrongProof`` it raises is counted as a failed log-in before it goes on up."""
+    with turn(request=request, user=user):
+        if is_locked(request=request, user=user):
+            raise LockedOut
+        try:
+            return check()
+        except WrongProof:
+            proof_failed(request=request, user=user)
+            raise
 
 
 def reauthenticate(
@@ -56,7 +80,20 @@ def reauthenticate(
     the failure) if ``password`` is missing or not the account's current one; once the user has a
     second factor, ``ProofMissing`` without ``code`` or ``credential`` (a passkey's assertion) and
     ``WrongProof`` (after counting) for a wrong, replayed or used one. ``password_needed=False``:
-    the password was proven another way (a reset link), only the second factor is checked."""
+    the password was proven another way (a reset link), only the second factor is checked.
+    Concurrent calls for one account and address run one after another (``turn``)."""
+    with turn(request=request, user=user):
+        _reauthenticate(request, user, password, code, credential, password_needed)
+
+
+def _reauthenticate(
+    request: HttpRequest,
+    user: User,
+    password: str | None,
+    code: str | None,
+    credential: dict[str, Any] | None,
+    password_needed: bool,
+) -> None:
     if is_locked(request=request, user=user):
         raise LockedOut
     if password_needed and not password:  # nothing was tried: a forgetful client guesses nothing

@@ -24,10 +24,11 @@ from django.views.decorators.http import require_http_methods
 
 from users import policies, reauth
 from users.account_views import passkey_options_answer, reauthenticate_or_why
-from users.errors import FactorStateError, WrongProof
+from users.errors import FactorStateError, LockedOut, WrongProof
 from users.forms import CredentialField, add_proof_fields
 from users.mfa import flows as mfa
 from users.mfa import passkeys
+from users.middleware import ENROLMENT_FIRST
 from users.models import LoginSession, Passkey, SecurityEvent, User
 from users.receivers import BROWSER_SESSION_KEY
 from users.services import sessions
@@ -114,18 +115,25 @@ def _page(request: HttpRequest, *, status: int = 200, **extra: Any) -> HttpRespo
         remove_forms[_passkey_id(sent)] = sent
     current = request.session.get(BROWSER_SESSION_KEY)
     live = LoginSession.objects.filter(user=user).live().order_by("-created_at")
+    # A role that must have a second factor and has none sets one up and does nothing else (as the
+    # API's 403 mfa_enrollment_required): no sessions or events to read or act on until then.
+    enrolling = _enrolling(user)
     context = {
         "state": state,
         "forms": forms_,
         "passkeys": [(key, remove_forms[key.id], f"passkey{key.id}-") for key in state.passkeys],
         "totp_pending": not state.totp and mfa.totp_pending(user=user),
         "totp_confirm_form": extra.pop("totp_confirm_form", None) or TotpConfirmForm(),
-        "enrollment_required": policies.must_have_second_factor(user) and not mfa.has_factor(user=user),
-        "sessions": [(s, str(s.pk) == current) for s in live],
-        "events": SecurityEvent.objects.filter(user=user)[:20],
+        "enrollment_required": enrolling,
+        "sessions": [] if enrolling else [(s, str(s.pk) == current) for s in live],
+        "events": [] if enrolling else SecurityEvent.objects.filter(user=user)[:20],
         **extra,
     }
     return render(request, "users/security.html", context, status=status)
+
+
+def _enrolling(user: User) -> bool:
+    return policies.must_have_second_factor(user) and not mfa.has_factor(user=user)
 
 
 def _passkey_id(form: forms.Form) -> int:
@@ -164,6 +172,9 @@ def security(request: HttpRequest) -> HttpResponse:
     if which == "passkey_finish":
         return _passkey_finish(request, user)
     if which == "session_revoke":
+        if _enrolling(user):
+            messages.warning(request, ENROLMENT_FIRST)
+            return redirect("account-security")
         return _session_revoke(request, user)
     form_class = STEP_UP_FORMS.get(which)
     if form_class is None:
@@ -213,13 +224,15 @@ def _changed(request: HttpRequest, user: User, which: str, form: StepUpForm) -> 
 
 def _totp_confirm(request: HttpRequest, user: User) -> HttpResponse:
     form = TotpConfirmForm(request.POST)
-    if reauth.is_locked(request=request, user=user):
-        form.add_error("code", "Too many failed log-ins. Try again later.")
-    elif form.is_valid():
-        try:
-            codes = mfa.totp_confirm(user=user, code=form.cleaned_data["code"])
+    if form.is_valid():
+        code = form.cleaned_data["code"]
+        try:  # guesses cost what a wrong password does
+            codes = reauth.proof_attempt(
+                request=request, user=user, check=lambda: mfa.totp_confirm(user=user, code=code)
+            )
+        except LockedOut:
+            form.add_error("code", "Too many failed log-ins. Try again later.")
         except WrongProof:
-            reauth.proof_failed(request=request, user=user)  # guesses cost what a wrong password does
             form.add_error("code", "That code is not right: check the app's clock, and type the code it shows now.")
         except FactorStateError as exc:
             messages.error(request, str(exc))

@@ -4,6 +4,7 @@ what the user notices — the answers, the notice, whether a session works, the 
 
 from __future__ import annotations
 
+import pyotp
 import pytest
 from django.contrib.auth.tokens import default_token_generator
 from django.utils.encoding import force_bytes
@@ -289,3 +290,32 @@ def test_passkey_options_before_a_log_in_are_limited_per_address(stack, ada, set
     asked = [browser.post_form("/login/verify/challenge/", {}, form_page="/login/verify/") for _ in range(4)]
     assert [a.status_code for a in asked] == [200, 200, 200, 429], [a.text for a in asked]
     assert "rpId" in asked[0].json()["options"]
+
+
+def test_adding_an_app_beside_a_passkey_tells_the_owner_their_old_recovery_codes_stopped_working(
+    stack, ada, smtp_server
+):
+    """Confirming TOTP hands out ten new codes; the ones printed with the passkey stop working — the
+    owner is told (a hostile review found them replaced silently, the notice naming the app only)."""
+    api = Api(stack)
+    api.log_in("ada")
+    device, added = add_passkey(api, stack)
+    old_codes = added["recovery_codes"]
+    setup = api.call("POST", "/api/mfa/totp/setup/", {"current_password": PASSWORD, "credential": step_up(api, device)})
+    assert setup.status_code == 200, setup.text
+    confirmed = api.call("POST", "/api/mfa/totp/confirm/", {"code": pyotp.TOTP(setup.json()["secret"]).now()})
+    assert confirmed.status_code == 200, confirmed.text
+    new_codes = confirmed.json()["recovery_codes"]
+    assert len(new_codes) == 10 and not set(new_codes) & set(old_codes)
+
+    kinds = list(SecurityEvent.objects.filter(user=ada).values_list("kind", flat=True))
+    assert "recovery_codes_regenerated" in kinds and "mfa_enabled" in kinds
+    wait_for(
+        lambda: [m for m in smtp_server.to("ada@example.com") if "recovery codes" in m["Subject"].lower()],
+        what="the notice that the old recovery codes no longer work",
+    )
+    client, first = password_step(stack)
+    old = client.call("POST", "/api/tokens/mfa/", {"mfa_token": first["mfa_token"], "code": old_codes[0]})
+    assert old.status_code == 401
+    client, first = password_step(stack)
+    assert client.call("POST", "/api/tokens/mfa/", {"mfa_token": first["mfa_token"], "code": new_codes[0]}).ok

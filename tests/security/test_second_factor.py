@@ -7,6 +7,8 @@ from __future__ import annotations
 import html
 import logging
 import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from io import StringIO
 
@@ -20,7 +22,7 @@ from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
 from conftest import message_text, wait_for
-from tests.security.test_account_takeover import NEW_PASSWORD, PASSWORD, Api, Browser, _behind_a_proxy
+from tests.security.test_account_takeover import CSRF, NEW_PASSWORD, PASSWORD, Api, Browser, _behind_a_proxy
 from users.account_views import PROOF_MISSING, PROOF_WRONG
 from users.models import LoginSession, MfaLoginToken, OutboundEmail, SecurityEvent, TotpDevice, User
 from users.tests.factories import UserFactory, superuser_with_factor, with_totp
@@ -293,6 +295,30 @@ def test_a_banker_without_a_factor_is_sent_to_enrol_and_then_works(stack, settin
     assert other.call("GET", "/api/sessions/").status_code == 200
 
 
+def test_a_banker_without_a_factor_can_only_set_one_up_on_the_security_page_too(stack, settings):
+    """The page did what the API refuses (a hostile review): listed sessions and events, and logged a
+    session out, before the banker had a factor."""
+    settings.MFA_REQUIRED_ROLES = ("staff", "banker")
+    banker = UserFactory(username="bob", role=User.Role.BANKER, is_email_verified=True)
+    api = Api(stack)
+    assert api.log_in("bob").status_code == 200
+    browser = Browser(stack)
+    assert browser.log_in("bob").status_code == 302
+    page = browser.get("/account/security/").text
+    assert 'id="enrollment-required"' in page and '<section id="totp">' in page
+    assert 'id="session-list"' not in page and 'id="security-events"' not in page
+    assert api.tokens["session_id"] not in page
+
+    revoked = browser.post_form("/account/security/", {"form": "session_revoke", "session": api.tokens["session_id"]})
+    assert revoked.status_code == 302
+    assert LoginSession.objects.get(pk=api.tokens["session_id"]).revoked_at is None
+    assert api.call("GET", "/api/users/me/").status_code == 200  # the API session still works
+
+    enrol(api, banker)
+    page = browser.get("/account/security/").text
+    assert 'id="session-list"' in page and api.tokens["session_id"] in page
+
+
 # Admin ----------------------------------------------------------------------------------------------------------
 def test_staff_reset_a_customers_factors_and_never_see_a_secret(stack, ada, smtp_server, settings):
     settings.MFA_REQUIRED_ROLES = ("none",)
@@ -481,6 +507,63 @@ def test_the_reset_page_asks_for_the_code_and_a_refused_one_leaves_the_link_usab
     assert Api(stack).call("POST", "/api/tokens/", {"username": "ada", "password": NEW_PASSWORD}).json()["code"] == (
         "mfa_required"
     )
+
+
+# Guesses in parallel --------------------------------------------------------------------------------------
+def _failures(user: User, detail: str) -> int:
+    return SecurityEvent.objects.filter(user=user, kind="login_failed", detail=detail).count()
+
+
+def _at_once(calls: list) -> Counter:
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return Counter(answer.status_code for answer in pool.map(lambda call: call(), calls))
+
+
+def test_guesses_sent_all_at_once_get_no_more_tries_than_guesses_sent_one_by_one(stack, ada, settings):
+    """The lockout reads "locked?", checks, then counts: requests in flight together all read "not
+    locked" first, and a burst got some thirty guesses where five are allowed (a hostile review,
+    with a right code in the burst accepted). A password at the log-in, a second step and a
+    step-up's password, each tried by 20 requests at once: exactly five are tried."""
+    limit = settings.AXES_FAILURE_LIMIT
+    burst = 20
+
+    guess = {"username": "ada", "password": "not the password"}
+    statuses = _at_once([lambda: Api(stack).call("POST", "/api/tokens/", guess) for _ in range(burst)])
+    assert _failures(ada, "wrong password or unknown account") == limit
+    assert statuses == Counter({401: limit - 1, 429: burst - limit + 1})  # the fifth failure locks, with its 429
+    call_command("axes_reset", stdout=StringIO())
+
+    api, app, _ = logged_in_with_factor(stack, ada)
+    pending = [first_step(stack) for _ in range(burst // 4)]  # four wrong codes each: no token dies of it
+    wrong = _wrong(app)
+    statuses = _at_once([lambda c=c, t=t: second_step(c, t, wrong) for c, t in pending for _ in range(4)])
+    assert _failures(ada, "wrong second factor") == limit
+    assert statuses == Counter({401: limit - 1, 429: burst - limit + 1})
+    call_command("axes_reset", stdout=StringIO())
+
+    change = {"email": "ada.new@example.com", "current_password": "not the password", "code": app.code()}
+    statuses = _at_once([lambda: api.call("PATCH", "/api/users/me/", change) for _ in range(burst)])
+    assert _failures(ada, "wrong current password") == limit
+    assert statuses == Counter({400: limit - 1, 429: burst - limit + 1})
+    assert User.objects.get(pk=ada.pk).email == "ada@example.com"
+
+
+def test_log_in_pages_sent_all_at_once_try_no_more_passwords_than_the_lockout_allows(stack, ada, settings):
+    limit, burst = settings.AXES_FAILURE_LIMIT, 12
+    forms = []
+    for _ in range(burst):  # each its own browser, with its CSRF token, before the burst
+        browser = Browser(stack)
+        token = CSRF.search(browser.get("/login/").text).group(1)
+        forms.append((browser, {"csrfmiddlewaretoken": token, "username": "ada", "password": "not the password"}))
+
+    def post(browser: Browser, fields: dict):
+        return lambda: browser.http.post(
+            stack + "/login/", data=fields, headers={"Referer": stack + "/login/"}, timeout=30, allow_redirects=False
+        )
+
+    statuses = _at_once([post(browser, fields) for browser, fields in forms])
+    assert _failures(ada, "wrong password or unknown account") == limit
+    assert statuses[429] == burst - limit + 1 and statuses[400] == limit - 1
 
 
 # Key rotation ------------------------------------------------------------------------------------------

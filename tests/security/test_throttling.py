@@ -17,6 +17,7 @@ from django.db import connections
 from rest_framework.test import APIClient
 
 from conftest import database_url, free_port, wait_for
+from users.tests.factories import UserFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -134,6 +135,21 @@ def test_with_the_cache_down_requests_are_answered_and_limited_in_this_process(s
     statuses = [APIClient().post("/api/users/", signup_data(), format="json").status_code for _ in range(4)]
     assert statuses == [201, 201, 201, 429]
     assert any("throttle cache unreachable" in r.getMessage() for r in caplog.records)
+
+
+def test_with_the_cache_down_log_ins_are_answered_and_still_tried_one_at_a_time(settings, caplog):
+    """The proof lock (users.proofs) falls back to this process, as the rate limits do."""
+    UserFactory(username="ada", email="ada@example.com", is_email_verified=True)
+    settings.CACHES = {
+        "default": settings.CACHES["default"]
+        | {"LOCATION": f"redis://127.0.0.1:{free_port()}/0", "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5}}
+    }  # nothing listens there
+    guess = {"username": "ada", "password": "not the password"}
+    statuses = [APIClient().post("/api/tokens/", guess, format="json").status_code for _ in range(6)]
+    assert statuses == [401, 401, 401, 401, 429, 429]
+    right = {"username": "ada", "password": "correct horse battery staple"}
+    assert APIClient().post("/api/tokens/", right, format="json").status_code == 429  # locked, as ever
+    assert any("proof lock: cache unreachable" in r.getMessage() for r in caplog.records)
 
 
 def test_concurrent_requests_never_pass_a_limit_together(settings):

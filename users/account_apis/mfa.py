@@ -38,7 +38,7 @@ from users.account_apis.common import (
 )
 from users.apis import ERROR, FIELD_ERRORS, THROTTLED, StrictInputSerializer
 from users.auth import lockout_response
-from users.errors import FactorStateError, WrongProof
+from users.errors import FactorStateError, LockedOut, WrongProof
 from users.mfa import flows as mfa
 from users.mfa import passkeys
 from users.models import Passkey, User
@@ -180,12 +180,14 @@ class TotpConfirmApi(MfaApi):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         user = self._user(request)
-        if reauth.is_locked(request=request, user=user):
+        code = serializer.validated_data["code"]
+        try:  # guesses cost what a wrong password does
+            codes = reauth.proof_attempt(
+                request=request._request, user=user, check=lambda: mfa.totp_confirm(user=user, code=code)
+            )
+        except LockedOut:
             return cast("Response", lockout_response(request._request))
-        try:
-            codes = mfa.totp_confirm(user=user, code=serializer.validated_data["code"])
         except WrongProof:
-            reauth.proof_failed(request=request, user=user)  # guesses cost what a wrong password does
             raise ValidationError({"code": [CODE_WRONG]}) from None
         return Response({"recovery_codes": codes})
 

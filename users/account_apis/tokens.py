@@ -23,8 +23,8 @@ from rest_framework.views import APIView
 from users import reauth
 from users.account_apis.common import UserOutputSerializer, credential_field, detail_response
 from users.apis import ERROR, FIELD_ERRORS, THROTTLED, StrictInputSerializer
-from users.auth import client_ip, lockout_response
-from users.errors import InvalidToken, WrongProof
+from users.auth import client_ip, lockout_response, proof_turn
+from users.errors import InvalidToken, LockedOut, WrongProof
 from users.mfa import flows as mfa
 from users.mfa import passkeys
 from users.models import User
@@ -111,7 +111,11 @@ class TokenObtainApi(APIView):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        user = authenticate(request._request, username=data["username"], password=data["password"])
+        try:
+            with proof_turn(request._request, data["username"]):
+                user = authenticate(request._request, username=data["username"], password=data["password"])
+        except LockedOut:
+            return lockout_response(request._request)
         if getattr(request._request, "axes_locked_out", False):  # django-axes refused to even try
             return lockout_response(request._request)
         if user is None:
@@ -196,16 +200,16 @@ class TokenMfaApi(APIView):
             user = mfa.login_token_user(token=data["mfa_token"])
         except InvalidToken:
             return refused
-        if reauth.is_locked(request=request._request, user=user):
-            return lockout_response(request._request)
-        try:
-            user = mfa.login_token_redeem(
-                token=data["mfa_token"], code=data.get("code"), credential=data.get("credential")
+        proof = {"code": data.get("code"), "credential": data.get("credential")}
+        try:  # a wrong proof counts like a wrong password
+            user = reauth.proof_attempt(
+                request=request._request,
+                user=user,
+                check=lambda: mfa.login_token_redeem(token=data["mfa_token"], **proof),
             )
-        except InvalidToken:
-            return refused
-        except WrongProof:
-            reauth.proof_failed(request=request._request, user=user)  # counts like a wrong password
+        except LockedOut:
+            return lockout_response(request._request)
+        except (InvalidToken, WrongProof):
             return refused
         return log_in(request, user)
 

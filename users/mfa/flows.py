@@ -124,7 +124,8 @@ def totp_setup(*, user: User) -> TotpSetup:
 
 
 def totp_confirm(*, user: User, code: str) -> list[str]:
-    """The first code from the app turns TOTP on; returns the ten recovery codes (shown once)."""
+    """The first code from the app turns TOTP on; returns ten new recovery codes (shown once). Codes
+    the user had (beside a passkey) stop working: a ``recovery_codes_regenerated`` event and notice."""
     with transaction.atomic():
         device = TotpDevice.objects.select_for_update().filter(user=user).first()
         if device is None or device.confirmed_at is not None:
@@ -135,8 +136,11 @@ def totp_confirm(*, user: User, code: str) -> list[str]:
             raise WrongProof
         else:
             TotpDevice.objects.filter(pk=device.pk).update(confirmed_at=timezone.now())
+            replaced = recovery_codes.codes_left(user=user) > 0  # beside a passkey: the owner's codes go
             codes = recovery_codes.codes_replace(user=user)
             events.event_record(user=user, kind=Event.MFA_ENABLED, detail=TOTP, notify=True)
+            if replaced:  # told apart, or printed codes would be trusted that no longer work
+                events.event_record(user=user, kind=Event.RECOVERY_CODES_REGENERATED, notify=True)
             return codes
     # An abandoned set-up is not a secret anyone may keep guessing the codes of: it goes.
     TotpDevice.objects.filter(pk=expired, confirmed_at__isnull=True).delete()
