@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -22,6 +23,7 @@ from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.tokens import Token
 
 from users import context, identity
+from users.errors import LockedOut
 from users.models import LoginSession, User, UsernameReservation
 from users.services.sessions import SESSION_CLAIM
 
@@ -133,6 +135,7 @@ def lockout_username(request: HttpRequest, credentials: dict | None) -> str:
     login = (credentials or {}).get("username")
     if not isinstance(login, str):
         login = request.POST.get("username", "") if hasattr(request, "POST") else ""
+    login = login.strip()  # as the forms and the API's fields do before django-axes counts it
     if "@" not in login:
         return identity.canonical_username(login)
     canonical = identity.canonical_email(login)
@@ -142,13 +145,29 @@ def lockout_username(request: HttpRequest, credentials: dict | None) -> str:
     return owner or canonical
 
 
-def proof_turn(request: HttpRequest, login: str) -> AbstractContextManager[None]:
+BUSY = "Another attempt for this account is being checked right now; try again in a second."
+PROOF_BUSY = "_users_proof_busy"  # set on a request refused for waiting too long for its turn
+
+
+@contextmanager
+def proof_turn(request: HttpRequest, login: str) -> Iterator[None]:
     """The proofs of the lockout pair a log-in names (the account however spelled, and the client's
     network) one at a time (``users.proofs``): the lockout's check, the proof and the counting of
-    a failure are one step for concurrent requests. Raises ``LockedOut`` after waiting too long."""
+    a failure are one step for concurrent requests. After waiting too long: ``LockedOut``, which
+    ``lockout_response`` answers as "busy" (429, ``Retry-After: 1``), not as a lockout."""
     from users import proofs
 
-    return proofs.one_at_a_time(lockout_username(request, {"username": login}), client_network(request))
+    try:
+        with proofs.one_at_a_time(lockout_username(request, {"username": login}), client_network(request)):
+            yield
+    except proofs.Busy:  # raised only while waiting for the turn, never by the block
+        setattr(getattr(request, "_request", request), PROOF_BUSY, True)  # DRF's Request wraps it
+        raise LockedOut from None
+
+
+def proof_busy(request: HttpRequest) -> bool:
+    """Whether a ``LockedOut`` of this request was only a wait for its turn that took too long."""
+    return bool(getattr(request, PROOF_BUSY, False))
 
 
 def lockout_response(
@@ -158,12 +177,14 @@ def lockout_response(
     *args: Any,
     **kwargs: Any,
 ) -> HttpResponse:
-    """django-axes' answer to a locked-out log-in: 429 with Retry-After, JSON on the API."""
-    wait = int(settings.AXES_COOLOFF_TIME.total_seconds())
-    detail = "Too many failed log-ins. Try again later, or reset your password."
+    """django-axes' answer to a locked-out log-in: 429 with Retry-After, JSON on the API. A request
+    that only waited too long for its turn (``proof_turn``) is told to try again in a second."""
+    busy = proof_busy(request)
+    wait = 1 if busy else int(settings.AXES_COOLOFF_TIME.total_seconds())
+    detail = BUSY if busy else "Too many failed log-ins. Try again later, or reset your password."
     response: HttpResponse
     if request.path.startswith("/api/"):
-        response = JsonResponse({"detail": detail, "code": "locked_out"}, status=429)
+        response = JsonResponse({"detail": detail, "code": "throttled" if busy else "locked_out"}, status=429)
     else:
         response = render(request, "users/too_many_requests.html", {"wait": wait, "detail": detail}, status=429)
     response["Retry-After"] = str(wait)

@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 from anymail.exceptions import AnymailWebhookValidationFailure
 from anymail.webhooks.mailgun import MailgunTrackingWebhookView as AnymailMailgunTracking
@@ -35,7 +35,22 @@ def _signature(request: Any) -> tuple[str, str]:
     return str(request.POST["token"]), str(request.POST["timestamp"])
 
 
+def _body_digest(request: Any) -> str:
+    """What the event said: the JSON body's bytes, or a legacy form's fields (a multipart body can't
+    be read again once Django parsed it)."""
+    if request.content_type == "application/json":
+        return hashlib.sha256(request.body).hexdigest()
+    fields = sorted((name, values) for name, values in request.POST.lists())
+    return hashlib.sha256(json.dumps(fields).encode()).hexdigest()
+
+
 class MailgunTrackingWebhookView(AnymailMailgunTracking):
+    def parse_events(self, request: Any) -> list[Any]:
+        try:
+            return cast("list[Any]", super().parse_events(request))
+        except OSError as exc:  # a timestamp the platform's clock can't hold (1e18): the body's fault
+            raise ValueError("Mailgun event timestamp out of range") from exc
+
     def validate_request(self, request: Any) -> None:
         super().validate_request(request)  # basic auth, then the signature
         token, timestamp = _signature(request)
@@ -46,7 +61,7 @@ class MailgunTrackingWebhookView(AnymailMailgunTracking):
         if not -CLOCK_SKEW_S <= age <= SIGNATURE_MAX_AGE_S:
             raise AnymailWebhookValidationFailure("Mailgun webhook signature too old (or from the future)")
         key = "feedback:mailgun-token:" + hashlib.sha256(token.encode()).hexdigest()
-        body = hashlib.sha256(request.body).hexdigest()
+        body = _body_digest(request)
         try:
             kept = body if cache.add(key, body, timeout=SIGNATURE_MAX_AGE_S + CLOCK_SKEW_S) else cache.get(key)
         except Exception as exc:  # the cache is down: the signature and basic auth still hold

@@ -23,6 +23,7 @@ from django.utils.http import urlsafe_base64_encode
 
 from conftest import message_text, wait_for
 from tests.security.test_account_takeover import CSRF, NEW_PASSWORD, PASSWORD, Api, Browser, _behind_a_proxy
+from users import proofs
 from users.account_views import PROOF_MISSING, PROOF_WRONG
 from users.models import LoginSession, MfaLoginToken, OutboundEmail, SecurityEvent, TotpDevice, User
 from users.tests.factories import UserFactory, superuser_with_factor, with_totp
@@ -548,13 +549,17 @@ def test_guesses_sent_all_at_once_get_no_more_tries_than_guesses_sent_one_by_one
     assert User.objects.get(pk=ada.pk).email == "ada@example.com"
 
 
+# One account, spelled as the form accepts it (the form strips spaces, the lock must not tell them apart).
+SPELLINGS = ["ada", " ada", "ada ", "\tada", "\u3000ada", "ADA", "Ada", " ADA ", "ada\n", "\u2003ada", "ada\t", "aDa"]
+
+
 def test_log_in_pages_sent_all_at_once_try_no_more_passwords_than_the_lockout_allows(stack, ada, settings):
-    limit, burst = settings.AXES_FAILURE_LIMIT, 12
+    limit, burst = settings.AXES_FAILURE_LIMIT, len(SPELLINGS)
     forms = []
-    for _ in range(burst):  # each its own browser, with its CSRF token, before the burst
+    for spelling in SPELLINGS:  # each its own browser, with its CSRF token, before the burst
         browser = Browser(stack)
         token = CSRF.search(browser.get("/login/").text).group(1)
-        forms.append((browser, {"csrfmiddlewaretoken": token, "username": "ada", "password": "not the password"}))
+        forms.append((browser, {"csrfmiddlewaretoken": token, "username": spelling, "password": "not the password"}))
 
     def post(browser: Browser, fields: dict):
         return lambda: browser.http.post(
@@ -564,6 +569,18 @@ def test_log_in_pages_sent_all_at_once_try_no_more_passwords_than_the_lockout_al
     statuses = _at_once([post(browser, fields) for browser, fields in forms])
     assert _failures(ada, "wrong password or unknown account") == limit
     assert statuses[429] == burst - limit + 1 and statuses[400] == limit - 1
+
+
+def test_a_proof_that_waits_too_long_for_its_turn_is_told_to_try_again_not_locked_out(stack, ada, monkeypatch):
+    """A double submit or a retry waits for the one in flight; past ``WAIT_S`` it is answered
+    "busy" (429, Retry-After 1), never as a 15-minute lockout, and nothing is counted."""
+    monkeypatch.setattr(proofs, "WAIT_S", 0.3)
+    with proofs.one_at_a_time("ada", "127.0.0.1"):  # another request of ada's from here, in its turn
+        answer = Api(stack).call("POST", "/api/tokens/", {"username": "ada", "password": PASSWORD})
+    assert answer.status_code == 429 and answer.headers["Retry-After"] == "1"
+    assert answer.json()["code"] == "throttled" and "try again in a second" in answer.json()["detail"]
+    assert _failures(ada, "wrong password or unknown account") == 0
+    assert Api(stack).log_in("ada").status_code == 200  # its turn free again
 
 
 # Key rotation ------------------------------------------------------------------------------------------

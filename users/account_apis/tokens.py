@@ -282,14 +282,19 @@ class TokenPasskeyApi(APIView):
         data = serializer.validated_data
         refused = detail_response(BAD_PASSKEY, "invalid_credentials", status.HTTP_401_UNAUTHORIZED)
         owner = passkeys.credential_owner(credential=data["credential"])
-        if owner is not None and reauth.is_locked(request=request._request, user=owner):
-            return lockout_response(request._request)
+
+        def verify() -> User:
+            return passkeys.verify(credential=data["credential"], token=data["passkey_token"])
+
         try:
-            user = passkeys.verify(credential=data["credential"], token=data["passkey_token"])
+            if owner is not None:  # a wrong answer counts like a wrong password of that account
+                user = reauth.proof_attempt(request=request._request, user=owner, check=verify)
+            else:
+                user = verify()
+        except LockedOut:
+            return lockout_response(request._request)
         except WrongProof:
-            if owner is not None:  # counts like a wrong password of that account
-                reauth.proof_failed(request=request._request, user=owner)
-            else:  # no account to lock, but the address's failures count (THROTTLE_LOGIN)
+            if owner is None:  # no account to lock, but the address's failures count (THROTTLE_LOGIN)
                 record_login_failure(request._request)
             return refused
         if not user.is_active:

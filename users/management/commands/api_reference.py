@@ -70,7 +70,8 @@ ERROR_CODES = [
     (
         "throttled",
         "429",
-        "too many requests from this client (or for this address or user); `Retry-After` says when to try again",
+        "too many requests from this client (or for this address or user), or another attempt of this account "
+        "from this client is being checked right now (`Retry-After: 1`); `Retry-After` says when to try again",
     ),
     (
         "not_authenticated",

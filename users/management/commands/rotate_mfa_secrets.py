@@ -6,8 +6,10 @@ from users.mfa import totp
 class Command(BaseCommand):
     help = (
         "Encrypt every TOTP secret again under the current key (MFA_ENCRYPTION_KEY, or DJANGO_SECRET_KEY when "
-        "that is empty), after a key rotation, so that the old key can leave MFA_ENCRYPTION_KEY_FALLBACKS or "
-        "DJANGO_SECRET_KEY_FALLBACKS. Safe to run again and beside the service. Prints rotated=N unreadable=N; "
+        "that is empty), after a key rotation, so that the TOTP secrets no longer need the old key. Recovery "
+        "codes are kept as keyed hashes and can't be re-hashed: those made under the old key work only while it "
+        "stays in MFA_ENCRYPTION_KEY_FALLBACKS or DJANGO_SECRET_KEY_FALLBACKS (or until their owners make new "
+        "ones). Safe to run again and beside the service. Prints rotated=N unreadable=N; "
         "exits 1 when a secret no key reads is found (the users' ids are listed: reset their factors in the admin)."
     )
 
