@@ -124,6 +124,8 @@ MIDDLEWARE = [
     "axes.middleware.AxesMiddleware",
     # Who is asking and from where, for security events; browser sessions are session rows.
     "users.middleware.SecurityContextMiddleware",
+    # A log-in's place in the per-address failure limit, given back unless it failed.
+    "users.middleware.LoginPlaceMiddleware",
     # MFA_REQUIRED_ROLES on the pages: staff without a factor set one up before any admin page.
     "users.middleware.SecondFactorEnrollmentMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",

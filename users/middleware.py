@@ -24,6 +24,21 @@ from users.auth import LAST_USED_RESOLUTION, client_ip
 from users.mfa import flows as mfa
 from users.models import LoginSession
 from users.receivers import BROWSER_SESSION_KEY
+from users.throttles import login_place_settle
+
+
+class LoginPlaceMiddleware:
+    """Gives back the per-address failure limit's place a log-in took and did not fail
+    (``users.throttles.LoginThrottle``)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        try:
+            return self.get_response(request)
+        finally:
+            login_place_settle(request)
 
 
 class SecurityContextMiddleware:

@@ -11,12 +11,14 @@ switches the limits off.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
 import time
 import uuid
 from collections import deque
+from dataclasses import dataclass
 from typing import Any, cast
 
 from django.core.cache import cache
@@ -61,6 +63,11 @@ class _LocalWindows:
         self.lock = threading.Lock()
         self.counts: dict[str, deque[float]] = {}
 
+    def give_back(self, key: str, at: float) -> None:
+        """The place a request took at ``at``, given back (see LoginThrottle)."""
+        with self.lock, contextlib.suppress(KeyError, ValueError):
+            self.counts[key].remove(at)
+
     def allow(self, key: str, now: float, period: float, limit: int, mode: str = "take") -> tuple[bool, float]:
         with self.lock:
             if len(self.counts) > 10_000:  # forget idle windows
@@ -71,6 +78,7 @@ class _LocalWindows:
             if mode == "add":
                 history.append(now)
                 return True, 0.0
+
             if len(history) < limit:
                 if mode == "take":
                     history.append(now)
@@ -82,14 +90,36 @@ _local = _LocalWindows()
 _script: Any = None
 
 
-def _shared_allow(key: str, now: float, period: float, limit: int, mode: str = "take") -> tuple[bool, float]:
+def _shared_allow(
+    key: str, now: float, period: float, limit: int, mode: str = "take", member: str | None = None
+) -> tuple[bool, float]:
     global _script
     client = get_redis_connection("default")
     if _script is None:
         _script = client.register_script(_SLIDING_WINDOW)
-    member = f"{now}:{uuid.uuid4().hex[:8]}"
+    member = member or f"{now}:{uuid.uuid4().hex[:8]}"
     allowed, oldest = _script(keys=[key], args=[now, period, limit, member, mode], client=client)
     return bool(allowed), float(oldest)
+
+
+@dataclass
+class _Place:
+    """Where a request was counted in a window: enough to give the place back."""
+
+    key: str
+    member: str
+    at: float
+    shared: bool
+    kept: bool = False
+
+    def give_back(self) -> None:
+        try:
+            if self.shared:
+                get_redis_connection("default").zrem(self.key, self.member)
+            else:
+                _local.give_back(self.key, self.at)
+        except (RedisError, OSError):
+            logger.warning("throttle cache unreachable; a log-in's place is kept until the window moves on")
 
 
 class _WindowThrottle(SimpleRateThrottle):
@@ -120,11 +150,14 @@ class _WindowThrottle(SimpleRateThrottle):
         if ident is None:
             return True
         now, key = time.time(), cache.make_key(ident)
+        member = f"{now}:{uuid.uuid4().hex[:8]}"
         try:
-            allowed, oldest = _shared_allow(key, now, self.duration, self.num_requests, mode)
+            allowed, oldest = _shared_allow(key, now, self.duration, self.num_requests, mode, member)
+            self.place = _Place(key, member, now, shared=True)
         except (RedisError, OSError):
             logger.warning("throttle cache unreachable; counting in this process", extra={"scope": self.scope})
             allowed, oldest = _local.allow(key, now, self.duration, self.num_requests, mode)
+            self.place = _Place(key, member, now, shared=False)
         self.free_at = oldest + self.duration
         return allowed
 
@@ -169,22 +202,52 @@ class ResendAddressThrottle(_AddressThrottle):
     scope = "resend_address"
 
 
+LOGIN_PLACE = "_users_login_place"  # the window place a log-in request holds while it is checked
+
+
 class LoginThrottle(_WindowThrottle):
     """Failed log-ins per client address (``THROTTLE_LOGIN``): a log-in is refused while its address
-    has that many failures in the window; a request alone counts nothing. Failures are recorded by
-    ``record_login_failure`` (every failed log-in: API, pages, admin, a wrong current password).
+    has that many failures in the window — counting the log-ins being checked right now, so a burst
+    naming many accounts at once can't all pass before any has failed. Each request takes a place
+    as it comes in; the place is kept if it fails (``record_login_failure``: every failed log-in —
+    API, pages, admin, a wrong current password) and given back when it ends otherwise
+    (``login_place_settle``, from ``users.middleware.LoginPlaceMiddleware``): successes count
+    nothing.
 
     Nothing counts per account: one account's failures from many addresses never stop its owner
     from logging in from an address that has not failed (django-axes locks an account and address
     pair, not the account)."""
 
     scope = "login"
-    mode = "peek"
+    mode = "take"
+
+    def allow_request(self, request: Any, view: Any) -> bool:
+        allowed = super().allow_request(request, view)
+        place = getattr(self, "place", None)
+        if allowed and place is not None:
+            http_request = getattr(request, "_request", request)
+            if getattr(http_request, LOGIN_PLACE, None) is None:
+                setattr(http_request, LOGIN_PLACE, place)
+            else:  # one request holds one place (a view checked twice)
+                place.give_back()
+        return allowed
 
 
 def record_login_failure(request: Any) -> None:
-    """Count one failed log-in against the request's client address."""
+    """Count one failed log-in against the request's client address: the place it holds is kept,
+    or — a request that took none (a wrong current password) — one is added."""
+    place = getattr(getattr(request, "_request", request), LOGIN_PLACE, None)
+    if place is not None and not place.kept:
+        place.kept = True
+        return
     LoginThrottle()._window(request, None, "add")
+
+
+def login_place_settle(request: HttpRequest) -> None:
+    """At the end of a request: a place it took and did not fail is given back."""
+    place = getattr(request, LOGIN_PLACE, None)
+    if place is not None and not place.kept:
+        place.give_back()
 
 
 class RefreshThrottle(_WindowThrottle):

@@ -549,6 +549,22 @@ def test_guesses_sent_all_at_once_get_no_more_tries_than_guesses_sent_one_by_one
     assert User.objects.get(pk=ada.pk).email == "ada@example.com"
 
 
+def test_a_burst_naming_many_accounts_from_one_address_gets_no_more_tries_than_the_address_limit(stack, ada, settings):
+    """THROTTLE_LOGIN counts failed log-ins per address: it read the count, and the failures were
+    added after the passwords were checked, so 30 guesses at 30 accounts sent at once all passed
+    a limit of 10 (a review of the proof lock). Each log-in holds its place while it is checked
+    now, and gives it back unless it failed: a success still counts nothing."""
+    settings.REST_FRAMEWORK = settings.REST_FRAMEWORK | {
+        "DEFAULT_THROTTLE_RATES": settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] | {"login": "10/min"}
+    }
+    for _ in range(12):  # successes give their place back
+        assert Api(stack).log_in("ada").status_code == 200
+    guesses = [{"username": f"someone{n}", "password": "not the password"} for n in range(30)]
+    statuses = _at_once([lambda g=g: Api(stack).call("POST", "/api/tokens/", g) for g in guesses])
+    assert statuses == Counter({401: 10, 429: 20})
+    assert SecurityEvent.objects.filter(kind="login_failed").count() == 10
+
+
 # One account, spelled as the form accepts it (the form strips spaces, the lock must not tell them apart).
 SPELLINGS = ["ada", " ada", "ada ", "\tada", "\u3000ada", "ADA", "Ada", " ADA ", "ada\n", "\u2003ada", "ada\t", "aDa"]
 
