@@ -554,6 +554,7 @@ class SecurityEvent(models.Model):
         PASSKEY_ADDED = "passkey_added", "passkey added"
         PASSKEY_REMOVED = "passkey_removed", "passkey removed"
         MFA_RESET_BY_STAFF = "mfa_reset_by_staff", "second factors reset by staff"
+        SECOND_STEP_FAILED = "second_step_failed", "log-in with the right password, but a wrong second factor"
         ADDRESS_SUPPRESSED = "address_suppressed", "email address suppressed (bounced or complained)"
         ADDRESS_SUPPRESSION_LIFTED = "address_suppression_lifted", "email address suppression lifted by staff"
 

@@ -151,6 +151,25 @@ def test_a_replayed_totp_code_and_a_used_recovery_code_are_refused_alike(stack, 
     assert again.status_code == 401 and again.json() == replay.json()
 
 
+def test_the_right_password_with_a_wrong_second_step_tells_the_owner_once_an_hour(stack, ada, smtp_server):
+    """If it was not the owner, their password is known: they hear of it (from where, when) — once
+    an hour at most, so whoever has the password can't fill their inbox."""
+    _, app, _ = logged_in_with_factor(stack, ada)
+    for _ in range(3):
+        client, mfa_token = first_step(stack)
+        assert second_step(client, mfa_token, _wrong(app)).status_code == 401
+    [notice] = wait_for(
+        lambda: [m for m in smtp_server.to("ada@example.com") if "not your second factor" in m["Subject"]],
+        what="the notice of a failed second step",
+    )
+    text = message_text(notice)
+    assert "127.0.0.1" in text and "change your password" in text and "/account/" in text
+    [event] = _kinds(ada, "second_step_failed")
+    assert (event.actor, event.client_ip) == ("self", "127.0.0.1")
+    assert OutboundEmail.objects.filter(kind="security_notice", event__kind="second_step_failed").count() == 1
+    assert len(_kinds(ada, "login_failed")) == 3  # every failure is still counted for the lockout
+
+
 def test_an_mfa_token_works_once_expires_and_dies_after_five_wrong_codes(stack, ada, settings):
     settings.AXES_FAILURE_LIMIT = 50  # the token's own limit, not the lockout, is under test here
     _, app, codes = logged_in_with_factor(stack, ada)

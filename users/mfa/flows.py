@@ -280,5 +280,19 @@ def login_token_redeem(
         else:
             MfaLoginToken.objects.filter(pk=row.pk).update(failures=row.failures + 1)
     if not right:
+        _second_step_failed(row.user)
         raise WrongProof
     return row.user
+
+
+# The owner hears of a failed second step at most this often: whoever has the password must not be
+# able to fill their inbox (every failure is still a login_failed event and counts for the lockout).
+SECOND_STEP_NOTICE_EVERY = timedelta(hours=1)
+
+
+def _second_step_failed(user: User) -> None:
+    """The password was right and the second step was not: if it was not the owner, their password
+    is known — they are told (ASVS 6.3.5: a partly successful log-in), from where and when."""
+    since = timezone.now() - SECOND_STEP_NOTICE_EVERY
+    if not SecurityEvent.objects.filter(user=user, kind=Event.SECOND_STEP_FAILED, at__gte=since).exists():
+        events.event_record(user=user, kind=Event.SECOND_STEP_FAILED, actor=events.SELF, notify=True)

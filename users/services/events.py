@@ -32,6 +32,7 @@ NOTICE_TITLES = {
     Kind.PASSKEY_REMOVED: "A passkey was removed",
     Kind.RECOVERY_CODES_REGENERATED: "New recovery codes were made (the old ones no longer work)",
     Kind.MFA_RESET_BY_STAFF: "Your second factors were reset by our staff",
+    Kind.SECOND_STEP_FAILED: "Someone gave your password, but not your second factor",
 }
 
 
