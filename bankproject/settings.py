@@ -223,7 +223,10 @@ SIMPLE_JWT: dict[str, Any] = {
 AXES_FAILURE_LIMIT = env_int("LOGIN_LOCKOUT_FAILURES", 5)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
-AXES_RESET_ON_SUCCESS = True
+# A success resets its pair's count — done by users.receivers.on_logged_in, by the account's own
+# lockout name: django-axes' reset reads the account's username as a typed log-in, and an older
+# username holding an "@" would clear the failures of whoever owns that address.
+AXES_RESET_ON_SUCCESS = False
 AXES_USERNAME_CALLABLE = "users.auth.lockout_username"
 AXES_CLIENT_IP_CALLABLE = "users.auth.client_network"  # an IPv6 client counts by its /64
 AXES_LOCKOUT_CALLABLE = "users.auth.lockout_response"

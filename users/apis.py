@@ -77,7 +77,7 @@ class UserCreateApi(APIView):
 
     @extend_schema_serializer(component_name="Signup")
     class InputSerializer(StrictInputSerializer):
-        username = serializers.CharField(max_length=150, help_text="ASCII letters, digits and @/./+/-/_.")
+        username = serializers.CharField(max_length=150, help_text="ASCII letters, digits and ./+/-/_ (no @).")
         full_name = serializers.CharField(max_length=255)
         email = serializers.EmailField(max_length=254)
         password = serializers.CharField(

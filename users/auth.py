@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -108,8 +108,27 @@ def client_ip(request: HttpRequest | Request) -> str:
     if forwarded and proxies:
         addresses = [a.strip() for a in forwarded.split(",") if a.strip()]
         if addresses:
-            return addresses[-min(proxies, len(addresses))]
+            chosen = addresses[-min(proxies, len(addresses))]
+            if (address := _ip_of(chosen)) is not None:
+                return address
+            logger.warning("X-Forwarded-For entry is no IP address; using the peer's", extra={"entry": chosen[:64]})
     return remote
+
+
+def _ip_of(entry: str) -> str | None:
+    """An X-Forwarded-For entry as an IP address: ``1.2.3.4``, ``1.2.3.4:5678`` and ``[2001:db8::1]:443``
+    (the forms proxies append), else None."""
+    candidates = [entry]
+    if entry.startswith("[") and "]" in entry:
+        candidates.append(entry[1 : entry.index("]")])
+    elif entry.count(":") == 1:
+        candidates.append(entry.partition(":")[0])
+    for candidate in candidates:
+        try:
+            return str(ipaddress.ip_address(candidate))
+        except ValueError:
+            continue
+    return None
 
 
 def client_network(request: HttpRequest | Request) -> str:
@@ -128,10 +147,22 @@ def client_network(request: HttpRequest | Request) -> str:
     return str(address)
 
 
+# In credentials built from an account (not typed at a log-in): its lockout name, as it is — an
+# account's username may hold an "@" (older accounts), which a typed login would read as an address.
+LOCKOUT_NAME = "lockout_name"
+
+
+def account_credentials(user: User) -> dict[str, str]:
+    """The credentials of a failure, a lockout check or a reset for ``user`` itself."""
+    return {"username": user.username, LOCKOUT_NAME: identity.canonical_username(user.username)}
+
+
 def lockout_username(request: HttpRequest, credentials: dict | None) -> str:
     """What django-axes counts failures against: the account named, however it was spelled —
     "Ada", "ada" and the account's address are one (an address with no account counts as itself,
     so a lockout behaves the same whether or not the account exists)."""
+    if isinstance(named := (credentials or {}).get(LOCKOUT_NAME), str):
+        return named
     login = (credentials or {}).get("username")
     if not isinstance(login, str):
         login = request.POST.get("username", "") if hasattr(request, "POST") else ""
@@ -149,16 +180,34 @@ BUSY = "Another attempt for this account is being checked right now; try again i
 PROOF_BUSY = "_users_proof_busy"  # set on a request refused for waiting too long for its turn
 
 
+def proof_turn(request: HttpRequest, login: str) -> AbstractContextManager[None]:
+    """The proofs of the lockout pair a typed log-in names (the account however spelled, and the
+    client's network) one at a time (``users.proofs``): the lockout's check, the proof and the
+    counting of a failure are one step for concurrent requests. After waiting too long:
+    ``LockedOut``, which ``lockout_response`` answers as "busy" (429, ``Retry-After: 1``)."""
+    return _turn(request, lockout_username(request, {"username": login}))
+
+
+def lockout_reset(request: HttpRequest, user: User) -> None:
+    """A success: the failures of ``user`` from this client's network are forgotten."""
+    from axes.handlers.proxy import AxesProxyHandler  # type: ignore[import-untyped]
+
+    name, network = lockout_username(request, account_credentials(user)), client_network(request)
+    if name and network:  # never a reset by one of the two alone (it would forgive too much)
+        AxesProxyHandler.reset_attempts(ip_address=network, username=name)
+
+
+def account_turn(request: HttpRequest, user: User) -> AbstractContextManager[None]:
+    """``proof_turn`` for ``user`` itself (a step-up, a second step)."""
+    return _turn(request, lockout_username(request, account_credentials(user)))
+
+
 @contextmanager
-def proof_turn(request: HttpRequest, login: str) -> Iterator[None]:
-    """The proofs of the lockout pair a log-in names (the account however spelled, and the client's
-    network) one at a time (``users.proofs``): the lockout's check, the proof and the counting of
-    a failure are one step for concurrent requests. After waiting too long: ``LockedOut``, which
-    ``lockout_response`` answers as "busy" (429, ``Retry-After: 1``), not as a lockout."""
+def _turn(request: HttpRequest, lockout_name: str) -> Iterator[None]:
     from users import proofs
 
     try:
-        with proofs.one_at_a_time(lockout_username(request, {"username": login}), client_network(request)):
+        with proofs.one_at_a_time(lockout_name, client_network(request)):
             yield
     except proofs.Busy:  # raised only while waiting for the turn, never by the block
         setattr(getattr(request, "_request", request), PROOF_BUSY, True)  # DRF's Request wraps it

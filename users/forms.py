@@ -64,7 +64,7 @@ def add_proof_fields(form: forms.Form, user: User | None) -> None:
 class SignupForm(forms.Form):
     username = forms.CharField(
         max_length=150,
-        help_text="ASCII letters, digits and @/./+/-/_ only.",
+        help_text="ASCII letters, digits and ./+/-/_ only (no @).",
         widget=forms.TextInput(attrs={"autocomplete": "username", "autofocus": True}),
     )
     full_name = forms.CharField(max_length=255, widget=forms.TextInput(attrs={"autocomplete": "name"}))

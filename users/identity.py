@@ -18,8 +18,9 @@ enumeration and cooldowns compare — is simply its lower case, which PostgreSQL
 uniquely indexed column, ``users_user.email_canonical``) and Python compute identically.
 
 **Usernames.** NFKC first (fullwidth ``ａｄｍｉｎ`` becomes ``admin``), then ASCII letters, digits and
-``@.+-_`` only, so a Cyrillic ``аdmin`` is refused instead of sitting beside ``admin``; unique
-case-insensitively (``Admin`` is ``admin``) through the generated ``username_canonical``.
+``.+-_`` only (an ``@`` would read as an address at the log-in), so a Cyrillic ``аdmin`` is refused
+instead of sitting beside ``admin``; unique case-insensitively (``Admin`` is ``admin``) through the
+generated ``username_canonical``.
 """
 
 from __future__ import annotations
@@ -125,7 +126,10 @@ def canonical_username(value: str) -> str:
 
 @deconstructible
 class UsernameValidator(ASCIIUsernameValidator):
-    message = "Enter a valid username: ASCII letters, digits and @/./+/-/_ only."
+    # No "@": a log-in with an "@" is read as an address, so such a username could never be typed to
+    # log in, and it read as someone else's address where the lockout met it.
+    regex = r"^[\w.+-]+\Z"
+    message = "Enter a valid username: ASCII letters, digits and ./+/-/_ only (no @: that is for addresses)."
 
 
 # --- Names that go into emails and pages -------------------------------------------------------

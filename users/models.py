@@ -61,7 +61,7 @@ class User(AbstractBaseUser, PermissionsMixin):
         max_length=150,
         unique=True,
         validators=[UsernameValidator()],
-        help_text="150 characters or fewer. ASCII letters, digits and @/./+/-/_ only.",
+        help_text="150 characters or fewer. ASCII letters, digits and ./+/-/_ only (no @).",
         error_messages={"unique": "A user with that username already exists."},
     )
     # What uniqueness and log-in compare (users/identity.py): computed by the database, so it can

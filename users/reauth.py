@@ -19,7 +19,7 @@ from axes.handlers.proxy import AxesProxyHandler  # type: ignore[import-untyped]
 from django.contrib.auth import user_login_failed
 from django.http import HttpRequest
 
-from users.auth import PASSWORD_TRIED, proof_turn
+from users.auth import PASSWORD_TRIED, account_credentials, account_turn
 from users.errors import LockedOut, ProofMissing, WrongPassword, WrongProof
 from users.mfa import flows as mfa
 from users.models import User
@@ -28,7 +28,7 @@ T = TypeVar("T")
 
 
 def _credentials(user: User) -> dict[str, str]:
-    return {"username": user.username}
+    return account_credentials(user)
 
 
 def is_locked(*, request: HttpRequest, user: User) -> bool:
@@ -38,7 +38,7 @@ def is_locked(*, request: HttpRequest, user: User) -> bool:
 def turn(*, request: HttpRequest, user: User) -> AbstractContextManager[None]:
     """This account and address's proofs one at a time (``users.proofs``): wrap the check of
     ``is_locked``, the proof, and ``proof_failed`` in it. Raises ``LockedOut`` after waiting too long."""
-    return proof_turn(request, user.username)
+    return account_turn(request, user)
 
 
 def _failed(request: HttpRequest, user: User, **kind: bool) -> None:

@@ -10,7 +10,7 @@ from anymail.signals import tracking
 from django.contrib.auth import user_logged_in, user_logged_out, user_login_failed
 
 from users import context
-from users.auth import PASSWORD_TRIED, client_ip, find_user
+from users.auth import LOCKOUT_NAME, PASSWORD_TRIED, client_ip, find_user, lockout_reset
 from users.errors import FeedbackFailed
 from users.models import SecurityEvent, User
 from users.services import accounts, events, feedback, sessions
@@ -30,6 +30,7 @@ def on_logged_in(sender: Any, request: Any, user: User, **kwargs: Any) -> None:
         )
         request.session[BROWSER_SESSION_KEY] = str(session.pk)
     context.signed_in(user, session.pk)
+    lockout_reset(request, user)
     events.event_record(user=user, kind=SecurityEvent.Kind.LOGIN, detail=session.kind, actor=events.SELF)
 
 
@@ -50,8 +51,11 @@ def on_login_failed(sender: Any, credentials: dict, request: Any = None, **kwarg
     if request is None or not getattr(request, PASSWORD_TRIED, False):
         return
     record_login_failure(request)
-    login = credentials.get("username")
-    user = find_user(login) if isinstance(login, str) else None
+    login, named = credentials.get("username"), credentials.get(LOCKOUT_NAME)
+    if isinstance(named, str):  # an account's own failure (a step-up, a second step): that account
+        user = User.objects.filter(username_canonical=named).first()
+    else:
+        user = find_user(login) if isinstance(login, str) else None
     if kwargs.get("second_factor"):
         detail = "wrong second factor"
     elif kwargs.get("reauthentication"):

@@ -194,6 +194,48 @@ def test_the_per_address_limit_counts_failures_only(stack, settings, ada):
     assert Api(stack, ip="192.0.2.11").log_in("ada").status_code == 200
 
 
+def test_nobody_resets_or_fills_another_accounts_lockout_with_their_own_log_ins(stack, settings, ada):
+    """An older account whose username is someone else's address (usernames may no longer hold an
+    "@"): its owner's successes reset ada's failures from that address, and its wrong current
+    passwords counted against ada and landed in her trail — 20 guesses a minute at ada from one
+    address where 5 per 15 minutes are allowed (a hostile review)."""
+    _behind_a_proxy(settings)
+    limit = settings.AXES_FAILURE_LIMIT
+    mallory = UserFactory(
+        username="ada@example.com", email="mallory@example.net", full_name="M", is_email_verified=True
+    )
+    attacker = Api(stack, ip="203.0.113.66")
+    answers = [attacker.log_in("ada", f"guess {n}").status_code for n in range(limit - 1)]
+    assert answers == [401] * (limit - 1)
+    assert attacker.log_in("mallory@example.net").status_code == 200  # her own account, from there
+    assert (
+        attacker.call("PATCH", "/api/users/me/", {"email": "m2@example.net", "current_password": "no"}).status_code
+        == 400
+    )
+    assert attacker.log_in("ada", "one guess more").status_code == 429  # ada's count was kept: locked
+    assert [e.detail for e in _events(ada, "login_failed")] == ["wrong password or unknown account"] * limit
+    assert [e.detail for e in _events(mallory, "login_failed")] == ["wrong current password"]
+    assert Api(stack, ip="198.51.100.8").log_in("ada").status_code == 200
+
+
+def test_a_username_with_an_at_sign_is_refused(stack):
+    body = {"username": "bob@example.com", "full_name": "B", "email": "b@example.net", "password": PASSWORD}
+    answer = Api(stack).call("POST", "/api/users/", body)
+    assert answer.status_code == 400 and "username" in answer.json()
+
+
+@pytest.mark.parametrize("forwarded", ["203.0.113.9:5678", "[2001:db8::9]:443", "not-an-address", "1.2.3.4, junk"])
+def test_a_forwarded_address_with_a_port_or_none_at_all_is_never_a_500(stack, settings, ada, forwarded):
+    _behind_a_proxy(settings)
+    api = Api(stack)
+    api.http.headers["X-Forwarded-For"] = forwarded
+    assert api.log_in("ada", "wrong").status_code == 401
+    assert api.log_in("ada").status_code == 200
+    if ":" in forwarded and not forwarded.startswith("not"):  # the address without its port
+        [failure] = _events(ada, "login_failed")
+        assert failure.client_ip == ("203.0.113.9" if "." in forwarded else "2001:db8::9")
+
+
 # 4. A staff password reset in the admin leaves sessions working ------------------------------------------
 def test_every_way_a_password_changes_revokes_the_sessions_and_mails_a_notice(stack, smtp_server, ada, settings):
     settings.MFA_REQUIRED_ROLES = ("none",)  # staff log in with the password alone here (enrolment: elsewhere)
