@@ -70,15 +70,15 @@ def start_worker(tmp_path, redis_server, smtp_server) -> Iterator[Callable[..., 
 
 
 @pytest.fixture
-def sweep(redis_server, smtp_server) -> Callable[[], str]:
-    """Run ``manage.py redispatch_verifications`` once, as the scheduler does, with no grace period."""
+def sweep(redis_server, smtp_server) -> Callable[..., str]:
+    """Run ``manage.py redispatch_verifications`` once, as the scheduler does, with no grace period
+    (``env``: settings that differ from the fault tests', as the worker's do)."""
 
-    def run() -> str:
+    def run(**env: str) -> str:
         env = worker_env(
             redis_url=redis_server.url,
             smtp=smtp_server,
-            **FAULT_ENV,
-            VERIFY_EMAIL_REDISPATCH_AFTER="0",
+            **(FAULT_ENV | {"VERIFY_EMAIL_REDISPATCH_AFTER": "0"} | env),
         )
         done = subprocess.run(
             [sys.executable, "manage.py", "redispatch_verifications"],
