@@ -152,9 +152,13 @@ def client_network(request: HttpRequest | Request) -> str:
 LOCKOUT_NAME = "lockout_name"
 
 
+def account_lockout_name(user: User) -> str:
+    return identity.canonical_username(user.username)
+
+
 def account_credentials(user: User) -> dict[str, str]:
-    """The credentials of a failure, a lockout check or a reset for ``user`` itself."""
-    return {"username": user.username, LOCKOUT_NAME: identity.canonical_username(user.username)}
+    """The credentials of a failure or a lockout check for ``user`` itself."""
+    return {"username": user.username, LOCKOUT_NAME: account_lockout_name(user)}
 
 
 def lockout_username(request: HttpRequest, credentials: dict | None) -> str:
@@ -192,14 +196,14 @@ def lockout_reset(request: HttpRequest, user: User) -> None:
     """A success: the failures of ``user`` from this client's network are forgotten."""
     from axes.handlers.proxy import AxesProxyHandler  # type: ignore[import-untyped]
 
-    name, network = lockout_username(request, account_credentials(user)), client_network(request)
+    name, network = account_lockout_name(user), client_network(request)
     if name and network:  # never a reset by one of the two alone (it would forgive too much)
         AxesProxyHandler.reset_attempts(ip_address=network, username=name)
 
 
 def account_turn(request: HttpRequest, user: User) -> AbstractContextManager[None]:
     """``proof_turn`` for ``user`` itself (a step-up, a second step)."""
-    return _turn(request, lockout_username(request, account_credentials(user)))
+    return _turn(request, account_lockout_name(user))
 
 
 @contextmanager

@@ -12,7 +12,6 @@ A missing proof is not a guess: it is refused without counting.
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 from axes.handlers.proxy import AxesProxyHandler  # type: ignore[import-untyped]
@@ -27,25 +26,15 @@ from users.models import User
 T = TypeVar("T")
 
 
-def _credentials(user: User) -> dict[str, str]:
-    return account_credentials(user)
-
-
 def is_locked(*, request: HttpRequest, user: User) -> bool:
-    return bool(AxesProxyHandler.is_locked(request, _credentials(user)))
-
-
-def turn(*, request: HttpRequest, user: User) -> AbstractContextManager[None]:
-    """This account and address's proofs one at a time (``users.proofs``): wrap the check of
-    ``is_locked``, the proof, and ``proof_failed`` in it. Raises ``LockedOut`` after waiting too long."""
-    return account_turn(request, user)
+    return bool(AxesProxyHandler.is_locked(request, account_credentials(user)))
 
 
 def _failed(request: HttpRequest, user: User, **kind: bool) -> None:
     # What Django's authenticate() sends for a failed log-in: django-axes counts it, and so do the
     # failure limit and the security events (users.receivers, which count only what was tried).
     setattr(request, PASSWORD_TRIED, True)
-    user_login_failed.send(sender=__name__, credentials=_credentials(user), request=request, **kind)
+    user_login_failed.send(sender=__name__, credentials=account_credentials(user), request=request, **kind)
 
 
 def proof_failed(*, request: HttpRequest, user: User) -> None:
@@ -57,7 +46,7 @@ def proof_attempt(*, request: HttpRequest, user: User, check: Callable[[], T]) -
     """One second-factor proof of ``user`` outside a step-up (a log-in's second step, a TOTP
     confirmation), in its turn: ``LockedOut`` if the pair is locked; else ``check()``'s answer, and
     a ``WrongProof`` it raises is counted as a failed log-in before it goes on up."""
-    with turn(request=request, user=user):
+    with account_turn(request, user):
         if is_locked(request=request, user=user):
             raise LockedOut
         try:
@@ -81,8 +70,8 @@ def reauthenticate(
     second factor, ``ProofMissing`` without ``code`` or ``credential`` (a passkey's assertion) and
     ``WrongProof`` (after counting) for a wrong, replayed or used one. ``password_needed=False``:
     the password was proven another way (a reset link), only the second factor is checked.
-    Concurrent calls for one account and address run one after another (``turn``)."""
-    with turn(request=request, user=user):
+    Concurrent calls for one account and address run one after another (``account_turn``)."""
+    with account_turn(request, user):
         _reauthenticate(request, user, password, code, credential, password_needed)
 
 

@@ -78,7 +78,6 @@ class _LocalWindows:
             if mode == "add":
                 history.append(now)
                 return True, 0.0
-
             if len(history) < limit:
                 if mode == "take":
                     history.append(now)
@@ -90,14 +89,11 @@ _local = _LocalWindows()
 _script: Any = None
 
 
-def _shared_allow(
-    key: str, now: float, period: float, limit: int, mode: str = "take", member: str | None = None
-) -> tuple[bool, float]:
+def _shared_allow(key: str, now: float, period: float, limit: int, mode: str, member: str) -> tuple[bool, float]:
     global _script
     client = get_redis_connection("default")
     if _script is None:
         _script = client.register_script(_SLIDING_WINDOW)
-    member = member or f"{now}:{uuid.uuid4().hex[:8]}"
     allowed, oldest = _script(keys=[key], args=[now, period, limit, member, mode], client=client)
     return bool(allowed), float(oldest)
 

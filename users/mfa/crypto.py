@@ -54,11 +54,11 @@ def rotate(token: bytes) -> bytes:
     return _fernet().rotate(bytes(token))
 
 
-def digest(purpose: str, value: str) -> str:
-    """The keyed hash of ``value`` under the current key."""
-    return digests(purpose, value)[0]
+def digest(purpose: str, value: str, key: str | None = None) -> str:
+    """The keyed hash of ``value`` under ``key`` (the current one by default)."""
+    return salted_hmac(purpose, value, secret=key or keys()[0], algorithm="sha256").hexdigest()
 
 
 def digests(purpose: str, value: str) -> list[str]:
     """The keyed hash of ``value`` under each key of the chain, the current one first."""
-    return [salted_hmac(purpose, value, secret=key, algorithm="sha256").hexdigest() for key in keys()]
+    return [digest(purpose, value, key) for key in keys()]
