@@ -1,21 +1,18 @@
 """django-axes kept the current password typed into the account page's password form in clear
-(``old_password`` was not among AXES_SENSITIVE_PARAMETERS), and the new address of an address
-change (``email``): mask both in the rows already kept."""
+(``old_password`` was not among AXES_SENSITIVE_PARAMETERS): mask it in the rows already kept."""
 
 import re
 
 from django.db import migrations
-from django.db.models import Q
 
 MASK = "********************"
-CLEAR = re.compile(r"^(old_password|email)=.*$", re.MULTILINE)
+OLD_PASSWORD = re.compile(r"^old_password=.*$", re.MULTILINE)
 
 
 def mask(apps, schema_editor):
     attempts = apps.get_model("axes", "AccessAttempt")  # the one model of axes that keeps the form
-    kept = attempts.objects.filter(Q(post_data__contains="old_password=") | Q(post_data__contains="email="))
-    for row in kept.only("pk", "post_data").iterator():
-        attempts.objects.filter(pk=row.pk).update(post_data=CLEAR.sub(rf"\1={MASK}", row.post_data))
+    for row in attempts.objects.filter(post_data__contains="old_password=").only("pk", "post_data").iterator():
+        attempts.objects.filter(pk=row.pk).update(post_data=OLD_PASSWORD.sub(f"old_password={MASK}", row.post_data))
 
 
 class Migration(migrations.Migration):
