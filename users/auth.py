@@ -40,6 +40,7 @@ def find_user(login: str) -> User | None:
     """The account a log-in names: an address (it has an @) or a username; both canonical."""
     if not isinstance(login, str) or not login:
         return None
+    login = identity.typed_login(login)
     if "@" in login:
         canonical = identity.canonical_email(login)
         return User.objects.filter(email_canonical=canonical).first() if canonical else None
@@ -66,6 +67,7 @@ class UsernameOrEmailBackend(ModelBackend):
             return None
         if request is not None:
             setattr(request, PASSWORD_TRIED, True)  # django-axes let it through: this is a real try
+        username = identity.typed_login(username)  # one reading of the login for every step below
         by_address = "@" in username
         user = find_user(username)
         if user is None:
@@ -170,7 +172,7 @@ def lockout_username(request: HttpRequest, credentials: dict | None) -> str:
     login = (credentials or {}).get("username")
     if not isinstance(login, str):
         login = request.POST.get("username", "") if hasattr(request, "POST") else ""
-    login = login.strip()  # as the forms and the API's fields do before django-axes counts it
+    login = identity.typed_login(login)  # as the log-in forms read it before django-axes counts it
     if "@" not in login:
         return identity.canonical_username(login)
     canonical = identity.canonical_email(login)

@@ -119,6 +119,12 @@ def normalize_username(value: str) -> str:
     return username
 
 
+def typed_login(value: str) -> str:
+    """A username or address as typed at a log-in, read the way every log-in form reads it (the
+    admin's NFKC-normalises, all strip): ``ａｄａ＠example.com `` is ``ada@example.com``."""
+    return unicodedata.normalize("NFKC", value).strip()
+
+
 def canonical_username(value: str) -> str:
     """What two spellings of one username share (``username_canonical``)."""
     return unicodedata.normalize("NFKC", value).lower() if isinstance(value, str) else ""
