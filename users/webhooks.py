@@ -45,27 +45,31 @@ def _body_digest(request: Any) -> str:
 
 
 class MailgunTrackingWebhookView(AnymailMailgunTracking):
+    """anymail's view: its validators (basic auth, then the signature) run first, once each; the
+    replay checks run here, on a request they passed, before the events are read."""
+
     def parse_events(self, request: Any) -> list[Any]:
+        _refuse_replay(request)
         try:
             return cast("list[Any]", super().parse_events(request))
         except OSError as exc:  # a timestamp the platform's clock can't hold (1e18): the body's fault
             raise ValueError("Mailgun event timestamp out of range") from exc
 
-    def validate_request(self, request: Any) -> None:
-        super().validate_request(request)  # basic auth, then the signature
-        token, timestamp = _signature(request)
-        try:
-            age = time.time() - float(timestamp)
-        except ValueError:
-            raise AnymailWebhookValidationFailure("Mailgun webhook signed with no timestamp") from None
-        if not -CLOCK_SKEW_S <= age <= SIGNATURE_MAX_AGE_S:
-            raise AnymailWebhookValidationFailure("Mailgun webhook signature too old (or from the future)")
-        key = "feedback:mailgun-token:" + hashlib.sha256(token.encode()).hexdigest()
-        body = _body_digest(request)
-        try:
-            kept = body if cache.add(key, body, timeout=SIGNATURE_MAX_AGE_S + CLOCK_SKEW_S) else cache.get(key)
-        except Exception as exc:  # the cache is down: the signature and basic auth still hold
-            logger.warning("delivery feedback: Mailgun token unchecked", extra={"error": type(exc).__name__})
-            return
-        if kept != body:
-            raise AnymailWebhookValidationFailure("Mailgun webhook signature used before for another event")
+
+def _refuse_replay(request: Any) -> None:
+    token, timestamp = _signature(request)
+    try:
+        age = time.time() - float(timestamp)
+    except ValueError:
+        raise AnymailWebhookValidationFailure("Mailgun webhook signed with no timestamp") from None
+    if not -CLOCK_SKEW_S <= age <= SIGNATURE_MAX_AGE_S:
+        raise AnymailWebhookValidationFailure("Mailgun webhook signature too old (or from the future)")
+    key = "feedback:mailgun-token:" + hashlib.sha256(token.encode()).hexdigest()
+    body = _body_digest(request)
+    try:
+        kept = body if cache.add(key, body, timeout=SIGNATURE_MAX_AGE_S + CLOCK_SKEW_S) else cache.get(key)
+    except Exception as exc:  # the cache is down: the signature and basic auth still hold
+        logger.warning("delivery feedback: Mailgun token unchecked", extra={"error": type(exc).__name__})
+        return
+    if kept != body:
+        raise AnymailWebhookValidationFailure("Mailgun webhook signature used before for another event")
