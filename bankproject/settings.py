@@ -334,8 +334,13 @@ ANYMAIL: dict[str, Any] = {
     if name.startswith("ANYMAIL_") and name != "ANYMAIL_" and value
 }
 # Two secrets while the provider's configuration changes over ("user:old,user:new"): anymail takes a list.
+# Each must be a whole user:password — a comma inside one would otherwise make two short ones.
 if "WEBHOOK_SECRET" in ANYMAIL:
-    ANYMAIL["WEBHOOK_SECRET"] = [secret.strip() for secret in ANYMAIL["WEBHOOK_SECRET"].split(",") if secret.strip()]
+    ANYMAIL["WEBHOOK_SECRET"] = [secret.strip() for secret in ANYMAIL["WEBHOOK_SECRET"].split(",")]
+    if not all(user and password for user, _, password in (s.partition(":") for s in ANYMAIL["WEBHOOK_SECRET"])):
+        raise ImproperlyConfigured(
+            "ANYMAIL_WEBHOOK_SECRET: each comma-separated secret is user:password, neither empty (no comma inside one)"
+        )
 # The tracking webhooks (/anymail/<esp>/tracking/) answer only behind ANYMAIL_WEBHOOK_SECRET
 # ("user:password", HTTP basic auth) — plus the provider's signature where it signs (Mailgun:
 # ANYMAIL_MAILGUN_WEBHOOK_SIGNING_KEY; Resend: ANYMAIL_RESEND_SIGNING_SECRET). Without the secret

@@ -289,6 +289,24 @@ def test_the_webhook_secret_can_be_two_while_the_provider_changes_over(stack, se
     assert DeliveryEvent.objects.filter(email=email).count() == 2
 
 
+@pytest.mark.parametrize("secret", ["feedback:pa,ss", "feedback:old,", ":no-user", "no-password:"])
+def test_a_webhook_secret_that_would_split_into_a_short_one_refuses_to_start(secret):
+    """A comma inside a password made two secrets, one of them a fragment with no user (a review)."""
+    started = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "bankproject.settings",
+            "DJANGO_DEBUG": "true",
+            "ANYMAIL_WEBHOOK_SECRET": secret,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert started.returncode != 0 and "ANYMAIL_WEBHOOK_SECRET" in started.stderr
+
+
 def test_without_the_webhook_secret_there_is_no_webhook(live_server, settings):
     settings.ANYMAIL = {"MAILGUN_WEBHOOK_SIGNING_KEY": SIGNING_KEY}
     answer = requests.post(f"{live_server.url}/anymail/mailgun/tracking/", json={}, timeout=10)
