@@ -74,9 +74,10 @@ class DatabaseUnavailable:
 
 
 class AdminBadInput:
-    """A staff member's malformed filter or selection in the admin (a NUL in a filter, an id that
-    is no number, an address that is no IP) is a ``400``, not a ``500``: Django's admin hands such
-    values to the database as they come."""
+    """A staff member's malformed filter in the admin (a NUL, an address that is no IP) is a ``400``,
+    not a ``500``: Django's admin hands filter values to the database as they come, and the query
+    fails only when the list page renders. Only pages read (GET): a write that fails is a bug, a
+    ``500``; a malformed selection for an action is refused before it runs (users.admin)."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -85,8 +86,10 @@ class AdminBadInput:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if not request.path.startswith("/admin/") or not isinstance(
-            exception, ValueError | DjangoValidationError | DataError
+        if (
+            request.method not in ("GET", "HEAD")
+            or not request.path.startswith("/admin/")
+            or not isinstance(exception, ValueError | DjangoValidationError | DataError)
         ):
             return None
         logger.warning(

@@ -13,10 +13,11 @@ from django.contrib.admin.utils import unquote
 from django.contrib.auth import REDIRECT_FIELD_NAME
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+from django.core.exceptions import ValidationError
 from django.core.paginator import Page, Paginator
 from django.db import connection, transaction
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseBase, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.functional import cached_property
@@ -134,6 +135,20 @@ class HistoryMixin(OwnersFirstDeleteMixin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+class SelectionCheckMixin:
+    """A selection for an action is ids of this model, or a ``400`` before the action runs (Django
+    hands the raw values to the query: "abc" for an integer id, "x" for a UUID)."""
+
+    def response_action(self, request, queryset):
+        pk = self.model._meta.pk  # type: ignore[attr-defined]
+        try:
+            for value in request.POST.getlist(helpers.ACTION_CHECKBOX_NAME):
+                pk.to_python(value)
+        except ValidationError:
+            return HttpResponseBadRequest("That selection is not valid.\n", content_type="text/plain; charset=utf-8")
+        return super().response_action(request, queryset)  # type: ignore[misc]
 
 
 class SuperuserBulkDeleteMixin:
@@ -278,7 +293,7 @@ def reset_second_factors(modeladmin, request: HttpRequest, queryset: QuerySet[Us
 
 
 @admin.register(User)
-class UserAdmin(SuperuserBulkDeleteMixin, OwnersFirstDeleteMixin, FastListMixin, DjangoUserAdmin):
+class UserAdmin(SelectionCheckMixin, SuperuserBulkDeleteMixin, OwnersFirstDeleteMixin, FastListMixin, DjangoUserAdmin):
     owner_field = "pk"
     form = ChangeForm
     add_form = CreationForm
@@ -415,7 +430,7 @@ class UserAdmin(SuperuserBulkDeleteMixin, OwnersFirstDeleteMixin, FastListMixin,
 
 
 @admin.register(OutboundEmail)
-class OutboundEmailAdmin(HistoryMixin, FastListMixin, admin.ModelAdmin):
+class OutboundEmailAdmin(SelectionCheckMixin, HistoryMixin, FastListMixin, admin.ModelAdmin):
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()
         if not term:
@@ -511,7 +526,7 @@ def _feedback_words(event: DeliveryEvent) -> str:
 
 
 @admin.register(Suppression)
-class SuppressionAdmin(admin.ModelAdmin):
+class SuppressionAdmin(SelectionCheckMixin, admin.ModelAdmin):
     """Addresses nothing is sent to after a bounce, rejection or complaint; staff lift them."""
 
     list_display = ["address", "reason", "created_at", "lifted_at", "lifted_by", "email_link"]
@@ -553,7 +568,7 @@ class SuppressionAdmin(admin.ModelAdmin):
 
 
 @admin.register(EmailVerification)
-class EmailVerificationAdmin(HistoryMixin, admin.ModelAdmin):
+class EmailVerificationAdmin(SelectionCheckMixin, HistoryMixin, admin.ModelAdmin):
     list_display = ["id", "user", "email", "purpose", "state", "created_at", "expires_at", "verified_at"]
     list_filter = ["state", "purpose"]
     search_fields = ["email", "user__username"]
@@ -564,7 +579,7 @@ class EmailVerificationAdmin(HistoryMixin, admin.ModelAdmin):
 
 
 @admin.register(LoginSession)
-class LoginSessionAdmin(SuperuserBulkDeleteMixin, FastListMixin, admin.ModelAdmin):
+class LoginSessionAdmin(SelectionCheckMixin, SuperuserBulkDeleteMixin, FastListMixin, admin.ModelAdmin):
     """Every user's log-in sessions; staff can block one (its refresh and access tokens stop working)."""
 
     list_display = ["id", "user", "kind", "created_at", "last_used_at", "expires_at", "client_ip", "status"]
@@ -638,7 +653,7 @@ class ActorFilter(admin.SimpleListFilter):
 
 
 @admin.register(SecurityEvent)
-class SecurityEventAdmin(FastListMixin, admin.ModelAdmin):
+class SecurityEventAdmin(SelectionCheckMixin, FastListMixin, admin.ModelAdmin):
     """The security trail, read-only: nothing here adds, changes or deletes an event."""
 
     list_display = ["at", "kind", "user", "actor", "client_ip", "detail"]
@@ -674,7 +689,7 @@ class SecurityEventAdmin(FastListMixin, admin.ModelAdmin):
 
 
 @admin.register(AddressRequest)
-class AddressRequestAdmin(FastListMixin, admin.ModelAdmin):
+class AddressRequestAdmin(SelectionCheckMixin, FastListMixin, admin.ModelAdmin):
     """Password-reset and resend requests, read-only: whether the worker has looked each one up.
     The address is what a stranger typed into a public form; it shows on the request's own page
     only, and is not searchable. The sweep deletes requests after a week."""
