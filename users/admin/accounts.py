@@ -17,13 +17,13 @@ from django.utils.html import format_html
 
 from users import identity, policies
 from users.admin.base import (
-    NOT_YOURS,
     FastListMixin,
     LargeTablePaginator,
     OwnersFirstDeleteMixin,
     ReadOnlyInline,
     SelectionCheckMixin,
     SuperuserBulkDeleteMixin,
+    report,
     theirs,
 )
 from users.admin.site import own_password_change
@@ -120,12 +120,7 @@ def resend_verification(modeladmin, request: HttpRequest, queryset: QuerySet[Use
     allowed = theirs(request, queryset)
     sent = sum(1 for user in allowed if signup.verification_resend(user=user))
     refused = queryset.count() - len(allowed)
-    modeladmin.message_user(
-        request,
-        f"Queued {sent} verification email(s); {len(allowed) - sent} already verified"
-        + (f"; {refused} {NOT_YOURS}." if refused else "."),
-        messages.WARNING if refused else messages.SUCCESS,
-    )
+    report(modeladmin, request, f"Queued {sent} verification email(s); {len(allowed) - sent} already verified", refused)
 
 
 @admin.action(description="Reset the second factors (the customer lost them)", permissions=["change"])
@@ -138,12 +133,8 @@ def reset_second_factors(modeladmin, request: HttpRequest, queryset: QuerySet[Us
     allowed = [user for user in theirs(request, queryset) if user.pk != staff.pk]
     reset = sum(1 for user in allowed if mfa.factors_reset_by_staff(user=user))
     refused = queryset.count() - len(allowed)
-    modeladmin.message_user(
-        request,
-        f"Reset the second factors of {reset} user(s); {len(allowed) - reset} had none"
-        + (f"; {refused} not yours to reset (yourself, other staff or a superuser)." if refused else "."),
-        messages.WARNING if refused else messages.SUCCESS,
-    )
+    done = f"Reset the second factors of {reset} user(s); {len(allowed) - reset} had none"
+    report(modeladmin, request, done, refused, "not yours to reset (yourself, other staff or a superuser)")
 
 
 @admin.register(User)

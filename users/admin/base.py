@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import cast
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.exceptions import ValidationError
 from django.core.paginator import Page, Paginator
@@ -138,6 +138,20 @@ class FastListMixin:
     action_checkbox.short_description = mark_safe('<input type="checkbox" id="action-toggle">')  # type: ignore[attr-defined]
 
 
+class ViewOnlyMixin:
+    """Rows written by the service alone (append-only records): staff read them, never add,
+    change or delete one."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 class ReadOnlyInline(admin.TabularInline):
     """History shown on a user's page: nothing is added or deleted from here."""
 
@@ -156,3 +170,12 @@ def theirs(request: HttpRequest, users: Iterable[User]) -> list[User]:
     an action is no way around the change form's rule."""
     staff = cast("User", request.user)
     return [user for user in users if policies.can_admin_change(staff, user)]
+
+
+def report(modeladmin, request: HttpRequest, done: str, refused: int, refused_words: str = NOT_YOURS) -> None:
+    """An action's summary: what it did, and how many of the selected it refused to act on."""
+    modeladmin.message_user(
+        request,
+        done + (f"; {refused} {refused_words}." if refused else "."),
+        messages.WARNING if refused else messages.SUCCESS,
+    )

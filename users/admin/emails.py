@@ -18,6 +18,7 @@ from users.admin.base import (
     LargeTablePaginator,
     ReadOnlyInline,
     SelectionCheckMixin,
+    ViewOnlyMixin,
 )
 from users.models import (
     AddressRequest,
@@ -192,7 +193,7 @@ class EmailVerificationAdmin(SelectionCheckMixin, HistoryMixin, admin.ModelAdmin
 
 
 @admin.register(AddressRequest)
-class AddressRequestAdmin(SelectionCheckMixin, FastListMixin, admin.ModelAdmin):
+class AddressRequestAdmin(ViewOnlyMixin, SelectionCheckMixin, FastListMixin, admin.ModelAdmin):
     """Password-reset and resend requests, read-only: whether the worker has looked each one up.
     The address is what a stranger typed into a public form; it shows on the request's own page
     only, and is not searchable. The sweep deletes requests after a week."""
@@ -204,12 +205,3 @@ class AddressRequestAdmin(SelectionCheckMixin, FastListMixin, admin.ModelAdmin):
     list_per_page = 50
     fields = ("kind", "address", "created_at", "dispatched_at", "processed_at")
     readonly_fields = fields
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

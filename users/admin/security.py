@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from users import identity, policies
 from users.admin.base import (
-    NOT_YOURS,
     FastListMixin,
     LargeTablePaginator,
     SelectionCheckMixin,
     SuperuserBulkDeleteMixin,
+    ViewOnlyMixin,
+    report,
     theirs,
 )
 from users.models import (
@@ -75,12 +76,7 @@ class LoginSessionAdmin(SelectionCheckMixin, SuperuserBulkDeleteMixin, FastListM
         owners = {user.pk for user in theirs(request, {row.user for row in rows})}
         blocked = sum(sessions.session_block(session=row) for row in rows if row.user_id in owners)
         refused = sum(1 for row in rows if row.user_id not in owners)
-        self.message_user(
-            request,
-            f"Blocked {blocked} session(s): their tokens stop working now"
-            + (f"; {refused} {NOT_YOURS}." if refused else "."),
-            messages.WARNING if refused else messages.SUCCESS,
-        )
+        report(self, request, f"Blocked {blocked} session(s): their tokens stop working now", refused)
 
 
 class ActorFilter(admin.SimpleListFilter):
@@ -100,7 +96,7 @@ class ActorFilter(admin.SimpleListFilter):
 
 
 @admin.register(SecurityEvent)
-class SecurityEventAdmin(SelectionCheckMixin, FastListMixin, admin.ModelAdmin):
+class SecurityEventAdmin(ViewOnlyMixin, SelectionCheckMixin, FastListMixin, admin.ModelAdmin):
     """The security trail, read-only: nothing here adds, changes or deletes an event."""
 
     list_display = ["at", "kind", "user", "actor", "client_ip", "detail"]
@@ -124,12 +120,3 @@ class SecurityEventAdmin(SelectionCheckMixin, FastListMixin, admin.ModelAdmin):
         if ":" in term:
             return queryset.filter(actor=term), False
         return queryset.filter(user__username_canonical__startswith=identity.canonical_username(term)), False
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
