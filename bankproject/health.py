@@ -7,6 +7,7 @@ from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+from django_redis import get_redis_connection
 from dramatiq.brokers.redis import RedisBroker
 
 
@@ -20,7 +21,8 @@ def healthz(request: HttpRequest) -> JsonResponse:
 @never_cache
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
-    """The database and the broker (Redis, or RabbitMQ) answer; 503 names the ones that don't."""
+    """The database, the broker and Redis answer (with RabbitMQ as the broker, the cache's Redis is
+    checked beside it); 503 names the ones that don't."""
     checks: dict[str, str] = {}
     try:
         with connection.cursor() as cursor:
@@ -38,5 +40,12 @@ def readyz(request: HttpRequest) -> JsonResponse:
         checks[name] = "ok"
     except Exception as exc:
         checks[name] = f"error: {type(exc).__name__}"
+    if not isinstance(broker, RedisBroker):
+        # Redis is still the cache (rate limits, the proof lock) and the scheduler's lock.
+        try:
+            get_redis_connection("default").ping()
+            checks["redis"] = "ok"
+        except Exception as exc:
+            checks["redis"] = f"error: {type(exc).__name__}"
     ready = all(value == "ok" for value in checks.values())
     return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)

@@ -27,3 +27,25 @@ def test_readyz_names_the_dependency_that_is_down(client):
     assert response.status_code == 503
     body = response.json()
     assert body["checks"]["database"] == "ok" and body["checks"]["redis"].startswith("error")
+
+
+def test_readyz_checks_redis_beside_rabbitmq(client, settings):
+    """With RabbitMQ as the broker, Redis is still the cache (rate limits, the proof lock) and the
+    scheduler's lock: readiness names it when it does not answer."""
+    from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+    from tests.integration.test_brokers import RABBITMQ_URL, _wait_for_rabbitmq
+
+    _wait_for_rabbitmq()
+    rabbit = RabbitmqBroker(url=RABBITMQ_URL, middleware=configured_middleware())
+    try:
+        with swapped_broker(rabbit):
+            assert client.get("/readyz").json()["checks"] == {"database": "ok", "broker": "ok", "redis": "ok"}
+            settings.CACHES = {
+                "default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{free_port()}/0"}
+            }
+            response = client.get("/readyz")
+    finally:
+        rabbit.close()
+    assert response.status_code == 503
+    assert response.json()["checks"]["broker"] == "ok" and response.json()["checks"]["redis"].startswith("error")
