@@ -202,7 +202,8 @@ class TotpApi(MfaApi):
     @extend_schema(
         operation_id="mfa_totp_disable",
         summary="Turn TOTP off",
-        description="Needs `current_password` and `code`. With the last factor the recovery codes go too.",
+        description="A JSON body (OpenAPI shows none for `DELETE`): `current_password`, and `code` or `credential` "
+        "(the second factor). With the last factor the recovery codes go too.",
         request=InputSerializer,
         responses={204: None, 400: FIELDS_OR_STATE, 401: UNAUTHORISED, 429: THROTTLED},
     )
@@ -314,8 +315,8 @@ class PasskeyApi(MfaApi):
         operation_id="mfa_passkey_remove",
         parameters=[OpenApiParameter("passkey_id", int, OpenApiParameter.PATH, description="The passkey's `id`.")],
         summary="Remove a passkey",
-        description="Needs `current_password` and `code` or `credential`. With the last factor the recovery codes "
-        "go too.",
+        description="A JSON body (OpenAPI shows none for `DELETE`): `current_password`, and `code` or `credential` "
+        "(the second factor). With the last factor the recovery codes go too.",
         request=InputSerializer,
         responses={
             204: None,
