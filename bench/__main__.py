@@ -54,6 +54,20 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 
 # --- The SMTP sink ----------------------------------------------------------------------------------
+def insert_row(text: str, row: str) -> str:
+    """``text`` with ``row`` added as the last row of its runs table (the table whose header starts
+    ``| when (UTC) |``), wherever that table is on the page: other sections may follow it."""
+    lines = text.splitlines(keepends=True)
+    at = next((n for n, line in enumerate(lines) if line.startswith("| when (UTC) |")), None)
+    if at is None:
+        return text + row
+    while at + 1 < len(lines) and lines[at + 1].startswith("|"):
+        at += 1
+    if not lines[at].endswith("\n"):
+        lines[at] += "\n"
+    return "".join(lines[: at + 1]) + row + "".join(lines[at + 1 :])
+
+
 class Sink:
     """What the sink process (bench/sink.py) appended to its file: arrival times by recipient."""
 
@@ -660,19 +674,19 @@ class Bench:
                 "| load rate/s p50/p99 ms | enqueue p50/p99 ms | sign-ups/s / hashing/s | received/dup |\n"
                 "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
             )
-        with path.open("a") as out:
-            out.write(
-                f"| {r['when']} | {'quick' if self.quick else 'full'} | "
-                f"{r['settings']['task_admin']}, {r['settings']['redis_wakeup']}, "
-                f"{r['settings']['dramatiq_worker_timeout_ms']} | "
-                f"{r['noop_drain_per_s']} | "
-                f"{r['body_loop_per_s']} | {r['verify_drain_per_s']} | {r['ratios']['verify_drain_vs_body_loop']} | "
-                f"{r['idle_latency_ms']['p50']}/{r['idle_latency_ms']['p99']} | "
-                f"{r['load_latency_ms']['rate_per_s']} {r['load_latency_ms']['p50']}/{r['load_latency_ms']['p99']} | "
-                f"{r['enqueue_ms']['p50']}/{r['enqueue_ms']['p99']} | {r['signup_per_s']} / {r['hash_limit_per_s']} "
-                f"(log-ins {r['login_per_s']}, refreshes {r['refresh_per_s']}) | "
-                f"{r['emails_received']}/{r['duplicates']} |\n"
-            )
+        row = (
+            f"| {r['when']} | {'quick' if self.quick else 'full'} | "
+            f"{r['settings']['task_admin']}, {r['settings']['redis_wakeup']}, "
+            f"{r['settings']['dramatiq_worker_timeout_ms']} | "
+            f"{r['noop_drain_per_s']} | "
+            f"{r['body_loop_per_s']} | {r['verify_drain_per_s']} | {r['ratios']['verify_drain_vs_body_loop']} | "
+            f"{r['idle_latency_ms']['p50']}/{r['idle_latency_ms']['p99']} | "
+            f"{r['load_latency_ms']['rate_per_s']} {r['load_latency_ms']['p50']}/{r['load_latency_ms']['p99']} | "
+            f"{r['enqueue_ms']['p50']}/{r['enqueue_ms']['p99']} | {r['signup_per_s']} / {r['hash_limit_per_s']} "
+            f"(log-ins {r['login_per_s']}, refreshes {r['refresh_per_s']}) | "
+            f"{r['emails_received']}/{r['duplicates']} |\n"
+        )
+        path.write_text(insert_row(path.read_text(), row))
 
     def _draw_cdf(self, path: Path) -> None:
         import matplotlib

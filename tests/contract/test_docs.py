@@ -139,3 +139,17 @@ def test_the_api_reference_is_the_schema_it_is_generated_from():
     """docs/api-reference.md is written from the OpenAPI schema; an API change without
     ``python manage.py api_reference --write`` fails here."""
     call_command("api_reference", "--check")
+
+
+def test_a_bench_row_lands_in_the_runs_table_wherever_it_is():
+    """`python -m bench --update-docs` adds its row to the runs table, not to the end of the page:
+    `bench scale --update-docs` appends sections after it."""
+    from bench.__main__ import insert_row
+
+    page = (ROOT / "docs" / "performance.md").read_text() + "\n## Scale run (appended later)\n\n| a | b |\n|---|---|\n"
+    row = "| 2030-01-01T00:00:00+00:00 | full | the new row |\n"
+    lines = insert_row(page, row).splitlines()
+    at = lines.index(row.strip())
+    assert lines[at - 1].startswith("| 20") and lines[at + 1] == ""  # the table's last row, then its end
+    assert any(line.startswith("| when (UTC) |") for line in lines[:at])
+    assert lines.index("## Scale run (appended later)") > at
