@@ -30,6 +30,10 @@ from django.conf import settings
 from django_dramatiq.utils import load_middleware
 from dramatiq.brokers.stub import StubBroker
 
+# aiosmtpd gives its server thread 5 s to start, then says "the system is too busy": on a busy
+# machine every SMTP sink of the suite gets 30 s.
+os.environ.setdefault("AIOSMTPD_CONTROLLER_TIMEOUT", "30")
+
 LINK_RE = re.compile(r"https?://[^\s\"'<>]+/verify-email/\?email_id=(\d+)&secret_code=([A-Za-z0-9_-]+)")
 
 

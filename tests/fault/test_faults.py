@@ -33,7 +33,13 @@ from users.models import AddressRequest, EmailVerification, OutboundEmail
 from users.services import signup
 from users.tests.factories import superuser_with_factor
 
-pytestmark = [pytest.mark.fault, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_throttling")]
+# Worker start-ups, restarts and waits of a minute on a busy machine: each test gets 5 minutes.
+pytestmark = [
+    pytest.mark.fault,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("no_throttling"),
+    pytest.mark.timeout(300),
+]
 
 User = get_user_model()
 
@@ -136,12 +142,15 @@ def test_worker_killed_mid_task_before_smtp_is_redelivered_once(
     assert email.state == "sending" and email.attempts == 1
     doomed.kill()  # SIGKILL: no ack, no cleanup, the row stays claimed
 
-    healthy = start_worker()
+    # A claim of 45 s here (10 s in the other fault tests): the new worker's start-up on a busy
+    # machine must not outlast the claim, or the redelivery would find it stale and simply send.
+    claim = {"VERIFY_EMAIL_CLAIM_TIMEOUT": "45"}
+    healthy = start_worker(**claim)
     # The dead worker's message comes back once its heartbeat expires; while the row's claim is
     # fresh that delivery is dropped as a duplicate, and the sweep queues the row again once the
     # claim is stale.
-    wait_for(lambda: "being sent by another delivery" in healthy.output(), what="the redelivery")
-    wait_for(lambda: "redispatched=1" in sweep(), timeout=30, interval=1.0, what="the sweep to take the row")
+    wait_for(lambda: "being sent by another delivery" in healthy.output(), timeout=40, what="the redelivery")
+    wait_for(lambda: "redispatched=1" in sweep(**claim), timeout=90, interval=1.0, what="the sweep to take the row")
     _sent(1)
     email.refresh_from_db()
     assert email.attempts == 2
@@ -318,6 +327,7 @@ def test_malformed_argument_and_deleted_user_skip_retry_and_log_once(signup_data
 
 
 # 10 ----------------------------------------------------------------------------------------------
+@pytest.mark.timeout(420)  # it waits up to 240 s for the sends alone
 def test_load_1000_concurrent_signups_1000_emails(signup_data, broker, start_worker, smtp_server):
     start_worker(processes=2, threads=8)
     people = [signup_data() for _ in range(1000)]

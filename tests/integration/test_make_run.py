@@ -17,7 +17,8 @@ from django.conf import settings
 
 from conftest import free_port, wait_for
 
-pytestmark = pytest.mark.integration
+# A fresh migrate and five processes starting on a busy machine, then the link and the shutdown.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(360)]
 
 EXPORTER_PORT = 9191  # Dramatiq's default, which a second checkout or another worker may hold
 

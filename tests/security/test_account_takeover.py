@@ -36,7 +36,8 @@ class Api:
             self.http.headers["X-Forwarded-For"] = ip
 
     def call(self, method: str, path: str, body: dict | None = None) -> requests.Response:
-        return self.http.request(method, self.base + path, json=body, timeout=10)
+        # 60 s: a burst of log-ins queued one after another behind the proof lock on a busy machine.
+        return self.http.request(method, self.base + path, json=body, timeout=60)
 
     def log_in(self, username: str, password: str = PASSWORD) -> requests.Response:
         answer = self.call("POST", "/api/tokens/", {"username": username, "password": password})
