@@ -6,8 +6,9 @@
   asks clients to treat a 552 to RCPT as temporary, and RFC 3463 calls a full mailbox a condition
   that may clear); timeouts, refused or dropped connections, TLS failures.
 - **About us** (retried, and logged at ERROR and counted as a configuration problem): the server
-  refusing our credentials (``530``/``534``/``535``, any ``x.7.8``), our sender at ``MAIL FROM``, or
-  our ``HELO``. One person's address is not to blame, so the email must not fail for good: it goes
+  refusing our credentials (``530``/``534``/``535``, any ``x.7.8`` — at ``RCPT`` too, where some
+  relays first ask for them), a relay refusing to relay for us ("Relay access denied"), our sender
+  at ``MAIL FROM``, or our ``HELO``. One person's address is not to blame, so the email must not fail for good: it goes
   out once the configuration is fixed.
 Where the server gives an enhanced status code, its class (the first digit) decides over the basic
 code (a ``550 4.2.0`` is transient).
@@ -41,6 +42,8 @@ def classify(exc: BaseException) -> Answer:
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         answers = [(code, _text(msg)) for code, msg in exc.recipients.values()]
         description = "; ".join(f"{code} {text}" for code, text in answers) or "recipient refused"
+        if any(_about_us(code, text) for code, text in answers):  # a relay may ask for AUTH only at RCPT
+            return Answer(Verdict.CONFIGURATION, description)
         verdicts = {_about_the_message(code, text) for code, text in answers}
         verdict = Verdict.PERMANENT if verdicts == {Verdict.PERMANENT} else Verdict.TRANSIENT
         return Answer(verdict, description)
@@ -50,11 +53,17 @@ def classify(exc: BaseException) -> Answer:
         return Answer(Verdict.CONFIGURATION, _describe(exc))
     if isinstance(exc, smtplib.SMTPResponseException):  # SMTPDataError, and any other coded answer
         code, text = exc.smtp_code, _text(exc.smtp_error)
-        if code in _AUTH_CODES or _enhanced(text)[1:] == ("7", "8"):
+        if _about_us(code, text):
             return Answer(Verdict.CONFIGURATION, f"{code} {text}")
         verdict = _about_the_message(code, text) if isinstance(exc, smtplib.SMTPDataError) else Verdict.TRANSIENT
         return Answer(verdict, f"{code} {text}")
     return Answer(Verdict.TRANSIENT, _describe(exc))
+
+
+def _about_us(code: int, text: str) -> bool:
+    """Our credentials (``530``/``534``/``535``/``538``, ``x.7.8``), or our relay refusing to relay
+    for us (Postfix's "Relay access denied": we are not authenticated or not allowed)."""
+    return code in _AUTH_CODES or _enhanced(text)[1:] == ("7", "8") or "relay access denied" in text.lower()
 
 
 def _about_the_message(code: int, text: str) -> Verdict:

@@ -218,6 +218,22 @@ def test_transient_answers_give_the_row_back_for_a_retry(smtp_server, stage, ans
     assert row.state == State.PENDING and answer in row.last_error
 
 
+@pytest.mark.parametrize(
+    "answer", ["530 5.7.0 Authentication required", "550 5.7.8 bad credentials", "554 5.7.1 Relay access denied"]
+)
+def test_a_relay_refusing_us_at_rcpt_is_retried_as_configuration(smtp_server, answer):
+    """Some relays ask for our credentials only at RCPT: the person's address is not to blame, and
+    the email must go out once the configuration is fixed (a review saw these fail for good)."""
+    verification = create_verification()
+    before = delivery.SMTP_CONFIGURATION_ERRORS._value.get()
+    smtp_server.rcpt_answers = [answer]
+    with pytest.raises(smtplib.SMTPRecipientsRefused):
+        delivery.deliver(verification_id=verification.pk)
+    row = email_of(verification)
+    assert row.state == State.PENDING and answer in row.last_error
+    assert delivery.SMTP_CONFIGURATION_ERRORS._value.get() == before + 1
+
+
 def test_a_refusal_of_our_credentials_is_retried_and_logged_as_configuration(smtp_server, settings, caplog):
     verification = create_verification()
     before = delivery.SMTP_CONFIGURATION_ERRORS._value.get()
