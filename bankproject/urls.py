@@ -50,7 +50,18 @@ urlpatterns = [
 # field of the wrong type, an SNS message of no known type): the sender's fault, a 400 — a 500
 # would have the provider retry it.
 # (Our own failures to record an event are users.errors.FeedbackFailed: a 500, retried.)
-UNREADABLE = (ValueError, KeyError, TypeError, AttributeError, IndexError, ArithmeticError, AnymailAPIError)
+# RecursionError: JSON nested deep enough to exhaust the parser (some validators parse before the
+# basic auth is checked).
+UNREADABLE = (
+    ValueError,
+    KeyError,
+    TypeError,
+    AttributeError,
+    IndexError,
+    ArithmeticError,
+    RecursionError,
+    AnymailAPIError,
+)
 
 
 def _behind_the_secret(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:

@@ -82,6 +82,7 @@ def delivery_feedback(sender: Any, event: Any, esp_name: str, **kwargs: Any) -> 
     the email it is about, and its effects (``users.services.feedback``). Whatever fails here is
     ours, not the body's: ``FeedbackFailed``, a 500, and the provider sends the event again."""
     # The provider's servers are not a client of the account: its events name no address or user agent.
+    feedback.event_time_check(event)  # the body's fault (a 400), not ours
     outside_the_request = context.begin()
     try:
         feedback.tracking_event_record(esp_name=esp_name, event=event)

@@ -740,6 +740,42 @@ def test_a_timestamp_no_clock_can_hold_is_a_400(server, timestamp):
     assert_unchanged(email)
 
 
+@pytest.mark.parametrize(
+    "when",
+    [
+        "0001-01-01T00:00:00+14:00",  # PostgreSQL kept 1 BC, which Python can't read back: every page failed
+        "9999-12-31T23:59:59-23:59",  # PostgreSQL refused the offset: a 500
+        "1970-01-01T00:00:00Z",
+        "2999-01-01T00:00:00Z",
+    ],
+)
+def test_an_event_time_no_clock_holds_is_a_400_and_the_email_stays_readable(server, client, when):
+    """A review posted these; the email's admin pages and its later events must keep working."""
+    provider = PROVIDERS["postmark"]
+    email, sent = sent_email(provider)
+    for kind, field in (("delivery", "DeliveredAt"), ("bounce", "BouncedAt")):
+        hook = provider.build(kind, sent, _moment())
+        body = json.loads(hook.body)
+        body[field] = when
+        assert replace(hook, body=json.dumps(body).encode()).post(server).status_code == 400
+    assert_unchanged(email)
+    assert provider.build("bounce", sent, _moment()).post(server).status_code == 200  # a real one still counts
+    email.refresh_from_db()
+    assert email.state == "undeliverable"
+
+
+@pytest.mark.parametrize("provider_key", ["amazon_ses", "postmark", "mailgun"])
+def test_json_nested_past_the_parser_is_a_400_with_or_without_the_secret(server, provider_key):
+    """anymail's SES validator parses the body before the basic auth: a RecursionError was a 500."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    path = PROVIDERS[provider_key].build("delivery", sent_email(PROVIDERS[provider_key])[1], _moment()).path
+    for auth in (("x", "y"), WEBHOOK_AUTH):
+        answer = requests.post(
+            server + path, data=deep, auth=auth, headers={"Content-Type": "application/json"}, timeout=30
+        )
+        assert answer.status_code in (400, 401, 403), (auth, answer.status_code)
+
+
 def test_a_legacy_mailgun_form_webhook_is_read_and_its_signature_kept_to_its_own_event(server):
     """Mailgun's older webhooks post form fields (multipart), the signature among them."""
     email, sent = sent_email(PROVIDERS["mailgun"])

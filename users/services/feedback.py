@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -98,6 +99,25 @@ def _text(value: object, limit: int) -> str:
     character, no lone surrogate."""
     text = str(value).encode("utf-8", "replace").decode("utf-8")
     return _CONTROL.sub(" ", text)[:limit]
+
+
+# Provider events happened after this and before now (give or take a clock a day off).
+EARLIEST_EVENT = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def event_time_check(event: Any) -> None:
+    """``ValueError`` (the webhook's ``400``) for an event whose time no clock holds: PostgreSQL
+    would keep a year before Christ that Python can't read back (every page of the email, and
+    every later event for it, would fail), or refuse an offset of a day."""
+    when = event.timestamp
+    if when is None:
+        return
+    try:
+        utc = when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
+    except (OverflowError, ValueError) as exc:
+        raise ValueError("an event time out of range") from exc
+    if not EARLIEST_EVENT <= utc <= timezone.now() + timedelta(days=1):
+        raise ValueError("an event time out of range")
 
 
 def tracking_event_record(*, esp_name: str, event: Any) -> DeliveryEvent | None:
