@@ -119,8 +119,12 @@ class CreationForm(AdminUserCreationForm):
 def resend_verification(modeladmin, request: HttpRequest, queryset: QuerySet[User]) -> None:
     allowed = theirs(request, queryset)
     sent = sum(1 for user in allowed if signup.verification_resend(user=user))
+    verified = sum(1 for user in allowed if user.is_email_verified)
     refused = queryset.count() - len(allowed)
-    report(modeladmin, request, f"Queued {sent} verification email(s); {len(allowed) - sent} already verified", refused)
+    done = f"Queued {sent} verification email(s); {verified} already verified"
+    if suppressed := len(allowed) - sent - verified:
+        done += f"; {suppressed} to a suppressed address (lift it in Suppressions first)"
+    report(modeladmin, request, done, refused)
 
 
 @admin.action(description="Reset the second factors (the customer lost them)", permissions=["change"])

@@ -14,7 +14,7 @@ from django.db.models import BigIntegerField, Exists, OuterRef, Q, Value
 from django.utils import timezone
 
 from users import identity
-from users.models import AddressRequest, EmailVerification, OutboundEmail, User, UsernameReservation
+from users.models import AddressRequest, EmailVerification, OutboundEmail, Suppression, User, UsernameReservation
 from users.services import address_requests, delivery, links
 
 logger = logging.getLogger(__name__)
@@ -98,10 +98,11 @@ def account_exists_notify(*, user_id: int) -> None:
 
 
 def verification_resend(*, user: User) -> bool:
-    """Send ``user`` a fresh link (older ones stop working). False if already verified."""
+    """Send ``user`` a fresh link (older ones stop working). False if already verified, or if the
+    address is suppressed: nothing would go out, and the link the person may have keeps working."""
     with transaction.atomic():
         user = User.objects.select_for_update().get(pk=user.pk)
-        if user.is_email_verified:
+        if user.is_email_verified or Suppression.objects.covering(user.email).exists():
             return False
         links.verifications_supersede(user=user, reason="replaced by a newer link")
         links.verification_insert(user=user, email=user.email)
@@ -119,9 +120,12 @@ def verification_resend_for(*, canonical: str) -> None:
     """A recorded resend request, processed by the worker inside ``address_requests.request_process``'s
     transaction. At most one email per address per ``VERIFY_EMAIL_RESEND_COOLDOWN`` (sign-ups and
     notices count); a new link replaces older unused ones. Unknown and already verified addresses
-    get nothing."""
+    get nothing, and so does a suppressed address (a new link would not go out, and superseding
+    would kill the one the person has — anyone may ask for a resend)."""
     user = User.objects.select_for_update().filter(email_canonical=canonical).first()
     if user is None or user.is_email_verified or delivery.recently_mailed(canonical, delivery.LINK_COOLDOWN):
+        return
+    if Suppression.objects.covering(user.email).exists():
         return
     links.verifications_supersede(user=user, reason="replaced by a newer link")
     links.verification_insert(user=user, email=user.email)
