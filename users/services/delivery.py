@@ -35,7 +35,15 @@ from prometheus_client import Counter
 
 from users import dispatch, mail, smtp
 from users.errors import EmailBusy, EmailExpired, EmailGone, EmailNotWanted, EmailSuppressed, PermanentSendError
-from users.models import EmailVerification, OutboundEmail, OutboundEmailQuerySet, SecurityEvent, Suppression, User
+from users.models import (
+    DeliveryEvent,
+    EmailVerification,
+    OutboundEmail,
+    OutboundEmailQuerySet,
+    SecurityEvent,
+    Suppression,
+    User,
+)
 from users.services import address_requests, emails
 
 logger = logging.getLogger(__name__)
@@ -421,9 +429,13 @@ def _mark_sent(email: OutboundEmail, token: datetime) -> datetime:
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
     if not marked:
-        logger.error(
-            "email sent after this attempt's claim was taken over: it may go out twice", extra={"email_id": email.pk}
-        )
+        if DeliveryEvent.objects.filter(email_id=email.pk).exists():  # the provider's report came first
+            logger.info("email sent; the provider's report had already settled its row", extra={"email_id": email.pk})
+        else:
+            logger.error(
+                "email sent after this attempt's claim was taken over: it may go out twice",
+                extra={"email_id": email.pk},
+            )
     return now
 
 
@@ -480,7 +492,9 @@ def redispatch_due() -> dict[str, int]:
     quiet = now - timedelta(seconds=settings.VERIFY_EMAIL_REDISPATCH_AFTER)
     unfinished = OutboundEmail.objects.unfinished()
     # Emails of users an account flow holds right now wait for the next pass.
-    expired = _owners_first(unfinished.filter(expires_at__lte=now), skip_locked=True).update(
+    # (Not one a worker is sending right now: it claimed the row before the expiry.)
+    claimed_now = Q(state=State.SENDING, claimed_at__gte=now - timedelta(seconds=settings.VERIFY_EMAIL_CLAIM_TIMEOUT))
+    expired = _owners_first(unfinished.filter(expires_at__lte=now).exclude(claimed_now), skip_locked=True).update(
         state=State.FAILED, last_error="expired before it could be sent"
     )
     stalled = (

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from users import tokens
 from users.errors import EmailBusy, EmailExpired, EmailGone, EmailNotWanted, PermanentSendError
-from users.models import EmailVerification, OutboundEmail, User
+from users.models import DeliveryEvent, EmailVerification, OutboundEmail, User
 from users.services import accounts, delivery, emails, links, signup
 from users.tests.factories import UserFactory, create_notice, create_verification, email_of
 
@@ -160,6 +160,28 @@ def test_a_stale_worker_cannot_release_or_finish_a_claim_taken_over(settings):
     assert old_token != new_token
     row = email_of(verification)
     assert row.state == State.SENDING and row.claimed_at == new_token and row.attempts == 2
+
+
+def test_a_provider_report_before_the_row_says_sent_is_no_double_send_alarm(caplog):
+    """The provider's "delivered" can beat the worker's own "sent" (it settles the row first): the
+    worker's record then changes nothing, and that is said at INFO, not as an email going out twice."""
+    verification = create_verification()
+    email, token = delivery._claim({"verification_id": verification.pk})
+    row = email_of(verification)
+    DeliveryEvent.objects.create(email=row, esp="Postmark", event_key="k", event_type="delivered")
+    delivery.feedback_delivered(row, at=timezone.now())
+    delivery._mark_sent(email, token)
+    assert email_of(verification).state == State.SENT
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    assert "the provider's report had already settled its row" in caplog.text
+
+    other = create_verification()  # a claim taken over with no report: that one is an alarm
+    email, token = delivery._claim({"verification_id": other.pk})
+    OutboundEmail.objects.filter(pk=email.pk).update(claimed_at=timezone.now() + timedelta(seconds=1))
+    delivery._mark_sent(email, token)
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+        "email sent after this attempt's claim was taken over: it may go out twice"
+    ]
 
 
 def test_a_template_error_gives_the_row_back_for_the_retry(settings):

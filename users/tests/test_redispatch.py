@@ -47,10 +47,20 @@ def test_sweep_queues_what_should_have_gone_and_nothing_else(stub_broker, settin
     _age(expired, dispatched_at=old, expires_at=now - timedelta(seconds=1))
     worn_out = create_verification()
     _age(worn_out, dispatched_at=old, attempts=settings.VERIFY_EMAIL_MAX_ATTEMPTS, claimed_at=now - timedelta(hours=1))
+    # Being sent right now, claimed just before its expiry: the worker records what the server said.
+    expiring_in_flight = create_verification()
+    _age(
+        expiring_in_flight,
+        dispatched_at=old,
+        attempts=1,
+        state=State.SENDING,
+        claimed_at=now,
+        expires_at=now - timedelta(seconds=1),
+    )
     lost_notice = create_notice()  # an "account exists" notice whose message was lost: same promise
     OutboundEmail.objects.filter(pk=lost_notice.pk).update(dispatched_at=old)
 
-    untouched = [email_of(v) for v in (fresh, retry_waiting, busy, sent)]
+    untouched = [email_of(v) for v in (fresh, retry_waiting, busy, sent, expiring_in_flight)]
     before = {e.pk: OutboundEmail.objects.values_list("state", "dispatched_at").get(pk=e.pk) for e in untouched}
 
     counts = delivery.redispatch_due()
