@@ -8,6 +8,7 @@ from botocore.exceptions import BotoCoreError
 from botocore.exceptions import ClientError as BotoClientError
 from django.conf import settings
 from django.contrib import admin
+from django.core.exceptions import ImproperlyConfigured
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.urls import URLPattern, include, path
 
@@ -87,6 +88,11 @@ def _behind_the_secret(view: Callable[..., HttpResponse]) -> Callable[..., HttpR
                 extra={"error": type(exc).__name__},
             )
             return HttpResponse("The subscription could not be confirmed.", status=503, content_type="text/plain")
+        except ImproperlyConfigured as exc:
+            # e.g. Mailgun's events without ANYMAIL_MAILGUN_WEBHOOK_SIGNING_KEY: ours to fix, and the
+            # provider sends the event again later (a 503), without a traceback per retry.
+            logger.error("delivery feedback: this provider's webhook is not configured: %s", exc)
+            return HttpResponse("This webhook is not configured.", status=503, content_type="text/plain")
 
     return guarded
 

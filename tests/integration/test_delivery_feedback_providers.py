@@ -874,3 +874,16 @@ def test_a_failure_to_record_an_event_is_a_500_so_the_provider_sends_it_again(se
     assert hook.post(server).status_code == 200
     email.refresh_from_db()
     assert email.state == "undeliverable" and Suppression.objects.active().count() == 1
+
+
+def test_a_provider_whose_signing_key_is_missing_is_answered_503_and_changes_nothing(server, settings, caplog):
+    """Mailgun's webhook needs its signing key: without it anymail's view can't be built. Ours to
+    fix, so a 503 the provider retries (it was a 500 with a traceback per event), said in the log."""
+    provider = PROVIDERS["mailgun"]
+    email, sent = sent_email(provider)
+    hook = provider.build("bounce", sent, _moment())
+    settings.ANYMAIL = {key: value for key, value in settings.ANYMAIL.items() if key != "MAILGUN_WEBHOOK_SIGNING_KEY"}
+    answer = hook.post(server)
+    assert answer.status_code == 503 and "not configured" in answer.text
+    assert_unchanged(email)
+    assert "this provider's webhook is not configured" in caplog.text
