@@ -96,4 +96,6 @@ def _reauthenticate(
         raise ProofMissing
     if not mfa.proof_verify(user=user, code=code, credential=credential):
         proof_failed(request=request, user=user)
+        if not password_needed:  # a reset link's holder: the owner hears of it as of a second step
+            mfa.second_step_failed(user)
         raise WrongProof

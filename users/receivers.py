@@ -57,7 +57,7 @@ def on_login_failed(sender: Any, credentials: dict, request: Any = None, **kwarg
     else:
         user = find_user(login) if isinstance(login, str) else None
     if kwargs.get("second_factor"):
-        detail = "wrong second factor"
+        detail = events.WRONG_SECOND_FACTOR
     elif kwargs.get("reauthentication"):
         detail = "wrong current password"
     else:

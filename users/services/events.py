@@ -18,6 +18,8 @@ from users.services import delivery
 
 Kind = SecurityEvent.Kind
 SELF, SYSTEM = "self", "system"
+# The detail of a login_failed event for a wrong second-factor proof (counted: users.mfa.flows).
+WRONG_SECOND_FACTOR = "wrong second factor"
 
 # What each notice's subject and first line say.
 NOTICE_TITLES = {
@@ -32,7 +34,7 @@ NOTICE_TITLES = {
     Kind.PASSKEY_REMOVED: "A passkey was removed",
     Kind.RECOVERY_CODES_REGENERATED: "New recovery codes were made (the old ones no longer work)",
     Kind.MFA_RESET_BY_STAFF: "Your second factors were reset by our staff",
-    Kind.SECOND_STEP_FAILED: "Someone gave your password, but not your second factor",
+    Kind.SECOND_STEP_FAILED: "Someone gave your password (or used a reset link), but not your second factor",
 }
 
 
