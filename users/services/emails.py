@@ -62,6 +62,7 @@ def build(email: OutboundEmail) -> EmailMultiAlternatives:
     trusted = user.is_email_verified and email.recipient.lower() == user.email.lower()
     context: dict[str, object] = {
         "site_url": settings.SITE_URL,
+        "site_name": settings.SITE_NAME,
         # Only the owner of a verified address is greeted by the name their account holds.
         "full_name": user.full_name if trusted else "",
         "username": user.username if trusted else "",

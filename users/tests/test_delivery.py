@@ -51,6 +51,18 @@ def test_send_renders_multipart_email_with_one_link_and_marks_sent():
     assert email.state == State.SENT and email.sent_at and email.attempts == 1
 
 
+def test_every_email_names_the_bank_by_site_name(settings):
+    """SITE_NAME is the bank's name in emails too (the contract): subject, text and HTML."""
+    settings.SITE_NAME = "Smith & Sons"
+    verification = create_verification()
+    delivery.deliver(verification_id=verification.pk)
+    [message] = mail.outbox
+    html = message.alternatives[0][0]
+    assert message.subject == "Verify your email address for Smith & Sons"  # plain text: not escaped
+    assert "Smith & Sons" in message.body and "Smith &amp; Sons" in html
+    assert "Simple Bank" not in message.subject + message.body + html
+
+
 def test_send_twice_mails_once():
     verification = create_verification()
     delivery.deliver(verification_id=verification.pk)
