@@ -137,6 +137,15 @@ class UsernameValidator(ASCIIUsernameValidator):
     regex = r"^[\w.+-]+\Z"
     message = "Enter a valid username: ASCII letters, digits and ./+/-/_ only (no @: that is for addresses)."
 
+    # Names the API's own routes take under /api/users/<username>/: a user called "me" could never
+    # be reached there (a banker's change would rename the banker), nor "resend-verification".
+    RESERVED = frozenset({"me", "resend-verification"})
+
+    def __call__(self, value: str) -> None:
+        super().__call__(value)
+        if isinstance(value, str) and unicodedata.normalize("NFKC", value).lower() in self.RESERVED:
+            raise ValidationError("This username is reserved: choose another.", code="reserved")
+
 
 # --- Names that go into emails and pages -------------------------------------------------------
 _FORBIDDEN_NAME_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
@@ -148,25 +157,33 @@ _LINK_LIKE = re.compile(
 NAME_MAX_LENGTH = 255
 
 
-def normalize_full_name(value: str) -> str:
+def normalize_full_name(value: str, *, max_length: int = NAME_MAX_LENGTH, missing: str = "Enter your name.") -> str:
     """A person's name as we print it: NFC, single spaces, no control, format or bidi characters,
-    no line breaks and nothing that reads as a link.
+    no line breaks and nothing that reads as a link. (A passkey's name too: it is printed in the
+    notice mailed when one is added.)
 
     The name is printed in emails and pages; refusing these keeps the bank's own emails from
     carrying someone else's text ("…\\n\\nYOUR ACCOUNT IS SUSPENDED… https://evil.example").
     """
     if not isinstance(value, str):
-        raise ValidationError("Enter your name.", code="invalid")
+        raise ValidationError(missing, code="invalid")
     if any(unicodedata.category(ch) in _FORBIDDEN_NAME_CATEGORIES for ch in value):
         raise ValidationError("Names can't contain line breaks, control or text-direction characters.", code="control")
     name = " ".join(unicodedata.normalize("NFC", value).split())
     if not name:
-        raise ValidationError("Enter your name.", code="required")
-    if len(name) > NAME_MAX_LENGTH:
-        raise ValidationError(f"Use at most {NAME_MAX_LENGTH} characters.", code="max_length")
+        raise ValidationError(missing, code="required")
+    if len(name) > max_length:
+        raise ValidationError(f"Use at most {max_length} characters.", code="max_length")
     if _LINK_LIKE.search(name) or "@" in name:
         raise ValidationError("Names can't contain web or email addresses.", code="link")
     return name
+
+
+PASSKEY_NAME_MAX_LENGTH = 64
+
+
+def normalize_passkey_name(value: str) -> str:
+    return normalize_full_name(value, max_length=PASSKEY_NAME_MAX_LENGTH, missing="Give the passkey a name.")
 
 
 @deconstructible

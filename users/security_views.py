@@ -22,7 +22,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods
 
-from users import policies, reauth
+from users import identity, policies, reauth
 from users.account_views import passkey_options_answer, reauthenticate_or_why
 from users.auth import BUSY, proof_busy
 from users.errors import FactorStateError, LockedOut, WrongProof
@@ -60,6 +60,9 @@ class PasskeyBeginForm(StepUpForm):
     )
     field_order = ["name", "current_password", "code"]
 
+    def clean_name(self) -> str:
+        return identity.normalize_passkey_name(self.cleaned_data["name"])
+
 
 class PasskeyRemoveForm(StepUpForm):
     passkey = forms.IntegerField(widget=forms.HiddenInput, min_value=1, max_value=2**63 - 1)
@@ -77,6 +80,9 @@ class TotpConfirmForm(forms.Form):
 class PasskeyFinishForm(forms.Form):
     name = forms.CharField(max_length=64, widget=forms.HiddenInput)
     credential = CredentialField()
+
+    def clean_name(self) -> str:
+        return identity.normalize_passkey_name(self.cleaned_data["name"])
 
 
 class SessionRevokeForm(forms.Form):

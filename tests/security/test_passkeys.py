@@ -84,6 +84,24 @@ def test_register_a_passkey_then_log_in_with_password_and_passkey(stack, ada, sm
     assert api.call("GET", "/api/mfa/").json()["passkeys"][0]["last_used_at"] is not None
 
 
+@pytest.mark.parametrize(
+    "name", ["Visit https://evil.example/verify now", "phone\r\nBcc: x@example.com", "evil.example", "   "]
+)
+def test_a_passkey_name_that_would_carry_a_link_or_a_line_into_the_notice_is_refused(stack, ada, smtp_server, name):
+    """The name is printed in the notice mailed when a passkey is added, which carries no link but
+    to the site (a review put a link and a forged header line in it)."""
+    api = Api(stack)
+    assert api.log_in("ada").status_code == 200
+    begun = api.call("POST", "/api/mfa/passkeys/begin/", {"current_password": PASSWORD})
+    device = SoftAuthenticator(origin=stack)
+    added = api.call("POST", "/api/mfa/passkeys/", {"name": name, "credential": device.create(begun.json()["options"])})
+    assert added.status_code == 400 and set(added.json()) == {"name"}, added.text
+    assert api.call("GET", "/api/mfa/").json()["passkeys"] == []
+    # A name with extra spaces is kept as it prints.
+    _, kept = add_passkey(api, stack, name="  my   phone ")
+    assert kept["name"] == "my phone"
+
+
 def test_a_replayed_assertion_is_refused_with_the_one_answer(stack, ada):
     api = Api(stack)
     api.log_in("ada")

@@ -25,7 +25,7 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from users import reauth
+from users import identity, reauth
 from users.account_apis.common import (
     CODE_WRONG,
     CREDENTIAL_WRONG,
@@ -36,7 +36,7 @@ from users.account_apis.common import (
     detail_response,
     step_up,
 )
-from users.apis import ERROR, FIELD_ERRORS, THROTTLED, StrictInputSerializer
+from users.apis import ERROR, FIELD_ERRORS, THROTTLED, StrictInputSerializer, _field
 from users.auth import lockout_response
 from users.errors import FactorStateError, LockedOut, WrongProof
 from users.mfa import flows as mfa
@@ -266,8 +266,14 @@ class PasskeyListApi(MfaApi):
 
     @extend_schema_serializer(component_name="PasskeyAdd")
     class InputSerializer(StrictInputSerializer):
-        name = serializers.CharField(max_length=64, help_text="Your name for it, e.g. the device.")
+        name = serializers.CharField(
+            max_length=64,
+            help_text="Your name for it, e.g. the device (printed in the notice mailed to you: no links, no line "
+            "breaks).",
+        )
         credential = credential_field("The `RegistrationResponseJSON` answering the options.", required=True)
+
+        validate_name = staticmethod(_field(identity.normalize_passkey_name))
 
     @extend_schema(
         operation_id="mfa_passkey_add",

@@ -35,6 +35,11 @@ def test_signup_returns_201_with_public_fields_only(api, signup_data, django_cap
         ({"username": ""}, "username"),
         ({"username": "no spaces allowed"}, "username"),
         ({"username": "x" * 151}, "username"),
+        # The API's own routes under /api/users/<username>/: "me" could never be reached there.
+        ({"username": "me"}, "username"),
+        ({"username": "ME"}, "username"),
+        ({"username": "ｍｅ"}, "username"),
+        ({"username": "resend-verification"}, "username"),
         ({"full_name": ""}, "full_name"),
         ({"email": "not-an-email"}, "email"),
         ({"password": "short"}, "password"),
