@@ -110,6 +110,7 @@ MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "bankproject.request_id.RequestIdMiddleware",
     "bankproject.middleware.DatabaseUnavailable",
+    "bankproject.headers.ApiNoStore",
     "bankproject.middleware.AdminBadInput",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",

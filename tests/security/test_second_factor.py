@@ -248,6 +248,21 @@ def test_thirty_wrong_codes_in_a_row_from_many_addresses_stop_the_codes_of_that_
     assert Api(stack, ip="198.51.100.32").log_in("ada").status_code == 200
 
 
+def test_no_answer_carrying_a_token_a_secret_or_codes_may_be_stored_by_a_cache(stack, ada):
+    """Tokens, the TOTP secret, recovery codes and the account's data: Cache-Control no-store on every
+    JSON answer (a review found none; ASVS 14.3.2, RFC 6749 §5.1)."""
+    api = Api(stack)
+    answers = [api.call("POST", "/api/tokens/", {"username": "ada", "password": PASSWORD})]
+    api.http.headers["Authorization"] = f"Bearer {answers[0].json()['access']}"
+    answers.append(api.call("GET", "/api/users/me/"))
+    answers.append(api.call("GET", "/api/sessions/"))
+    answers.append(api.call("POST", "/api/mfa/totp/setup/", {"current_password": PASSWORD}))
+    answers.append(api.call("POST", "/api/tokens/", {"username": "ada", "password": "wrong"}))
+    for answer in answers:
+        assert "no-store" in answer.headers.get("Cache-Control", ""), (answer.request.url, answer.headers)
+    assert answers[3].status_code == 200 and "secret" in answers[3].json()
+
+
 # Step-up on sensitive changes -------------------------------------------------------------------------------
 def test_changing_the_address_or_password_needs_a_code_once_there_is_a_factor(stack, ada, smtp_server):
     api, app, codes = logged_in_with_factor(stack, ada)
