@@ -527,6 +527,7 @@ REST_FRAMEWORK: dict[str, Any] = {
         "password_reset": os.environ.get("THROTTLE_PASSWORD_RESET", "10/min"),
         "password_reset_address": os.environ.get("THROTTLE_PASSWORD_RESET_ADDRESS", "10/hour"),
         "account": os.environ.get("THROTTLE_ACCOUNT", "60/min"),
+        "customer_change": os.environ.get("THROTTLE_CUSTOMER_CHANGE", "10/hour"),
     },
     # The client IP is REMOTE_ADDR; X-Forwarded-For counts only behind this many trusted proxies.
     "NUM_PROXIES": env_int("DJANGO_NUM_PROXIES", 0),

@@ -278,6 +278,19 @@ class AccountThrottle(_WindowThrottle):
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
 
+class CustomerChangeThrottle(_WindowThrottle):
+    """A banker's changes of one customer (``THROTTLE_CUSTOMER_CHANGE``), whichever banker: each
+    mails the customer notices, so a banker (or a stolen banker's token) can't fill their inbox
+    or bury the notice of a change under others. Checked by the view once the change is allowed,
+    so nobody else's refused requests count against the customer."""
+
+    scope = "customer_change"
+    target: str = ""
+
+    def get_cache_key(self, request: Any, view: Any) -> str | None:
+        return self.cache_format % {"scope": self.scope, "ident": _digest(self.target)}
+
+
 def throttle_wait(request: HttpRequest, throttle_classes: list[type[SimpleRateThrottle]]) -> int | None:
     """For plain Django views: seconds to wait if any of the throttles refuses, else None."""
     waits = []

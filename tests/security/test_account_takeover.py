@@ -115,6 +115,31 @@ def test_a_banker_cannot_set_anyones_password_nor_touch_staff_superusers_bankers
     assert event.actor == "banker:bob"
 
 
+def test_bankers_changes_of_one_customer_are_limited_so_notices_cannot_flood_them(stack, ada, settings):
+    """Each change mails the customer notices: a banker (or a stolen banker's token) made 8 changes
+    of one customer in a second, 16 emails (a hostile review). THROTTLE_CUSTOMER_CHANGE per customer,
+    whichever banker; another customer, and refused requests, are not counted against them."""
+    settings.MFA_REQUIRED_ROLES = ("none",)  # the banker rule alone (enrolment: test_second_factor.py)
+    rates = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] | {"customer_change": "3/hour"}
+    settings.REST_FRAMEWORK = settings.REST_FRAMEWORK | {"DEFAULT_THROTTLE_RATES": rates}
+    UserFactory(username="bob", role=User.Role.BANKER, is_email_verified=True)
+    UserFactory(username="cyd", role=User.Role.BANKER, is_email_verified=True)
+    UserFactory(username="dora", is_email_verified=True)
+    bob, cyd, ada_api = Api(stack), Api(stack), Api(stack)
+    assert bob.log_in("bob").status_code == cyd.log_in("cyd").status_code == ada_api.log_in("ada").status_code == 200
+    assert ada_api.call("PATCH", "/api/users/ada/", {"full_name": "Not Counted"}).status_code == 403
+    assert bob.call("PATCH", "/api/users/ada/", {"password": "not counted 2026"}).status_code == 400
+
+    answers = [bob.call("PATCH", "/api/users/ada/", {"full_name": f"Ada {n}"}) for n in ("One", "Two")]
+    answers.append(cyd.call("PATCH", "/api/users/ada/", {"full_name": "Ada Three"}))
+    assert [answer.status_code for answer in answers] == [200, 200, 200]
+    refused = cyd.call("PATCH", "/api/users/ada/", {"full_name": "Ada Four"})
+    assert refused.status_code == 429 and refused.json()["code"] == "throttled"
+    assert 0 < int(refused.headers["Retry-After"]) <= 3600
+    assert User.objects.get(pk=ada.pk).full_name == "Ada Three"
+    assert bob.call("PATCH", "/api/users/dora/", {"full_name": "Dora Still"}).status_code == 200
+
+
 def test_a_depositor_cannot_use_the_bankers_route_even_on_themself(stack, ada):
     api = Api(stack)
     assert api.log_in("ada").status_code == 200

@@ -10,7 +10,7 @@ from django.contrib.auth import password_validation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
-from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.exceptions import NotFound, PermissionDenied, Throttled, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -27,6 +27,7 @@ from users.account_apis.common import (
 from users.apis import ERROR, FIELD_ERRORS, THROTTLED, StrictInputSerializer, _field
 from users.models import User
 from users.services import accounts
+from users.throttles import CustomerChangeThrottle
 
 
 class ProfileInputSerializer(StrictInputSerializer):
@@ -156,6 +157,10 @@ class UserUpdateApi(AuthenticatedApi):
         serializer = BankerProfileInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        throttle = CustomerChangeThrottle()
+        throttle.target = user.username_canonical
+        if not throttle.allow_request(request, self):
+            raise Throttled(wait=throttle.wait())
         user = accounts.profile_update_by_banker(
             banker=banker, user=user, full_name=data.get("full_name"), email=data.get("email")
         )
