@@ -214,8 +214,6 @@ def proof_verify(*, user: User, code: str | None = None, credential: dict[str, A
         return True
     if not code:
         return False
-    if codes_exhausted(user=user):  # refused like a wrong code: guessing stops here
-        return False
     if totp.is_code(code):
         device = _totp_device(user)
         return device is not None and totp.verify(device=device, code=code)
@@ -227,27 +225,6 @@ def proof_verify(*, user: User, code: str | None = None, credential: dict[str, A
         # Whoever typed it proves to be the owner (the log-in's second step included: nobody is logged in yet).
         events.event_record(user=user, kind=Event.RECOVERY_CODE_USED, actor=events.SELF, notify=True)
     return True
-
-
-# Wrong second-factor proofs of one account in a row — from any number of addresses — after which
-# its codes (TOTP and recovery codes) are refused until the next successful log-in (a passkey still
-# works) or staff reset the factors. The per-address lockout lets a botnet that has the password (or
-# a reset link) try five codes per address every 15 minutes; this caps the account's odds at 30
-# guesses of a 6-digit code with three steps valid (NIST SP 800-63B: at most 100 in a row).
-CODE_FAILURES_IN_A_ROW = 30
-_STREAK_ENDS = (Event.LOGIN, Event.MFA_ENABLED, Event.MFA_RESET_BY_STAFF, Event.RECOVERY_CODES_REGENERATED)
-
-
-def codes_exhausted(*, user: User) -> bool:
-    """Whether ``user``'s codes are refused: ``CODE_FAILURES_IN_A_ROW`` wrong proofs since the
-    last log-in (or new factor, new codes, staff's reset)."""
-    streak_ended = (
-        SecurityEvent.objects.filter(user=user, kind__in=_STREAK_ENDS).order_by("-at").values_list("at", flat=True)
-    ).first()
-    failures = SecurityEvent.objects.filter(user=user, kind=Event.LOGIN_FAILED, detail=events.WRONG_SECOND_FACTOR)
-    if streak_ended is not None:
-        failures = failures.filter(at__gt=streak_ended)
-    return failures[:CODE_FAILURES_IN_A_ROW].count() >= CODE_FAILURES_IN_A_ROW
 
 
 # --- The second step of a log-in ------------------------------------------------------------------------
