@@ -285,7 +285,7 @@ class CustomerChangeThrottle(_WindowThrottle):
     so nobody else's refused requests count against the customer."""
 
     scope = "customer_change"
-    target: str = ""
+    target: str = ""  # the customer's primary key
 
     def get_cache_key(self, request: Any, view: Any) -> str | None:
         return self.cache_format % {"scope": self.scope, "ident": _digest(self.target)}

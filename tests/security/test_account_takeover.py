@@ -129,6 +129,8 @@ def test_bankers_changes_of_one_customer_are_limited_so_notices_cannot_flood_the
     assert bob.log_in("bob").status_code == cyd.log_in("cyd").status_code == ada_api.log_in("ada").status_code == 200
     assert ada_api.call("PATCH", "/api/users/ada/", {"full_name": "Not Counted"}).status_code == 403
     assert bob.call("PATCH", "/api/users/ada/", {"password": "not counted 2026"}).status_code == 400
+    assert bob.call("PATCH", "/api/users/ada/", {}).status_code == 200  # changes nothing, mails nothing: not counted
+    assert bob.call("PATCH", "/api/users/ada/", {"full_name": ada.full_name}).status_code == 200
 
     answers = [bob.call("PATCH", "/api/users/ada/", {"full_name": f"Ada {n}"}) for n in ("One", "Two")]
     answers.append(cyd.call("PATCH", "/api/users/ada/", {"full_name": "Ada Three"}))

@@ -157,10 +157,12 @@ class UserUpdateApi(AuthenticatedApi):
         serializer = BankerProfileInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        throttle = CustomerChangeThrottle()
-        throttle.target = user.username_canonical
-        if not throttle.allow_request(request, self):
-            raise Throttled(wait=throttle.wait())
+        # Counted only for a request that changes something (one that changes nothing mails nothing).
+        if data.get("email") is not None or data.get("full_name") not in (None, user.full_name):
+            throttle = CustomerChangeThrottle()
+            throttle.target = str(user.pk)
+            if not throttle.allow_request(request, self):
+                raise Throttled(wait=throttle.wait())
         user = accounts.profile_update_by_banker(
             banker=banker, user=user, full_name=data.get("full_name"), email=data.get("email")
         )
