@@ -60,10 +60,19 @@ def classify(exc: BaseException) -> Answer:
     return Answer(Verdict.TRANSIENT, _describe(exc))
 
 
+# Our relay refusing to relay for us (not authenticated, or not allowed): Postfix "Relay access
+# denied", Sendmail "Relaying denied", Exim "relay not permitted", Exchange "Unable to relay".
+_RELAY_REFUSED = re.compile(r"\brelay(?:ing)?\s+(?:access\s+)?(?:denied|not\s+permitted)|\bunable\s+to\s+relay\b", re.I)
+
+
 def _about_us(code: int, text: str) -> bool:
     """Our credentials (``530``/``534``/``535``/``538``, ``x.7.8``), or our relay refusing to relay
-    for us (Postfix's "Relay access denied": we are not authenticated or not allowed)."""
-    return code in _AUTH_CODES or _enhanced(text)[1:] == ("7", "8") or "relay access denied" in text.lower()
+    for us — when the reply is its own (an ``x.7.x`` enhanced code, or none): a ``5.1.1`` quoting a
+    recipient's server that said "Relay access denied" is about the recipient."""
+    _, subject, detail = _enhanced(text)
+    if code in _AUTH_CODES or (subject, detail) == ("7", "8"):
+        return True
+    return subject in ("", "7") and bool(_RELAY_REFUSED.search(text))
 
 
 def _about_the_message(code: int, text: str) -> Verdict:

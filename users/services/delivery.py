@@ -429,7 +429,10 @@ def _mark_sent(email: OutboundEmail, token: datetime) -> datetime:
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
     if not marked:
-        if DeliveryEvent.objects.filter(email_id=email.pk).exists():  # the provider's report came first
+        # The provider's report settled the row first (a delivery, a bounce, a complaint); any other
+        # event (queued, opened…) settles nothing, and a claim taken over is the alarm it says.
+        settled = ("delivered", "bounced", "rejected", "complained")
+        if DeliveryEvent.objects.filter(email_id=email.pk, event_type__in=settled).exists():
             logger.info("email sent; the provider's report had already settled its row", extra={"email_id": email.pk})
         else:
             logger.error(

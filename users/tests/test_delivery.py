@@ -187,8 +187,9 @@ def test_a_provider_report_before_the_row_says_sent_is_no_double_send_alarm(capl
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
     assert "the provider's report had already settled its row" in caplog.text
 
-    other = create_verification()  # a claim taken over with no report: that one is an alarm
+    other = create_verification()  # a claim taken over, the provider said only "queued": an alarm
     email, token = delivery._claim({"verification_id": other.pk})
+    DeliveryEvent.objects.create(email=email_of(other), esp="Mailgun", event_key="q", event_type="queued")
     OutboundEmail.objects.filter(pk=email.pk).update(claimed_at=timezone.now() + timedelta(seconds=1))
     delivery._mark_sent(email, token)
     assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
@@ -216,7 +217,13 @@ def _refusing_data(smtp_server, answer: str):
 
 @pytest.mark.parametrize(
     ("stage", "answer"),
-    [("RCPT", "550 5.1.1 <x>: no such user"), ("DATA", "550 5.7.1 rejected by policy"), ("DATA", "554 no thanks")],
+    [
+        ("RCPT", "550 5.1.1 <x>: no such user"),
+        # Our relay verifying the recipient quotes the recipient's server: about the recipient.
+        ("RCPT", "550 5.1.1 <x@b.example>: host mx.b.example said: 554 5.7.1 Relay access denied"),
+        ("DATA", "550 5.7.1 rejected by policy"),
+        ("DATA", "554 no thanks"),
+    ],
 )
 def test_a_5xx_about_the_email_fails_it_at_once_with_the_answer(smtp_server, stage, answer):
     verification = create_verification()
@@ -253,7 +260,15 @@ def test_transient_answers_give_the_row_back_for_a_retry(smtp_server, stage, ans
 
 
 @pytest.mark.parametrize(
-    "answer", ["530 5.7.0 Authentication required", "550 5.7.8 bad credentials", "554 5.7.1 Relay access denied"]
+    "answer",
+    [
+        "530 5.7.0 Authentication required",
+        "550 5.7.8 bad credentials",
+        "554 5.7.1 Relay access denied",  # Postfix
+        "550 5.7.1 Relaying denied",  # Sendmail
+        "550 relay not permitted",  # Exim
+        "550 5.7.54 SMTP; Unable to relay recipient in non-accepted domain",  # Exchange
+    ],
 )
 def test_a_relay_refusing_us_at_rcpt_is_retried_as_configuration(smtp_server, answer):
     """Some relays ask for our credentials only at RCPT: the person's address is not to blame, and
