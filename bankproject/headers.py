@@ -18,6 +18,6 @@ class ApiNoStore:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
-        if request.path.startswith("/api/"):
+        if request.path_info.startswith("/api/"):  # behind a SCRIPT_NAME prefix too
             patch_cache_control(response, no_store=True, private=True)
         return response

@@ -116,7 +116,16 @@ def normalize_username(value: str) -> str:
     if not username or len(username) > USERNAME_MAX_LENGTH:
         raise ValidationError(f"Use 1 to {USERNAME_MAX_LENGTH} characters.", code="invalid")
     UsernameValidator()(username)
+    if username.lower() in RESERVED_USERNAMES:
+        raise ValidationError("This username is reserved: choose another.", code="reserved")
     return username
+
+
+# Names the API's own routes take under /api/users/<username>/: a user called "me" could never be
+# reached there (a banker's change would rename the banker), nor "resend-verification". Refused
+# for new accounts only (sign-up, create_user): an account that has one keeps it, and the admin
+# still saves it.
+RESERVED_USERNAMES = frozenset({"me", "resend-verification"})
 
 
 def typed_login(value: str) -> str:
@@ -136,15 +145,6 @@ class UsernameValidator(ASCIIUsernameValidator):
     # log in, and it read as someone else's address where the lockout met it.
     regex = r"^[\w.+-]+\Z"
     message = "Enter a valid username: ASCII letters, digits and ./+/-/_ only (no @: that is for addresses)."
-
-    # Names the API's own routes take under /api/users/<username>/: a user called "me" could never
-    # be reached there (a banker's change would rename the banker), nor "resend-verification".
-    RESERVED = frozenset({"me", "resend-verification"})
-
-    def __call__(self, value: str) -> None:
-        super().__call__(value)
-        if isinstance(value, str) and unicodedata.normalize("NFKC", value).lower() in self.RESERVED:
-            raise ValidationError("This username is reserved: choose another.", code="reserved")
 
 
 # --- Names that go into emails and pages -------------------------------------------------------

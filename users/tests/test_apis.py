@@ -106,3 +106,13 @@ def test_verify_api_rejects_malformed_input_with_field_errors(api):
     response = api.post("/api/verify-email/", {"email_id": "abc"}, format="json")
     assert response.status_code == 400
     assert set(response.json()) == {"email_id", "secret_code"}
+
+
+def test_an_account_that_has_a_reserved_username_keeps_it_and_the_admin_still_saves_it():
+    """Reserved names are refused for new accounts only: one made before keeps its name, and staff
+    can still change or deactivate it."""
+    user = User.objects.create(username="me", email="me@example.com", full_name="Me Too")
+    user.is_active = False
+    user.full_clean(exclude=["password"])
+    user.save()
+    assert User.objects.get(pk=user.pk).username == "me"
