@@ -55,10 +55,12 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 # --- The SMTP sink ----------------------------------------------------------------------------------
 def insert_row(text: str, row: str) -> str:
-    """``text`` with ``row`` added as the last row of its runs table (the table whose header starts
-    ``| when (UTC) |``), wherever that table is on the page: other sections may follow it."""
+    """``text`` with ``row`` added as the last row of its runs table (the first table whose header
+    starts ``| when (UTC) |`` under the ``## Runs`` heading), wherever that section is on the page:
+    other sections may follow it (``bench scale --update-docs`` appends its own)."""
     lines = text.splitlines(keepends=True)
-    at = next((n for n, line in enumerate(lines) if line.startswith("| when (UTC) |")), None)
+    runs = next((n for n, line in enumerate(lines) if line.startswith("## Runs")), 0)
+    at = next((n for n, line in enumerate(lines) if n > runs and line.startswith("| when (UTC) |")), None)
     if at is None:
         return text + row
     while at + 1 < len(lines) and lines[at + 1].startswith("|"):

@@ -152,4 +152,6 @@ def test_a_bench_row_lands_in_the_runs_table_wherever_it_is():
     at = lines.index(row.strip())
     assert lines[at - 1].startswith("| 20") and lines[at + 1] == ""  # the table's last row, then its end
     assert any(line.startswith("| when (UTC) |") for line in lines[:at])
+    runs = next(n for n, line in enumerate(lines) if line.startswith("## Runs"))
+    assert runs < at and not any(line.startswith("## ") for line in lines[runs + 1 : at])  # in Runs itself
     assert lines.index("## Scale run (appended later)") > at
