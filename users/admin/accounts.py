@@ -26,6 +26,7 @@ from users.admin.base import (
     report,
     theirs,
 )
+from users.admin.security import SESSION_FIELDS
 from users.admin.site import own_password_change
 from users.mfa import flows as mfa
 from users.models import (
@@ -86,18 +87,7 @@ class EmailVerificationInline(ReadOnlyInline):
 class LoginSessionInline(ReadOnlyInline):
     model = LoginSession
     show_change_link = True
-    fields = (
-        "id",
-        "kind",
-        "created_at",
-        "last_used_at",
-        "expires_at",
-        "client_ip",
-        "user_agent",
-        "revoked_at",
-        "revoked_reason",
-        "blocked_at",
-    )
+    fields = ("id", *SESSION_FIELDS)
     readonly_fields = fields
     ordering = ["-created_at"]
     verbose_name_plural = "log-in sessions"

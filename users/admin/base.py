@@ -19,11 +19,8 @@ from django.utils.safestring import mark_safe
 
 from users import policies
 from users.models import (
-    OutboundEmail,
     User,
 )
-
-Kind, State = OutboundEmail.Kind, OutboundEmail.State
 
 
 class LargeTablePaginator(Paginator):

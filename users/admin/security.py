@@ -18,12 +18,23 @@ from users.admin.base import (
 )
 from users.models import (
     LoginSession,
-    OutboundEmail,
     SecurityEvent,
 )
 from users.services import sessions
 
-Kind, State = OutboundEmail.Kind, OutboundEmail.State
+# What staff see of a session, on its own page and on its user's (never the refresh token's id: it
+# is not a secret, but nobody needs it).
+SESSION_FIELDS = (
+    "kind",
+    "created_at",
+    "last_used_at",
+    "expires_at",
+    "client_ip",
+    "user_agent",
+    "revoked_at",
+    "revoked_reason",
+    "blocked_at",
+)
 
 
 @admin.register(LoginSession)
@@ -37,19 +48,7 @@ class LoginSessionAdmin(SelectionCheckMixin, SuperuserBulkDeleteMixin, FastListM
     list_filter = ["kind", "blocked_at", "revoked_at", "created_at"]
     search_fields = ["user__username", "user__email_canonical", "client_ip"]
     list_select_related = ["user"]
-    # The refresh token's id is deliberately absent (it is not a secret, but nobody needs it).
-    fields = (
-        "user",
-        "kind",
-        "created_at",
-        "last_used_at",
-        "expires_at",
-        "client_ip",
-        "user_agent",
-        "revoked_at",
-        "revoked_reason",
-        "blocked_at",
-    )
+    fields = ("user", *SESSION_FIELDS)
     readonly_fields = fields
     actions = ["block"]
 
