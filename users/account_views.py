@@ -24,7 +24,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods
 
 from users import reauth
-from users.auth import BUSY, lockout_response, proof_busy, proof_turn
+from users.auth import locked_out_words, lockout_response, proof_turn
 from users.errors import InvalidToken, LockedOut, ProofMissing, WrongPassword, WrongProof
 from users.forms import (
     EmailChangeForm,
@@ -244,9 +244,7 @@ def reauthenticate_or_why(
             request=request, user=cast("User", request.user), password=password, code=code, credential=credential
         )
     except LockedOut:
-        if proof_busy(request):
-            return "old_password", BUSY
-        return "old_password", "Too many failed log-ins. Try again later, or reset your password."
+        return "old_password", locked_out_words(request)
     except WrongPassword:
         return "old_password", "That is not your current password."
     except ProofMissing:
@@ -309,7 +307,7 @@ def _second_factor(request: HttpRequest, user: User, code: str | None, credentia
             request=request, user=user, password=None, code=code, credential=credential, password_needed=False
         )
     except LockedOut:
-        return BUSY if proof_busy(request) else "Too many failed log-ins. Try again later."
+        return locked_out_words(request, reset_hint=False)  # this is the reset
     except ProofMissing:
         return PROOF_MISSING
     except WrongProof:

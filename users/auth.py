@@ -225,6 +225,14 @@ def proof_busy(request: HttpRequest) -> bool:
     return bool(getattr(request, PROOF_BUSY, False))
 
 
+def locked_out_words(request: HttpRequest, *, reset_hint: bool = True) -> str:
+    """What a person is told for a ``LockedOut``: "busy" after a wait for the turn, else the lockout
+    (with the way out, where resetting the password is one)."""
+    if proof_busy(request):
+        return BUSY
+    return "Too many failed log-ins. Try again later" + (", or reset your password." if reset_hint else ".")
+
+
 def lockout_response(
     request: HttpRequest,
     original_response: HttpResponse | None = None,
@@ -236,7 +244,7 @@ def lockout_response(
     that only waited too long for its turn (``proof_turn``) is told to try again in a second."""
     busy = proof_busy(request)
     wait = 1 if busy else int(settings.AXES_COOLOFF_TIME.total_seconds())
-    detail = BUSY if busy else "Too many failed log-ins. Try again later, or reset your password."
+    detail = locked_out_words(request)
     response: HttpResponse
     if request.path.startswith("/api/"):
         response = JsonResponse({"detail": detail, "code": "throttled" if busy else "locked_out"}, status=429)

@@ -24,7 +24,7 @@ from django.views.decorators.http import require_http_methods
 
 from users import identity, policies, reauth
 from users.account_views import passkey_options_answer, reauthenticate_or_why
-from users.auth import BUSY, proof_busy
+from users.auth import locked_out_words
 from users.errors import FactorStateError, LockedOut, WrongProof
 from users.forms import CredentialField, add_proof_fields
 from users.mfa import flows as mfa
@@ -238,7 +238,7 @@ def _totp_confirm(request: HttpRequest, user: User) -> HttpResponse:
                 request=request, user=user, check=lambda: mfa.totp_confirm(user=user, code=code)
             )
         except LockedOut:
-            form.add_error("code", BUSY if proof_busy(request) else "Too many failed log-ins. Try again later.")
+            form.add_error("code", locked_out_words(request, reset_hint=False))
         except WrongProof:
             form.add_error("code", "That code is not right: check the app's clock, and type the code it shows now.")
         except FactorStateError as exc:
