@@ -35,15 +35,7 @@ from prometheus_client import Counter
 
 from users import dispatch, mail, smtp
 from users.errors import EmailBusy, EmailExpired, EmailGone, EmailNotWanted, EmailSuppressed, PermanentSendError
-from users.models import (
-    DeliveryEvent,
-    EmailVerification,
-    OutboundEmail,
-    OutboundEmailQuerySet,
-    SecurityEvent,
-    Suppression,
-    User,
-)
+from users.models import EmailVerification, OutboundEmail, OutboundEmailQuerySet, SecurityEvent, Suppression, User
 from users.services import address_requests, emails
 
 logger = logging.getLogger(__name__)
@@ -429,10 +421,10 @@ def _mark_sent(email: OutboundEmail, token: datetime) -> datetime:
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
     if not marked:
-        # The provider's report settled the row first (a delivery, a bounce, a complaint); any other
+        # The provider's report settled the row first (a delivery time, or undeliverable); any other
         # event (queued, opened…) settles nothing, and a claim taken over is the alarm it says.
-        settled = ("delivered", "bounced", "rejected", "complained")
-        if DeliveryEvent.objects.filter(email_id=email.pk, event_type__in=settled).exists():
+        by_report = Q(delivered_at__isnull=False) | Q(state=State.UNDELIVERABLE)
+        if OutboundEmail.objects.filter(by_report, pk=email.pk).exists():
             logger.info("email sent; the provider's report had already settled its row", extra={"email_id": email.pk})
         else:
             logger.error(
