@@ -102,11 +102,7 @@ def verification_resend(*, user: User) -> bool:
     address is suppressed: nothing would go out, and the link the person may have keeps working."""
     with transaction.atomic():
         user = User.objects.select_for_update().get(pk=user.pk)
-        if user.is_email_verified or Suppression.objects.covering(user.email).exists():
-            return False
-        links.verifications_supersede(user=user, reason="replaced by a newer link")
-        links.verification_insert(user=user, email=user.email)
-    return True
+        return not user.is_email_verified and _link_anew(user)
 
 
 def verification_resend_request(*, email: str) -> None:
@@ -125,10 +121,17 @@ def verification_resend_for(*, canonical: str) -> None:
     user = User.objects.select_for_update().filter(email_canonical=canonical).first()
     if user is None or user.is_email_verified or delivery.recently_mailed(canonical, delivery.LINK_COOLDOWN):
         return
+    _link_anew(user)
+
+
+def _link_anew(user: User) -> bool:
+    """A new link for ``user`` (locked) in place of older unused ones — unless their address is
+    suppressed: the new one could not go out, and the old one would stop working."""
     if Suppression.objects.covering(user.email).exists():
-        return
+        return False
     links.verifications_supersede(user=user, reason="replaced by a newer link")
     links.verification_insert(user=user, email=user.email)
+    return True
 
 
 PURGE_BATCH = 500
