@@ -54,14 +54,21 @@ class StepUpForm(forms.Form):
         add_proof_fields(self, user)
 
 
+class PasskeyNameField(forms.CharField):
+    """A passkey's name, held to the rules of a person's name: it is printed in the notice mailed."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=identity.PASSKEY_NAME_MAX_LENGTH, **kwargs)
+
+    def clean(self, value: Any) -> str:
+        return identity.normalize_passkey_name(super().clean(value))
+
+
 class PasskeyBeginForm(StepUpForm):
-    name = forms.CharField(
-        label="A name for it (e.g. the device)", max_length=64, widget=forms.TextInput(attrs={"autocomplete": "off"})
+    name = PasskeyNameField(
+        label="A name for it (e.g. the device)", widget=forms.TextInput(attrs={"autocomplete": "off"})
     )
     field_order = ["name", "current_password", "code"]
-
-    def clean_name(self) -> str:
-        return identity.normalize_passkey_name(self.cleaned_data["name"])
 
 
 class PasskeyRemoveForm(StepUpForm):
@@ -78,11 +85,8 @@ class TotpConfirmForm(forms.Form):
 
 
 class PasskeyFinishForm(forms.Form):
-    name = forms.CharField(max_length=64, widget=forms.HiddenInput)
+    name = PasskeyNameField(widget=forms.HiddenInput)
     credential = CredentialField()
-
-    def clean_name(self) -> str:
-        return identity.normalize_passkey_name(self.cleaned_data["name"])
 
 
 class SessionRevokeForm(forms.Form):

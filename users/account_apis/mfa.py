@@ -267,7 +267,7 @@ class PasskeyListApi(MfaApi):
     @extend_schema_serializer(component_name="PasskeyAdd")
     class InputSerializer(StrictInputSerializer):
         name = serializers.CharField(
-            max_length=64,
+            max_length=identity.PASSKEY_NAME_MAX_LENGTH,
             help_text="Your name for it, e.g. the device (printed in the notice mailed to you: no links, no line "
             "breaks).",
         )
