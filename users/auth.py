@@ -3,6 +3,7 @@ IP (one rule for throttles and lockout), and django-axes' hooks."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 from collections.abc import Iterator
@@ -178,8 +179,18 @@ def lockout_username(request: HttpRequest, credentials: dict | None) -> str:
     canonical = identity.canonical_email(login)
     if canonical is None:
         return login.strip().lower()
-    owner = User.objects.filter(email_canonical=canonical).values_list("username_canonical", flat=True).first()
-    return owner or canonical
+    # django-axes asks several times a request (is it locked? a failure? a reset?), and so does the
+    # proof lock: the address's owner is looked up once per request.
+    known: dict[str, str] = getattr(request, LOCKOUT_NAMES, None) or {}
+    if canonical not in known:
+        owner = User.objects.filter(email_canonical=canonical).values_list("username_canonical", flat=True).first()
+        known[canonical] = owner or canonical
+        with contextlib.suppress(AttributeError):  # a request that takes no attributes keeps no memory
+            setattr(request, LOCKOUT_NAMES, known)
+    return known[canonical]
+
+
+LOCKOUT_NAMES = "_users_lockout_names"  # on the request: an address's lockout name, once looked up
 
 
 BUSY = "Another attempt for this account is being checked right now; try again in a second."
