@@ -113,3 +113,23 @@ def test_the_worker_boot_warm_up_touches_no_table_and_sends_nothing(mailoutbox):
     with CaptureQueriesContext(connection) as captured:
         emails.warm_up()
     assert captured.captured_queries == [] and mailoutbox == []
+
+
+@pytest.mark.usefixtures("no_throttling")
+@pytest.mark.parametrize("password", ["the right pass phrase 1", "a wrong pass phrase"])
+def test_a_log_in_by_address_looks_its_owner_up_once(password):
+    """django-axes asks for the lockout name several times a log-in, and the proof lock once more:
+    the address's owner is read once per request."""
+    User.objects.create_user(
+        username="ada",
+        email="ada@example.com",
+        password="the right pass phrase 1",
+        full_name="A",
+        is_email_verified=True,
+    )
+    with CaptureQueriesContext(connection) as captured:
+        APIClient().post("/api/tokens/", {"username": "ADA@example.com", "password": password}, format="json")
+    lookups = [
+        q["sql"] for q in captured.captured_queries if q["sql"].startswith('SELECT "users_user"."username_canonical"')
+    ]
+    assert len(lookups) == 1, lookups
