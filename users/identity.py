@@ -149,10 +149,14 @@ class UsernameValidator(ASCIIUsernameValidator):
 
 # --- Names that go into emails and pages -------------------------------------------------------
 _FORBIDDEN_NAME_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
-# A scheme (https://, mailto:), "www.", or a dot between letters with no space ("evil.example",
-# "st.john": people write "St. John").
+# A scheme (https://, mailto:), "www.", a dot between a letter or digit and letters with no space
+# ("evil.example", "bank1.com", "st.john": people write "St. John"), or an IPv4 address. Read in
+# NFKC, with the ideographic full stop a dot too (IDNA reads "evil。com" as "evil.com"), so the
+# fullwidth and one-dot-leader look-alikes a mail client still turns into a link are caught.
 _LINK_LIKE = re.compile(
-    r"(?:[a-z][a-z0-9+.-]*://|\b(?:mailto|tel|javascript|data):|www\.|[^\W\d_]\.[^\W\d_]{2,})", re.IGNORECASE
+    r"(?:[a-z][a-z0-9+.-]*://|\b(?:mailto|tel|javascript|data):|www[.。]|[^\W_][.。][^\W\d_]{2,}"
+    r"|\b\d{1,3}(?:[.。]\d{1,3}){3}\b)",
+    re.IGNORECASE,
 )
 NAME_MAX_LENGTH = 255
 
@@ -174,7 +178,7 @@ def normalize_full_name(value: str, *, max_length: int = NAME_MAX_LENGTH, missin
         raise ValidationError(missing, code="required")
     if len(name) > max_length:
         raise ValidationError(f"Use at most {max_length} characters.", code="max_length")
-    if _LINK_LIKE.search(name) or "@" in name:
+    if _LINK_LIKE.search(unicodedata.normalize("NFKC", name)) or "@" in name:
         raise ValidationError("Names can't contain web or email addresses.", code="link")
     return name
 
