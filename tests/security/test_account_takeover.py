@@ -131,6 +131,9 @@ def test_bankers_changes_of_one_customer_are_limited_so_notices_cannot_flood_the
     assert bob.call("PATCH", "/api/users/ada/", {"password": "not counted 2026"}).status_code == 400
     assert bob.call("PATCH", "/api/users/ada/", {}).status_code == 200  # changes nothing, mails nothing: not counted
     assert bob.call("PATCH", "/api/users/ada/", {"full_name": ada.full_name}).status_code == 200
+    for same in (ada.email, ada.email.upper()):  # her own address again: no change either
+        assert bob.call("PATCH", "/api/users/ada/", {"email": same}).status_code == 200
+    assert not SecurityEvent.objects.filter(user=ada, kind="profile_changed").exists()
 
     answers = [bob.call("PATCH", "/api/users/ada/", {"full_name": f"Ada {n}"}) for n in ("One", "Two")]
     answers.append(cyd.call("PATCH", "/api/users/ada/", {"full_name": "Ada Three"}))

@@ -158,7 +158,7 @@ class UserUpdateApi(AuthenticatedApi):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         # Counted only for a request that changes something (one that changes nothing mails nothing).
-        if data.get("email") is not None or data.get("full_name") not in (None, user.full_name):
+        if accounts.banker_changes(user=user, full_name=data.get("full_name"), email=data.get("email")):
             throttle = CustomerChangeThrottle()
             throttle.target = str(user.pk)
             if not throttle.allow_request(request, self):

@@ -53,17 +53,27 @@ def profile_update(
     return user
 
 
+def banker_changes(*, user: User, full_name: str | None, email: str | None) -> list[str]:
+    """What a banker's request would change of ``user``: a new name; a new address, or the current
+    one while another is pending (which withdraws it). Nothing else is a change, nor mailed."""
+    changed = []
+    if full_name is not None and identity.normalize_full_name(full_name) != user.full_name:
+        changed.append("full_name")
+    if email is not None and (identity.normalize_email(email).lower() != user.email.lower() or user.pending_email):
+        changed.append("email")
+    return changed
+
+
 def profile_update_by_banker(*, banker: User, user: User, full_name: str | None, email: str | None) -> User:
     """A banker changes a depositor's name or address (``policies.can_change_profile`` allowed it):
     the address goes through the same pending flow, and the user is mailed a notice naming what
     changed, with the banker as the event's actor."""
-    changed = []
+    changed = banker_changes(user=user, full_name=full_name, email=email)
     with transaction.atomic():
-        if full_name is not None and _name_change(user, full_name, record=False):
-            changed.append("full_name")
-        if email is not None:
-            email_change_request(user=user, new_email=email)
-            changed.append("email")
+        if "full_name" in changed:
+            _name_change(user, full_name or "", record=False)
+        if "email" in changed:
+            email_change_request(user=user, new_email=email or "")
         if changed:
             events.event_record(user=user, kind=Event.PROFILE_CHANGED, detail=", ".join(changed), notify=True)
     user.refresh_from_db()
