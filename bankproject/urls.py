@@ -3,7 +3,8 @@ import logging
 from collections.abc import Callable
 
 from anymail import urls as anymail_urls
-from anymail.exceptions import AnymailAPIError
+from anymail.exceptions import AnymailAPIError, AnymailWebhookValidationFailure
+from anymail.utils import get_request_basic_auth
 from botocore.exceptions import BotoCoreError
 from botocore.exceptions import ClientError as BotoClientError
 from django.conf import settings
@@ -11,6 +12,7 @@ from django.contrib import admin
 from django.core.exceptions import ImproperlyConfigured
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.urls import URLPattern, include, path
+from django.utils.crypto import constant_time_compare
 
 from bankproject import api_docs, health, metrics
 from tasks.admin_views import DeadLettersView
@@ -65,6 +67,14 @@ UNREADABLE = (
 )
 
 
+def _basic_auth_check(request: HttpRequest) -> None:
+    """anymail's basic-auth check (``AnymailBasicAuthMixin``), for a request its view never saw."""
+    secrets = settings.ANYMAIL["WEBHOOK_SECRET"]  # a list (our settings), or one string (anymail takes both)
+    sent = get_request_basic_auth(request)
+    if not any(constant_time_compare(sent, secret) for secret in ([secrets] if isinstance(secrets, str) else secrets)):
+        raise AnymailWebhookValidationFailure("Missing or invalid basic auth in an unconfigured webhook")
+
+
 def _behind_the_secret(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
     """anymail's webhook, answered only once ANYMAIL_WEBHOOK_SECRET is set: without it anymail
     would take anyone's events (with a warning), and anyone could suppress an address. A body
@@ -89,8 +99,10 @@ def _behind_the_secret(view: Callable[..., HttpResponse]) -> Callable[..., HttpR
             )
             return HttpResponse("The subscription could not be confirmed.", status=503, content_type="text/plain")
         except ImproperlyConfigured as exc:
-            # e.g. Mailgun's events without ANYMAIL_MAILGUN_WEBHOOK_SIGNING_KEY: ours to fix, and the
-            # provider sends the event again later (a 503), without a traceback per retry.
+            # e.g. Mailgun's events without ANYMAIL_MAILGUN_WEBHOOK_SIGNING_KEY: anymail can't build the
+            # view, so its basic auth never ran. Checked here first: a stranger gets anymail's 400 and
+            # learns nothing; the provider gets a 503 and sends the event again once it is set.
+            _basic_auth_check(request)
             logger.error("delivery feedback: this provider's webhook is not configured: %s", exc)
             return HttpResponse("This webhook is not configured.", status=503, content_type="text/plain")
 

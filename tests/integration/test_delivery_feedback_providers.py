@@ -883,6 +883,10 @@ def test_a_provider_whose_signing_key_is_missing_is_answered_503_and_changes_not
     email, sent = sent_email(provider)
     hook = provider.build("bounce", sent, _moment())
     settings.ANYMAIL = {key: value for key, value in settings.ANYMAIL.items() if key != "MAILGUN_WEBHOOK_SIGNING_KEY"}
+    # A stranger (no basic auth, or a wrong one) learns nothing of it and writes no error line.
+    for auth in (None, ("feedback", "a guess")):
+        assert replace(hook, auth=auth).post(server).status_code == 400
+    assert "this provider's webhook is not configured" not in caplog.text
     answer = hook.post(server)
     assert answer.status_code == 503 and "not configured" in answer.text
     assert_unchanged(email)
