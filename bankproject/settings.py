@@ -1,6 +1,6 @@
 """Settings for simplebank users, read from the environment in one place.
 
-Every variable of the public contract (`CONTRACT.md`, "Environment") is parsed here. Defaults are
+Every variable the service reads is parsed here (each is a row of docs/configuration.md). Defaults are
 safe for development; with ``DJANGO_DEBUG=false`` insecure values are refused at start-up.
 """
 
@@ -433,10 +433,10 @@ DRAMATIQ_BROKER: dict[str, Any] = {
 }
 # The worker's Prometheus exporter (messages, errors, retries, durations, in flight) on
 # dramatiq_prom_port (9191); it only works under the `rundramatiq` command line.
-# django-dramatiq's task table (admin → Tasks): six statements in the sign-up request per enqueue
-# (enqueue p50 1.18 ms with it, 0.20 ms without) and more per message processed (no-op drain
-# 738/s with it, 5,110/s without; see docs/performance.md). Off by default: the admin's verification list and queue
-# overview show what operators need. Turn it on to browse every message the queue carried.
+# django-dramatiq's task table (admin → Tasks): statements in the sign-up request per enqueue and
+# more per message processed (what it costs: docs/performance.md). Off by default: the admin's
+# verification list and queue overview show what operators need. Turn it on to browse every message
+# the queue carried.
 DRAMATIQ_TASK_ADMIN = env_bool("DRAMATIQ_TASK_ADMIN", False)
 if not DRAMATIQ_TASK_ADMIN:
     DRAMATIQ_BROKER["MIDDLEWARE"].remove("django_dramatiq.middleware.AdminMiddleware")
