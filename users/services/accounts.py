@@ -54,13 +54,17 @@ def profile_update(
 
 
 def banker_changes(*, user: User, full_name: str | None, email: str | None) -> list[str]:
-    """What a banker's request would change of ``user``: a new name; a new address, or the current
-    one while another is pending (which withdraws it). Nothing else is a change, nor mailed."""
+    """What a banker's request would change of ``user``: a new name; a new address (neither the
+    current one nor the one already pending), or the current one while another is pending (which
+    withdraws it). Nothing else is a change, nor mailed."""
     changed = []
     if full_name is not None and identity.normalize_full_name(full_name) != user.full_name:
         changed.append("full_name")
-    if email is not None and (identity.normalize_email(email).lower() != user.email.lower() or user.pending_email):
-        changed.append("email")
+    if email is not None:
+        address = identity.normalize_email(email).lower()
+        current, pending = user.email.lower(), user.pending_email.lower()
+        if (address != current and address != pending) or (address == current and pending):
+            changed.append("email")
     return changed
 
 
@@ -135,14 +139,20 @@ def email_change_request(*, user: User, new_email: str) -> None:
             User.objects.filter(pk=user.pk).update(pending_email="")
             _supersede_change_links(user, "the change was withdrawn")
             return
+        owner = User.objects.filter(email_canonical=address.lower()).exclude(pk=user.pk).values_list("pk", flat=True)
+        owner_id = owner.first()
+        new_link = owner_id is None and not delivery.recently_mailed(address.lower(), delivery.CHANGE_COOLDOWN)
+        if user.pending_email.lower() == address.lower() and owner_id is None and not new_link:
+            # The same change again within the cooldown ("I didn't get it"): no second link may go
+            # there yet, so the one already mailed (or still owed) stays; nothing new to tell.
+            return
         events.event_record(user=user, kind=Event.EMAIL_CHANGE_REQUESTED)
         User.objects.filter(pk=user.pk).update(pending_email=address)
         user.pending_email = address
         _supersede_change_links(user, "replaced by a newer address change")
-        owner = User.objects.filter(email_canonical=address.lower()).exclude(pk=user.pk).values_list("pk", flat=True)
-        if owner_id := owner.first():
+        if owner_id:
             signup.account_exists_notify(user_id=owner_id)  # its owner is told, nobody gets a link
-        elif not delivery.recently_mailed(address.lower(), delivery.CHANGE_COOLDOWN):
+        elif new_link:
             links.verification_insert(user=user, email=address, purpose=EmailVerification.Purpose.CHANGE)
         # The current address hears about it either way (the requester may read that mailbox too).
         delivery.email_queue(kind=Kind.EMAIL_CHANGE_NOTICE, user=user, recipient=user.email)

@@ -248,6 +248,62 @@ def test_a_taken_address_is_answered_like_a_free_one_and_its_owner_is_told(ada):
     assert User.objects.get(pk=ada.pk).email == "ada@example.com"
 
 
+def _verify(link: EmailVerification):
+    from users import tokens
+
+    code = tokens.make_code(link.pk, link.nonce)
+    return APIClient().post("/api/verify-email/", {"email_id": link.pk, "secret_code": code}, format="json")
+
+
+@pytest.mark.parametrize("mailed_first", [True, False], ids=["after-the-email", "before-it-went-out"])
+def test_asking_for_the_same_address_again_keeps_the_link_that_was_mailed(ada, mailed_first):
+    """ "I didn't get it" within the cooldown: no second link may be made there, so the first must
+    stay alive (and its email owed), or the person is left with a change pending and no link."""
+    api = _bearer(_login(APIClient()).json()["access"])
+    body = {"email": "ada@lovelace.example.org", "current_password": PASSWORD}
+    assert api.patch("/api/users/me/", body, format="json").status_code == 200
+    if mailed_first:
+        _deliver_all()
+    again = api.patch("/api/users/me/", body, format="json")
+    assert again.status_code == 200 and again.json()["pending_email"] == "ada@lovelace.example.org"
+    _deliver_all()
+    to_new = [m for m in mail.outbox if m.to == ["ada@lovelace.example.org"]]
+    assert len(to_new) == 1 and "/verify-email/?" in to_new[0].body
+    [link] = EmailVerification.objects.filter(purpose="change")
+    assert _verify(link).status_code == 200
+    assert User.objects.get(pk=ada.pk).email == "ada@lovelace.example.org"
+
+
+def test_a_banker_submitting_the_pending_address_again_changes_and_mails_nothing(ada, settings):
+    settings.MFA_REQUIRED_ROLES = ("none",)
+    UserFactory(username="banker", role=User.Role.BANKER, is_email_verified=True)
+    banker = _bearer(_login(APIClient(), "banker").json()["access"])
+    for _ in range(2):
+        answer = banker.patch("/api/users/ada/", {"email": "ada@Lovelace.example.org"}, format="json")
+        assert answer.status_code == 200
+    _deliver_all()
+    assert len([m for m in mail.outbox if m.to == ["ada@lovelace.example.org"]]) == 1
+    assert len([m for m in mail.outbox if m.to == ["ada@example.com"] and "by a banker" in m.body]) == 1
+    assert SecurityEvent.objects.filter(user=ada, kind="profile_changed").count() == 1
+    assert _verify(EmailVerification.objects.get(purpose="change")).status_code == 200
+
+
+def test_a_resend_request_leaves_a_pending_address_change_alone(ada):
+    """Anyone may ask for a new sign-up link for an address: that must not kill the address change
+    staff started for the unverified account (a mistyped sign-up address being corrected)."""
+    from users.services import accounts
+
+    User.objects.filter(pk=ada.pk).update(is_email_verified=False)
+    ada.refresh_from_db()
+    accounts.email_change_request(user=ada, new_email="ada@lovelace.example.org")
+    stranger = APIClient().post("/api/users/resend-verification/", {"email": "ada@example.com"}, format="json")
+    assert stranger.status_code == 202
+    _deliver_all()
+    assert [m for m in mail.outbox if m.to == ["ada@lovelace.example.org"] and "/verify-email/?" in m.body]
+    assert _verify(EmailVerification.objects.get(purpose="change")).status_code == 200
+    assert User.objects.get(pk=ada.pk).email == "ada@lovelace.example.org"
+
+
 def test_password_change_needs_the_current_password_and_ends_every_other_session(ada):
     other = _login(APIClient(), HTTP_USER_AGENT="other").json()
     this = _login(APIClient(), HTTP_USER_AGENT="this").json()
