@@ -39,9 +39,13 @@ def verification_insert(*, user: User, email: str, purpose: str = Purpose.SIGNUP
 
 
 def verifications_supersede(*, user: User, reason: str) -> None:
-    """Older links of ``user`` stop working, and their emails that have not gone out never will."""
-    EmailVerification.objects.alive().filter(user=user).update(state=EmailVerification.State.SUPERSEDED)
-    delivery.supersede(OutboundEmail.objects.filter(user=user, kind__in=delivery.LINK_KINDS), reason)
+    """Older sign-up links of ``user`` stop working, and their emails that have not gone out never
+    will. A pending address change keeps its own link: anyone may ask for a new sign-up link for an
+    address, and that must not undo a change (staff correcting a mistyped sign-up address)."""
+    EmailVerification.objects.alive().filter(user=user, purpose=Purpose.SIGNUP).update(
+        state=EmailVerification.State.SUPERSEDED
+    )
+    delivery.supersede(OutboundEmail.objects.filter(user=user, kind=OutboundEmail.Kind.VERIFICATION), reason)
 
 
 def verification_check(*, verification_id: int, code: str) -> EmailVerification:
