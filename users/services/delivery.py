@@ -212,7 +212,9 @@ def _unwanted(email: OutboundEmail) -> str:
             return "the address is verified already"
     elif email.kind not in NOTICES_TO_ANY_ADDRESS and email.recipient.lower() != address:
         return "the address changed"
-    if not user.is_active:
+    if not user.is_active and email.kind not in NOTICES_TO_ANY_ADDRESS:
+        # Links and the like are not for an inactive account; what it is told of changes to it is
+        # (staff ending a compromised account must not silence the owner's notices).
         return "the account is inactive"
     return ""
 

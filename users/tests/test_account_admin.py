@@ -78,3 +78,23 @@ def test_staff_set_the_role(staff):
     ada = UserFactory(username="ada", email="ada@example.com")
     assert _change(staff, ada, role="banker").status_code == 302
     assert User.objects.get(pk=ada.pk).role == "banker"
+
+
+def test_staff_deactivating_an_account_still_tell_its_owner(staff):
+    """A security notice goes out to an inactive account (staff ending a compromised account must
+    not silence what its owner is owed); links to it do not."""
+    from django.core import mail
+
+    from users.services import delivery
+
+    ada = UserFactory(username="ada", email="ada@example.com", is_email_verified=True)
+    url = f"/admin/users/user/{ada.pk}/change/"
+    fields = _FormFields()
+    fields.feed(staff.get(url).content.decode())
+    fields.values.pop("is_active")
+    assert staff.post(url, fields.values).status_code == 302
+    assert User.objects.get(pk=ada.pk).is_active is False
+    [notice] = OutboundEmail.objects.filter(user=ada, kind="security_notice")
+    assert delivery.deliver(email_id=notice.pk)[1]
+    [message] = mail.outbox
+    assert message.to == ["ada@example.com"] and "is_active" in message.body
