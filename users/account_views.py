@@ -161,7 +161,7 @@ def login_verify_challenge(request: HttpRequest) -> JsonResponse:
         user = mfa.login_token_user(token_hash=str(pending["token_hash"]) if isinstance(pending, dict) else "")
     except (InvalidToken, KeyError):
         return JsonResponse({"detail": SECOND_STEP_EXPIRED}, status=400)
-    return passkey_options_answer(user)
+    return passkey_options_answer(user, passkeys.Purpose.LOGIN)
 
 
 @require_http_methods(["GET", "HEAD"])
@@ -326,13 +326,14 @@ def reset_password_challenge(request: HttpRequest) -> JsonResponse:
         user = accounts.password_reset_user(uid=request.POST.get("uid", ""), token=request.POST.get("token", ""))
     except InvalidToken:
         return JsonResponse({"detail": "This link is invalid or has expired."}, status=400)
-    return passkey_options_answer(user)
+    return passkey_options_answer(user, passkeys.Purpose.RESET)
 
 
-def passkey_options_answer(user: User) -> JsonResponse:
+def passkey_options_answer(user: User, ceremony: str) -> JsonResponse:
+    """The options for ``user``'s passkey as the second factor of ``ceremony`` (``passkeys.CEREMONIES``)."""
     if mfa.PASSKEY not in mfa.methods(user=user):
         return JsonResponse({"detail": "You have no passkey: use a code."}, status=400)
-    return JsonResponse({"options": passkeys.authentication_options(user=user)})
+    return JsonResponse({"options": passkeys.authentication_options(user=user, ceremony=ceremony)})
 
 
 def _reset_request(request: HttpRequest) -> HttpResponse:

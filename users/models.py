@@ -703,7 +703,11 @@ class WebAuthnChallenge(models.Model):
 
     class Purpose(models.TextChoices):
         REGISTRATION = "registration", "registration"
-        AUTHENTICATION = "authentication", "authentication (second factor of a known user)"
+        # A known user's passkey as the second factor, one purpose per ceremony: an answer to one
+        # ceremony's options is refused by the others (a log-in's challenge is no step-up's).
+        LOGIN = "login", "second step of a log-in"
+        STEP_UP = "step_up", "step-up before a sensitive change"
+        RESET = "reset", "password reset"
         DISCOVERABLE = "discoverable", "discoverable log-in"
 
     purpose = models.CharField(max_length=16, choices=Purpose.choices)

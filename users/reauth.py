@@ -21,6 +21,7 @@ from django.http import HttpRequest
 from users.auth import PASSWORD_TRIED, account_credentials, account_turn
 from users.errors import LockedOut, ProofMissing, WrongPassword, WrongProof
 from users.mfa import flows as mfa
+from users.mfa import passkeys
 from users.models import User
 
 T = TypeVar("T")
@@ -94,7 +95,9 @@ def _reauthenticate(
         return
     if not code and credential is None:
         raise ProofMissing
-    if not mfa.proof_verify(user=user, code=code, credential=credential):
+    # A passkey answers the options of its own ceremony: a reset's, or a step-up's.
+    ceremony = passkeys.Purpose.STEP_UP if password_needed else passkeys.Purpose.RESET
+    if not mfa.proof_verify(user=user, ceremony=ceremony, code=code, credential=credential):
         proof_failed(request=request, user=user)
         if not password_needed:  # a reset link's holder: the owner hears of it as of a second step
             mfa.second_step_failed(user)

@@ -289,4 +289,4 @@ def security_challenge(request: HttpRequest) -> JsonResponse:
     """Options for a passkey's answer to a step-up on the account pages (CSRF like any POST)."""
     if wait := throttle_wait(request, [AccountThrottle]):
         return JsonResponse({"detail": "Too many requests."}, status=429, headers={"Retry-After": str(wait)})
-    return passkey_options_answer(_user(request))
+    return passkey_options_answer(_user(request), passkeys.Purpose.STEP_UP)

@@ -166,6 +166,32 @@ def test_an_address_change_steps_up_with_a_passkey(stack, ada):
     assert SecurityEvent.objects.filter(user=ada, kind="login_failed").count() == 1
 
 
+def test_an_answer_to_one_ceremonys_options_is_refused_by_another(stack, ada):
+    """A review signed a log-in's passkey options and sent the answer as a step-up's proof (200: the
+    address changed), and a step-up's or a reset's options to finish a log-in (200: tokens)."""
+    api = Api(stack)
+    api.log_in("ada")
+    device, _ = add_passkey(api, stack)
+    body = {"email": "new@example.com", "current_password": PASSWORD}
+    _, first = password_step(stack)
+    as_step_up = api.call("PATCH", "/api/users/me/", body | {"credential": device.get(first["passkey_options"])})
+    assert as_step_up.status_code == 400 and set(as_step_up.json()) == {"credential"}
+    assert User.objects.get(pk=ada.pk).pending_email == ""
+    uid = urlsafe_base64_encode(force_bytes(ada.pk))
+    token = default_token_generator.make_token(User.objects.get(pk=ada.pk))
+    reset = Api(stack).call("POST", "/api/password-reset/challenge/", {"uid": uid, "token": token})
+    for credential in (step_up(api, device), device.get(reset.json()["passkey_options"])):
+        client, first = password_step(stack)
+        refused = passkey_step(client, first, credential)
+        assert refused.status_code == 401 and refused.json()["detail"] == SECOND_STEP_REFUSED
+    link = {"uid": uid, "token": token, "new_password": NEW_PASSWORD, "credential": step_up(api, device)}
+    assert Api(stack).call("POST", "/api/password-reset/confirm/", link).status_code == 400
+    # Each answered in its own ceremony still works.
+    client, first = password_step(stack)
+    assert passkey_step(client, first, device.get(first["passkey_options"])).status_code == 200
+    assert api.call("PATCH", "/api/users/me/", body | {"credential": step_up(api, device)}).status_code == 200
+
+
 def test_delete_a_passkey_with_a_proof_and_not_anyone_elses(stack, ada):
     api = Api(stack)
     api.log_in("ada")

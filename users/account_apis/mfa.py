@@ -369,4 +369,10 @@ class MfaChallengeApi(MfaApi):
     )
     def post(self, request: Request) -> Response:
         self.InputSerializer(data=request.data).is_valid(raise_exception=True)
-        return Response({"passkey_options": passkeys.authentication_options(user=self._user(request))})
+        return Response(
+            {
+                "passkey_options": passkeys.authentication_options(
+                    user=self._user(request), ceremony=passkeys.Purpose.STEP_UP
+                )
+            }
+        )

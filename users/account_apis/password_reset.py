@@ -88,7 +88,11 @@ class PasswordResetChallengeApi(APIView):
             user = accounts.password_reset_user(uid=data["uid"], token=data["token"])
         except InvalidToken:
             return detail_response(BAD_RESET_LINK, "invalid_link", status.HTTP_400_BAD_REQUEST)
-        options = passkeys.authentication_options(user=user) if passkeys.has_passkey(user=user) else None
+        options = (
+            passkeys.authentication_options(user=user, ceremony=passkeys.Purpose.RESET)
+            if passkeys.has_passkey(user=user)
+            else None
+        )
         return Response({"passkey_options": options})
 
 

@@ -132,7 +132,7 @@ class TokenObtainApi(APIView):
                 "methods": mfa.methods(user=user),
             }
             if mfa.PASSKEY in body["methods"]:
-                body["passkey_options"] = passkeys.authentication_options(user=user)
+                body["passkey_options"] = passkeys.authentication_options(user=user, ceremony=passkeys.Purpose.LOGIN)
             return Response(body, status=status.HTTP_401_UNAUTHORIZED)
         return log_in(request, user)
 

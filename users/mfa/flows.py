@@ -203,12 +203,15 @@ def factors_reset_by_staff(*, user: User) -> bool:
 
 
 # --- Proofs ------------------------------------------------------------------------------------------
-def proof_verify(*, user: User, code: str | None = None, credential: dict[str, Any] | None = None) -> bool:
+def proof_verify(
+    *, user: User, code: str | None = None, credential: dict[str, Any] | None = None, ceremony: str | None = None
+) -> bool:
     """A TOTP code (not replayed), an unused recovery code (now used: an event and a notice), or
-    ``credential``: an assertion of one of the user's passkeys answering a live challenge of theirs."""
+    ``credential``: an assertion of one of the user's passkeys answering a live challenge of theirs
+    issued for this ``ceremony`` (``passkeys.CEREMONIES``)."""
     if credential is not None:
         try:
-            passkeys.verify(credential=credential, user=user)
+            passkeys.verify(credential=credential, user=user, ceremony=ceremony)
         except WrongProof:
             return False
         return True
@@ -274,7 +277,7 @@ def login_token_redeem(
         row = _alive(token, token_hash).select_for_update().select_related("user").first()
         if row is None:
             raise InvalidToken
-        right = proof_verify(user=row.user, code=code, credential=credential)
+        right = proof_verify(user=row.user, ceremony=passkeys.Purpose.LOGIN, code=code, credential=credential)
         if right:
             MfaLoginToken.objects.filter(pk=row.pk).update(used_at=timezone.now())
         else:

@@ -4,7 +4,8 @@ browser gets, and the verification of what the authenticator answered.
 The relying party id is ``SITE_URL``'s host (a domain, or an IP such as ``127.0.0.1`` in
 development) and the expected origin ``SITE_URL``'s origin. Each ceremony's challenge is a
 ``WebAuthnChallenge`` row, spent by the first answer that names it: a replayed answer, an answer
-to another user's or another ceremony's options, or one older than five minutes is refused.
+to another user's or another ceremony's options (a log-in's, a step-up's, a reset's and a
+registration's are all apart), or one older than five minutes is refused.
 """
 
 from __future__ import annotations
@@ -182,16 +183,22 @@ def register(*, user: User, name: str, credential: dict[str, Any]) -> Passkey:
 
 
 # --- Authentication ------------------------------------------------------------------------------
-def authentication_options(*, user: User) -> dict[str, Any]:
-    """``PublicKeyCredentialRequestOptionsJSON`` allowing ``user``'s passkeys (a second factor:
-    the log-in's second step or a step-up)."""
+# The ceremonies where a known user's passkey is the second factor; each answers only its own options.
+CEREMONIES = (Purpose.LOGIN, Purpose.STEP_UP, Purpose.RESET)
+
+
+def authentication_options(*, user: User, ceremony: str) -> dict[str, Any]:
+    """``PublicKeyCredentialRequestOptionsJSON`` allowing ``user``'s passkeys as the second factor
+    of ``ceremony`` (the log-in's second step, a step-up or a password reset)."""
+    if ceremony not in CEREMONIES:
+        raise ValueError(f"not a second-factor ceremony: {ceremony!r}")
     options = generate_authentication_options(
         rp_id=relying_party().id,
         timeout=TIMEOUT_MS,
         allow_credentials=_descriptors(user),
         user_verification=UserVerificationRequirement.PREFERRED,
     )
-    _challenge_store(purpose=Purpose.AUTHENTICATION, user=user, challenge=options.challenge)
+    _challenge_store(purpose=ceremony, user=user, challenge=options.challenge)
     return dict(json.loads(options_to_json(options)))
 
 
@@ -220,18 +227,20 @@ def credential_owner(*, credential: Any) -> User | None:
     return passkey.user if passkey is not None else None
 
 
-def verify(*, credential: Any, user: User | None = None, token: str | None = None) -> User:
-    """Verify an assertion: of ``user``'s passkeys against an ``authentication_options`` challenge,
-    or (``token``) of any passkey against the discoverable ceremony ``token`` names, where user
-    verification is required. The challenge is spent either way; on success the sign count and
-    ``last_used_at`` move. Returns the passkey's user; ``WrongProof`` otherwise."""
+def verify(*, credential: Any, user: User | None = None, ceremony: str | None = None, token: str | None = None) -> User:
+    """Verify an assertion: of ``user``'s passkeys against an ``authentication_options`` challenge
+    of that ``ceremony``, or (``token``) of any passkey against the discoverable ceremony ``token``
+    names, where user verification is required. The challenge is spent either way; on success the
+    sign count and ``last_used_at`` move. Returns the passkey's user; ``WrongProof`` otherwise."""
+    if token is None and ceremony not in CEREMONIES:
+        raise ValueError(f"not a second-factor ceremony: {ceremony!r}")
     rp = relying_party()
     try:
         parsed = parse_authentication_credential_json(credential)
         challenge = _client_challenge(parsed.response.client_data_json)
     except MALFORMED:
         raise WrongProof from None
-    purpose = Purpose.DISCOVERABLE if token is not None else Purpose.AUTHENTICATION
+    purpose = Purpose.DISCOVERABLE if token is not None else str(ceremony)
     if not _challenge_spend(purpose=purpose, challenge=challenge, user=user, token=token):  # spent, right or wrong
         raise WrongProof
     with transaction.atomic():

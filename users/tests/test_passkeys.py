@@ -19,6 +19,7 @@ from users.tests.factories import UserFactory, with_totp
 
 pytestmark = pytest.mark.django_db
 SITE = "http://localhost:8000"
+STEP = passkeys.Purpose.STEP_UP
 
 
 @pytest.fixture(autouse=True)
@@ -56,7 +57,12 @@ def test_register_then_assert_moves_the_counter_and_last_used():
     user = UserFactory()
     device, passkey = _registered(user)
     assert passkey.last_used_at is None
-    assert passkeys.verify(credential=device.get(passkeys.authentication_options(user=user)), user=user) == user
+    assert (
+        passkeys.verify(
+            credential=device.get(passkeys.authentication_options(user=user, ceremony=STEP)), user=user, ceremony=STEP
+        )
+        == user
+    )
     passkey.refresh_from_db()
     assert passkey.sign_count == 1 and passkey.last_used_at is not None
 
@@ -79,43 +85,53 @@ def test_an_answer_to_another_users_challenge_is_refused():
         passkeys.register(user=eve, name="stolen", credential=device.create(passkeys.registration_options(user=ada)))
     device_ada, _ = _registered(ada)
     with pytest.raises(WrongProof):  # Ada's assertion against a challenge issued to Eve
-        passkeys.verify(credential=device_ada.get(passkeys.authentication_options(user=eve)), user=ada)
+        passkeys.verify(
+            credential=device_ada.get(passkeys.authentication_options(user=eve, ceremony=STEP)), user=ada, ceremony=STEP
+        )
 
 
 def test_a_replayed_assertion_is_refused():
     user = UserFactory()
     device, _ = _registered(user)
-    answer = device.get(passkeys.authentication_options(user=user))
-    passkeys.verify(credential=answer, user=user)
+    answer = device.get(passkeys.authentication_options(user=user, ceremony=STEP))
+    passkeys.verify(credential=answer, user=user, ceremony=STEP)
     with pytest.raises(WrongProof):
-        passkeys.verify(credential=answer, user=user)
+        passkeys.verify(credential=answer, user=user, ceremony=STEP)
 
 
 def test_a_failed_assertion_still_spends_its_challenge():
     user = UserFactory()
     device, _ = _registered(user)
-    options = passkeys.authentication_options(user=user)
+    options = passkeys.authentication_options(user=user, ceremony=STEP)
     with pytest.raises(WrongProof):
-        passkeys.verify(credential=device.get(options, origin="https://evil.example"), user=user)
+        passkeys.verify(credential=device.get(options, origin="https://evil.example"), user=user, ceremony=STEP)
     with pytest.raises(WrongProof):  # the right answer comes too late: the challenge was tried
-        passkeys.verify(credential=device.get(options), user=user)
+        passkeys.verify(credential=device.get(options), user=user, ceremony=STEP)
 
 
 def test_a_counter_that_goes_back_is_refused():
     user = UserFactory()
     device, _ = _registered(user)
-    passkeys.verify(credential=device.get(passkeys.authentication_options(user=user), sign_count=5), user=user)
+    passkeys.verify(
+        credential=device.get(passkeys.authentication_options(user=user, ceremony=STEP), sign_count=5),
+        user=user,
+        ceremony=STEP,
+    )
     with pytest.raises(WrongProof):  # a clone of the authenticator
-        passkeys.verify(credential=device.get(passkeys.authentication_options(user=user), sign_count=3), user=user)
+        passkeys.verify(
+            credential=device.get(passkeys.authentication_options(user=user, ceremony=STEP), sign_count=3),
+            user=user,
+            ceremony=STEP,
+        )
 
 
 def test_an_expired_challenge_is_refused():
     user = UserFactory()
     device, _ = _registered(user)
-    options = passkeys.authentication_options(user=user)
+    options = passkeys.authentication_options(user=user, ceremony=STEP)
     WebAuthnChallenge.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
     with pytest.raises(WrongProof):
-        passkeys.verify(credential=device.get(options), user=user)
+        passkeys.verify(credential=device.get(options), user=user, ceremony=STEP)
 
 
 def test_a_signature_by_another_key_is_refused():
@@ -124,7 +140,9 @@ def test_a_signature_by_another_key_is_refused():
     impostor = SoftAuthenticator(origin=SITE)
     impostor.credential_id = device.credential_id  # same id, another key
     with pytest.raises(WrongProof):
-        passkeys.verify(credential=impostor.get(passkeys.authentication_options(user=user)), user=user)
+        passkeys.verify(
+            credential=impostor.get(passkeys.authentication_options(user=user, ceremony=STEP)), user=user, ceremony=STEP
+        )
 
 
 @pytest.mark.parametrize(
@@ -134,12 +152,12 @@ def test_a_signature_by_another_key_is_refused():
 def test_garbage_is_a_wrong_proof(garbage):
     user = UserFactory()
     device, _ = _registered(user)
-    good = device.get(passkeys.authentication_options(user=user))
+    good = device.get(passkeys.authentication_options(user=user, ceremony=STEP))
     broken = copy.deepcopy(good)
     broken["response"]["clientDataJSON"] = "bm90IGpzb24"
     for credential in (garbage, broken):
         with pytest.raises(WrongProof):
-            passkeys.verify(credential=credential, user=user)
+            passkeys.verify(credential=credential, user=user, ceremony=STEP)
         with pytest.raises(WrongProof):
             passkeys.register(user=user, name="x", credential=credential)
 
@@ -191,8 +209,24 @@ def test_a_passkey_beside_totp_issues_no_new_codes_and_its_removal_keeps_them():
 def test_proof_verify_takes_a_credential():
     user = UserFactory()
     device, _ = _registered(user)
-    assert flows.proof_verify(user=user, credential=device.get(passkeys.authentication_options(user=user)))
-    assert not flows.proof_verify(user=user, credential={"garbage": True})
+    options = passkeys.authentication_options(user=user, ceremony=STEP)
+    assert flows.proof_verify(user=user, credential=device.get(options), ceremony=STEP)
+    assert not flows.proof_verify(user=user, credential={"garbage": True}, ceremony=STEP)
+
+
+@pytest.mark.parametrize("issued", passkeys.CEREMONIES)
+def test_an_answer_to_one_ceremonys_options_is_refused_by_the_others(issued):
+    """A log-in's passkey options answered and sent as a step-up's proof (or a reset's, or the other
+    way round) is refused: each challenge is spent only by the ceremony it was issued for."""
+    user = UserFactory()
+    device, _ = _registered(user)
+    for other in passkeys.CEREMONIES:
+        if other != issued:
+            answer = device.get(passkeys.authentication_options(user=user, ceremony=issued))
+            with pytest.raises(WrongProof):
+                passkeys.verify(credential=answer, user=user, ceremony=other)
+    answer = device.get(passkeys.authentication_options(user=user, ceremony=issued))
+    assert passkeys.verify(credential=answer, user=user, ceremony=issued) == user
 
 
 def test_the_admin_says_a_passkey_only_user_has_a_factor():
