@@ -8,6 +8,7 @@ the same code (or two codes of one step) exactly one wins.
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 from typing import NamedTuple
 from urllib.parse import quote
@@ -19,6 +20,8 @@ from django.db.models import Q
 
 from users.mfa import crypto
 from users.models import TotpDevice, User
+
+logger = logging.getLogger(__name__)
 
 DIGITS, PERIOD, WINDOW = 6, 30, 1
 
@@ -62,7 +65,16 @@ def verify(*, device: TotpDevice, code: str, now: float | None = None) -> bool:
     """True if ``code`` is right for a step after the last accepted one, which it becomes."""
     if not is_code(code):
         return False
-    step = matching_step(secret=crypto.decrypt(device.secret), code=code, now=now)
+    try:
+        secret = crypto.decrypt(device.secret)
+    except crypto.InvalidToken:  # its key left the chain too early: the app can't be checked
+        logger.error(
+            "TOTP secret unreadable: no key of MFA_ENCRYPTION_KEY's chain reads it; the code is refused "
+            "(recovery codes and passkeys still work; staff reset the factors)",
+            extra={"user_id": device.user_id},
+        )
+        return False
+    step = matching_step(secret=secret, code=code, now=now)
     if step is None:
         return False
     claimed = (

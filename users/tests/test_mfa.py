@@ -19,7 +19,7 @@ from users import policies
 from users.errors import FactorStateError, InvalidToken, WrongProof
 from users.mfa import crypto, flows, totp
 from users.models import MfaLoginToken, RecoveryCode, SecurityEvent, TotpDevice, User
-from users.tests.factories import UserFactory
+from users.tests.factories import UserFactory, with_totp
 
 
 def _enable(user: User) -> tuple[str, list[str]]:
@@ -248,3 +248,25 @@ def test_who_must_have_a_second_factor(settings, roles, expected):
         "superuser": UserFactory(is_staff=True, is_superuser=True),
     }
     assert {name: policies.must_have_second_factor(user) for name, user in users.items()} == expected
+
+
+@pytest.mark.django_db
+def test_a_secret_no_key_of_the_chain_reads_is_a_refused_proof_not_a_500(settings, caplog, no_throttling):
+    """A key dropped from the chain too early: the right code is refused like a wrong one (the
+    user's recovery codes and passkeys still work; staff reset the app), logged with the user id."""
+    from rest_framework.test import APIClient
+
+    user = UserFactory(username="ada", is_email_verified=True)
+    secret = pyotp.TOTP(with_totp(user))
+    settings.MFA_ENCRYPTION_KEY, settings.MFA_ENCRYPTION_KEY_FALLBACKS = "a new key " * 5, []
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "another secret key " * 3, []
+    api = APIClient()
+    first = api.post("/api/tokens/", {"username": "ada", "password": "correct horse battery staple"}, format="json")
+    assert first.status_code == 401 and first.json()["code"] == "mfa_required"
+    with time_machine.travel(time.time(), tick=False):
+        answer = api.post(
+            "/api/tokens/mfa/", {"mfa_token": first.json()["mfa_token"], "code": secret.now()}, format="json"
+        )
+    wrong = api.post("/api/tokens/mfa/", {"mfa_token": first.json()["mfa_token"], "code": "000000"}, format="json")
+    assert answer.status_code == wrong.status_code == 401 and answer.json() == wrong.json()
+    assert any(r.levelname == "ERROR" and getattr(r, "user_id", None) == user.pk for r in caplog.records)
