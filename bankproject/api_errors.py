@@ -3,12 +3,20 @@
 DRF answers its own errors (throttled, not authenticated, not found, method not allowed, a body
 it cannot parse…) with ``detail`` alone; the ``code`` a client branches on is added here from the
 exception's own code (``throttled``, ``not_authenticated``, ``not_found``…). Field errors keep
-their shape (``{"field": ["message"]}``)."""
+their shape (``{"field": ["message"]}``).
+
+What never reaches a DRF view — a route that does not exist, a body over
+``DATA_UPLOAD_MAX_MEMORY_SIZE``, a ``Host`` not allowed, a crash — is answered by Django's error
+handlers: under ``/api/`` in the same JSON shape (``bad_request``, ``not_found``, ``server_error``),
+elsewhere with Django's pages."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -28,3 +36,27 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         if isinstance(code, str):
             response.data["code"] = code
     return response
+
+
+def _api(request: HttpRequest) -> bool:
+    return request.path_info.startswith("/api/")
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if not _api(request):
+        return defaults.bad_request(request, exception)
+    if isinstance(exception, RequestDataTooBig):
+        return JsonResponse({"detail": "The request body is too large.", "code": "request_too_large"}, status=413)
+    return JsonResponse({"detail": "Bad request.", "code": "bad_request"}, status=400)
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if not _api(request):
+        return defaults.page_not_found(request, exception)
+    return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    if not _api(request):
+        return defaults.server_error(request)
+    return JsonResponse({"detail": "A server error occurred.", "code": "server_error"}, status=500)

@@ -30,6 +30,11 @@ admin.site.index_title = "Operations and accounts"
 # "Retry failed emails" action, so the same permission (superusers have it; other staff are given it).
 dead_letters_view = DeadLettersView.as_view(permission="users.change_outboundemail")
 
+# Under /api/ even what never reaches a view answers in the API's JSON shape (bankproject.api_errors).
+handler400 = "bankproject.api_errors.bad_request"
+handler404 = "bankproject.api_errors.not_found"
+handler500 = "bankproject.api_errors.server_error"
+
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),

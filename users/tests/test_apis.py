@@ -1,5 +1,7 @@
 """The JSON API as a client sees it (DRF test client, PostgreSQL)."""
 
+import json
+
 import pytest
 from rest_framework.test import APIClient
 
@@ -116,3 +118,18 @@ def test_an_account_that_has_a_reserved_username_keeps_it_and_the_admin_still_sa
     user.full_clean(exclude=["password"])
     user.save()
     assert User.objects.get(pk=user.pk).username == "me"
+
+
+@pytest.mark.django_db
+def test_what_never_reaches_a_view_still_answers_json_under_api(client):
+    """A body over DATA_UPLOAD_MAX_MEMORY_SIZE and a route that does not exist: the API's JSON shape
+    (a review got Django's HTML page and an ERROR traceback for a 3 MB passkey answer)."""
+    huge = json.dumps({"passkey_token": "x", "credential": {"rawId": "A" * 3_000_000}})
+    for path in ("/api/tokens/passkey/", "/api/tokens/"):
+        answer = client.post(path, huge, content_type="application/json")
+        assert answer.status_code == 413 and answer.json()["code"] == "request_too_large", path
+        assert answer["Cache-Control"].startswith("no-store") or "no-store" in answer["Cache-Control"]
+    missing = client.get("/api/no-such-route/")
+    assert missing.status_code == 404 and missing.json() == {"detail": "Not found.", "code": "not_found"}
+    page = client.get("/no-such-page/")
+    assert page.status_code == 404 and page["Content-Type"].startswith("text/html")

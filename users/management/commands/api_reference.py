@@ -117,7 +117,7 @@ ERROR_CODES = [
     (
         "not_found",
         "404",
-        "no such session, passkey or user (of yours, or one a banker may see)",
+        "no such session, passkey or user (of yours, or one a banker may see), or no such route under `/api/`",
     ),
     (
         "invalid_link",
@@ -140,6 +140,21 @@ ERROR_CODES = [
         "unsupported_media_type",
         "415",
         "the body is not `application/json`",
+    ),
+    (
+        "request_too_large",
+        "413",
+        "the body is over `DATA_UPLOAD_MAX_MEMORY_SIZE` (Django's 2.5 MB)",
+    ),
+    (
+        "bad_request",
+        "400",
+        "a request refused before any route saw it (a `Host` the service does not answer to)",
+    ),
+    (
+        "server_error",
+        "500",
+        "the service failed; the request id (`X-Request-ID`) finds it in the logs",
     ),
 ]
 
