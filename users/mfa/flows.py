@@ -22,6 +22,7 @@ from users.services import events
 Event = SecurityEvent.Kind
 LOGIN_TOKEN_LIFETIME = timedelta(minutes=5)
 LOGIN_TOKEN_MAX_FAILURES = 5
+LOGIN_TOKENS_LIVE = 10  # log-ins half done (password right, proof owed) a user may have at once
 TOTP_SETUP_LIFETIME = timedelta(minutes=10)  # a set-up not confirmed by then starts again
 TOTP, RECOVERY_CODE, PASSKEY = "totp", "recovery_code", "passkey"
 
@@ -238,9 +239,13 @@ def login_token_hash(token: str) -> str:
 
 
 def login_token_issue(*, user: User) -> str:
-    """The password was right: an opaque token for ``POST /api/tokens/mfa/`` (only its hash kept)."""
+    """The password was right: an opaque token for ``POST /api/tokens/mfa/`` (only its hash kept).
+    A user has at most ``LOGIN_TOKENS_LIVE`` at once (the oldest go first): the password alone must
+    not let anyone write rows without end."""
     now = timezone.now()
-    MfaLoginToken.objects.filter(user=user, expires_at__lt=now).delete()  # the user's dead ones
+    newest = MfaLoginToken.objects.filter(user=user, expires_at__gte=now).order_by("-pk").values("pk")
+    # The user's dead ones, and the live ones beyond the newest LOGIN_TOKENS_LIVE - 1 (one statement).
+    MfaLoginToken.objects.filter(user=user).exclude(pk__in=newest[: LOGIN_TOKENS_LIVE - 1]).delete()
     token = secrets.token_urlsafe(32)
     MfaLoginToken.objects.create(token_hash=login_token_hash(token), user=user, expires_at=now + LOGIN_TOKEN_LIFETIME)
     return token

@@ -185,6 +185,7 @@ def register(*, user: User, name: str, credential: dict[str, Any]) -> Passkey:
 # --- Authentication ------------------------------------------------------------------------------
 # The ceremonies where a known user's passkey is the second factor; each answers only its own options.
 CEREMONIES = (Purpose.LOGIN, Purpose.STEP_UP, Purpose.RESET)
+CHALLENGES_LIVE = 10
 
 
 def authentication_options(*, user: User, ceremony: str) -> dict[str, Any]:
@@ -198,6 +199,10 @@ def authentication_options(*, user: User, ceremony: str) -> dict[str, Any]:
         allow_credentials=_descriptors(user),
         user_verification=UserVerificationRequirement.PREFERRED,
     )
+    # At most CHALLENGES_LIVE unanswered options per user and ceremony (the oldest go first): a
+    # log-in's options come with the right password alone, unthrottled.
+    unanswered = WebAuthnChallenge.objects.filter(purpose=ceremony, user=user, used_at__isnull=True)
+    unanswered.exclude(pk__in=unanswered.order_by("-pk").values("pk")[: CHALLENGES_LIVE - 1]).delete()
     _challenge_store(purpose=ceremony, user=user, challenge=options.challenge)
     return dict(json.loads(options_to_json(options)))
 

@@ -270,3 +270,17 @@ def test_a_secret_no_key_of_the_chain_reads_is_a_refused_proof_not_a_500(setting
     wrong = api.post("/api/tokens/mfa/", {"mfa_token": first.json()["mfa_token"], "code": "000000"}, format="json")
     assert answer.status_code == wrong.status_code == 401 and answer.json() == wrong.json()
     assert any(r.levelname == "ERROR" and getattr(r, "user_id", None) == user.pk for r in caplog.records)
+
+
+@pytest.mark.django_db
+def test_a_user_has_at_most_ten_log_ins_half_done_the_oldest_going_first():
+    """Whoever has the password gets an mfa_token per request, unthrottled (only failures count):
+    the rows stay bounded, and the newest token still works."""
+    user = UserFactory()
+    secret = pyotp.TOTP(with_totp(user))
+    tokens = [flows.login_token_issue(user=user) for _ in range(flows.LOGIN_TOKENS_LIVE + 3)]
+    assert MfaLoginToken.objects.filter(user=user).count() == flows.LOGIN_TOKENS_LIVE
+    with pytest.raises(InvalidToken):
+        flows.login_token_user(token=tokens[0])
+    with time_machine.travel(time.time(), tick=False):
+        assert flows.login_token_redeem(token=tokens[-1], code=secret.now()) == user

@@ -254,3 +254,16 @@ def test_only_the_last_registration_options_can_be_answered():
     with pytest.raises(WrongProof):
         passkeys.register(user=user, name="phone", credential=device.create(earlier))
     assert passkeys.register(user=user, name="phone", credential=device.create(later)).name == "phone"
+
+
+def test_unanswered_options_are_bounded_per_user_and_ceremony_the_newest_answering():
+    user = UserFactory()
+    device, _ = _registered(user)
+    issued = [passkeys.authentication_options(user=user, ceremony=passkeys.Purpose.LOGIN) for _ in range(13)]
+    passkeys.authentication_options(user=user, ceremony=STEP)
+    live = WebAuthnChallenge.objects.filter(user=user, used_at__isnull=True)
+    assert live.filter(purpose=passkeys.Purpose.LOGIN).count() == passkeys.CHALLENGES_LIVE
+    assert live.filter(purpose=STEP).count() == 1
+    with pytest.raises(WrongProof):
+        passkeys.verify(credential=device.get(issued[0]), user=user, ceremony=passkeys.Purpose.LOGIN)
+    assert passkeys.verify(credential=device.get(issued[-1]), user=user, ceremony=passkeys.Purpose.LOGIN) == user
