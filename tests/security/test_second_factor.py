@@ -260,6 +260,27 @@ def test_factor_changes_need_the_password_and_a_code(stack, ada, smtp_server):
     assert Api(stack).log_in("ada").status_code == 200  # the password alone again
 
 
+def test_turning_a_factor_on_or_off_ends_the_other_sessions(stack, ada, settings):
+    """A session stolen before its owner set up a factor (or opened by whoever held one now gone)
+    must not outlive the change: a review found it survived until REFRESH_TOKEN_LIFETIME."""
+    settings.MFA_REQUIRED_ROLES = ("none",)
+    stolen, browser = Api(stack), Browser(stack)
+    assert stolen.log_in("ada").status_code == 200 and browser.log_in("ada").status_code == 302
+    api, app, codes = logged_in_with_factor(stack, ada)
+    assert stolen.call("GET", "/api/users/me/").status_code == 401
+    assert stolen.call("POST", "/api/tokens/refresh/", {"refresh": stolen.tokens["refresh"]}).status_code == 401
+    assert browser.get("/account/").status_code == 302  # logged out at its next request
+    assert api.call("GET", "/api/users/me/").status_code == 200  # the session that made the change stays
+    other = Api(stack)
+    first = other.call("POST", "/api/tokens/", {"username": "ada", "password": PASSWORD}).json()
+    done = other.call("POST", "/api/tokens/mfa/", {"mfa_token": first["mfa_token"], "code": codes[0]})
+    assert done.status_code == 200
+    other.http.headers["Authorization"] = f"Bearer {done.json()['access']}"
+    assert api.call("DELETE", "/api/mfa/totp/", {"current_password": PASSWORD, "code": app.code()}).status_code == 204
+    assert other.call("GET", "/api/users/me/").status_code == 401
+    assert api.call("GET", "/api/users/me/").status_code == 200
+
+
 def test_a_reset_needs_the_code_and_a_refused_one_leaves_the_link_usable(stack, ada):
     _, app, _codes = logged_in_with_factor(stack, ada)
     ada.refresh_from_db()
@@ -349,7 +370,11 @@ def test_a_banker_without_a_factor_can_only_set_one_up_on_the_security_page_too(
     assert LoginSession.objects.get(pk=api.tokens["session_id"]).revoked_at is None
     assert api.call("GET", "/api/users/me/").status_code == 200  # the API session still works
 
-    enrol(api, banker)
+    app, _ = enrol(api, banker)
+    # Turning on a first factor ended the sessions opened with the password alone (this one stays).
+    assert browser.get("/account/security/").headers["Location"].startswith("/login/")
+    assert browser.log_in("bob").headers["Location"] == "/login/verify/"
+    assert browser.post_form("/login/verify/", {"code": app.code()}).status_code == 302
     page = browser.get("/account/security/").text
     assert 'id="session-list"' in page and api.tokens["session_id"] in page
 
@@ -357,7 +382,7 @@ def test_a_banker_without_a_factor_can_only_set_one_up_on_the_security_page_too(
 # Admin ----------------------------------------------------------------------------------------------------------
 def test_staff_reset_a_customers_factors_and_never_see_a_secret(stack, ada, smtp_server, settings):
     settings.MFA_REQUIRED_ROLES = ("none",)
-    _, app, codes = logged_in_with_factor(stack, ada)
+    customer, app, codes = logged_in_with_factor(stack, ada)
     User.objects.create_superuser(username="root", email="root@example.com", password=PASSWORD, full_name="R")
     staff = Browser(stack)
     assert staff.log_in("root", path="/admin/login/").status_code == 302
@@ -371,6 +396,7 @@ def test_staff_reset_a_customers_factors_and_never_see_a_secret(stack, ada, smtp
     assert staff.post_form("/admin/users/user/", fields).status_code == 302
     assert not TotpDevice.objects.filter(user=ada).exists()
     assert [e.actor for e in _kinds(ada, "mfa_reset_by_staff")] == ["staff:root"]
+    assert customer.call("GET", "/api/users/me/").status_code == 401  # every session of hers ended (the phone too)
     wait_for(lambda: [m for m in smtp_server.to("ada@example.com") if "reset by our staff" in m["Subject"]])
     assert Api(stack).log_in("ada").status_code == 200  # the password alone again: she sets up a new app
 
@@ -470,6 +496,9 @@ def test_the_account_page_asks_for_a_code_only_once_there_is_a_factor(stack, ada
     api = Api(stack)
     assert api.log_in("ada").status_code == 200
     app, _codes = enrol(api, ada)
+    assert browser.get("/account/").status_code == 302  # the factor's set-up ended this session
+    assert browser.log_in("ada").headers["Location"] == "/login/verify/"
+    assert browser.post_form("/login/verify/", {"code": app.code()}).status_code == 302
     assert 'name="code"' in browser.get("/account/").text
 
     fields = {"form": "email", "email": "new@example.com", "current_password": PASSWORD}

@@ -14,10 +14,11 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from users import context
 from users.errors import FactorStateError, InvalidToken, WrongProof
 from users.mfa import crypto, passkeys, recovery_codes, totp
 from users.models import MfaLoginToken, Passkey, SecurityEvent, TotpDevice, User
-from users.services import events
+from users.services import events, sessions
 
 Event = SecurityEvent.Kind
 LOGIN_TOKEN_LIFETIME = timedelta(minutes=5)
@@ -93,6 +94,17 @@ def status(*, user: User) -> Status:
 
 
 # --- Changing factors (the callers re-authenticated the request) ---------------------------------
+def _other_sessions_end(user: User, reason: str) -> None:
+    """A first factor turned on, a factor removed, staff's reset: the user's other sessions end
+    (ASVS 7.4.3), so that one opened before the change — with the password alone, or by whoever
+    held a factor now gone — does not outlive it. The session that made the change stays; staff's
+    change ends them all."""
+    ctx = context.current()
+    own = ctx.actor is not None and ctx.actor.pk == user.pk
+    sessions.sessions_revoke(user=user, except_session_id=ctx.session_id if own else None, reason=reason)
+
+
+
 TOTP_ON = "TOTP is already on; turn it off first to set up another app."
 TOTP_OFF = "TOTP is not on."
 NO_FACTOR = "Recovery codes come with a second factor: set one up first."
@@ -136,10 +148,13 @@ def totp_confirm(*, user: User, code: str) -> list[str]:
         elif not totp.verify(device=device, code=code):
             raise WrongProof
         else:
+            first = not passkeys.has_passkey(user=user)
             TotpDevice.objects.filter(pk=device.pk).update(confirmed_at=timezone.now())
             replaced = recovery_codes.codes_left(user=user) > 0  # beside a passkey: the owner's codes go
             codes = recovery_codes.codes_replace(user=user)
             events.event_record(user=user, kind=Event.MFA_ENABLED, detail=TOTP, notify=True)
+            if first:
+                _other_sessions_end(user, "a second factor was turned on")
             if replaced:  # told apart, or printed codes would be trusted that no longer work
                 events.event_record(user=user, kind=Event.RECOVERY_CODES_REGENERATED, notify=True)
             return codes
@@ -156,6 +171,7 @@ def totp_disable(*, user: User) -> None:
         if not has_factor(user=user):
             recovery_codes.codes_delete(user=user)
         events.event_record(user=user, kind=Event.MFA_DISABLED, detail=TOTP, notify=True)
+        _other_sessions_end(user, "a second factor was removed")
 
 
 def passkey_add(*, user: User, name: str, credential: dict[str, Any]) -> PasskeyAdded:
@@ -166,6 +182,8 @@ def passkey_add(*, user: User, name: str, credential: dict[str, Any]) -> Passkey
     with transaction.atomic():
         codes = recovery_codes.codes_replace(user=user) if first else None
         events.event_record(user=user, kind=Event.PASSKEY_ADDED, detail=name, notify=True)
+        if first:
+            _other_sessions_end(user, "a second factor was turned on")
     return PasskeyAdded(passkey=passkey, recovery_codes=codes)
 
 
@@ -180,6 +198,7 @@ def passkey_remove(*, user: User, passkey_id: int) -> None:
         if not has_factor(user=user):
             recovery_codes.codes_delete(user=user)
         events.event_record(user=user, kind=Event.PASSKEY_REMOVED, detail=passkey.name, notify=True)
+        _other_sessions_end(user, "a second factor was removed")
 
 
 def recovery_codes_regenerate(*, user: User) -> list[str]:
@@ -200,6 +219,7 @@ def factors_reset_by_staff(*, user: User) -> bool:
         removed += recovery_codes.codes_delete(user=user)
         if removed:
             events.event_record(user=user, kind=Event.MFA_RESET_BY_STAFF, notify=True)
+            _other_sessions_end(user, "second factors reset by staff")  # whoever has the lost phone too
     return bool(removed)
 
 
