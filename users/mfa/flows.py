@@ -104,7 +104,6 @@ def _other_sessions_end(user: User, reason: str) -> None:
     sessions.sessions_revoke(user=user, except_session_id=ctx.session_id if own else None, reason=reason)
 
 
-
 TOTP_ON = "TOTP is already on; turn it off first to set up another app."
 TOTP_OFF = "TOTP is not on."
 NO_FACTOR = "Recovery codes come with a second factor: set one up first."
