@@ -95,10 +95,10 @@ def status(*, user: User) -> Status:
 
 # --- Changing factors (the callers re-authenticated the request) ---------------------------------
 def _other_sessions_end(user: User, reason: str) -> None:
-    """A first factor turned on, a factor removed, staff's reset: the user's other sessions end
-    (ASVS 7.4.3), so that one opened before the change — with the password alone, or by whoever
-    held a factor now gone — does not outlive it. The session that made the change stays; staff's
-    change ends them all."""
+    """A factor removed, staff's reset: the user's other sessions end (ASVS 7.4.3), so that one
+    opened by whoever held a factor now gone does not outlive it. The session that made the change
+    stays; staff's change ends them all. (A first factor turned on ends nothing: an enrolled
+    banker's sessions lose the enrolment 403 at once, and the user ends any session of the list.)"""
     ctx = context.current()
     own = ctx.actor is not None and ctx.actor.pk == user.pk
     sessions.sessions_revoke(user=user, except_session_id=ctx.session_id if own else None, reason=reason)
@@ -147,13 +147,10 @@ def totp_confirm(*, user: User, code: str) -> list[str]:
         elif not totp.verify(device=device, code=code):
             raise WrongProof
         else:
-            first = not passkeys.has_passkey(user=user)
             TotpDevice.objects.filter(pk=device.pk).update(confirmed_at=timezone.now())
             replaced = recovery_codes.codes_left(user=user) > 0  # beside a passkey: the owner's codes go
             codes = recovery_codes.codes_replace(user=user)
             events.event_record(user=user, kind=Event.MFA_ENABLED, detail=TOTP, notify=True)
-            if first:
-                _other_sessions_end(user, "a second factor was turned on")
             if replaced:  # told apart, or printed codes would be trusted that no longer work
                 events.event_record(user=user, kind=Event.RECOVERY_CODES_REGENERATED, notify=True)
             return codes
@@ -181,8 +178,6 @@ def passkey_add(*, user: User, name: str, credential: dict[str, Any]) -> Passkey
     with transaction.atomic():
         codes = recovery_codes.codes_replace(user=user) if first else None
         events.event_record(user=user, kind=Event.PASSKEY_ADDED, detail=name, notify=True)
-        if first:
-            _other_sessions_end(user, "a second factor was turned on")
     return PasskeyAdded(passkey=passkey, recovery_codes=codes)
 
 
