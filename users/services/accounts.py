@@ -134,13 +134,17 @@ def email_change_request(*, user: User, new_email: str) -> None:
     link sent there is used. The answer is the same whether the address is free or taken."""
     address = identity.normalize_email(new_email)
     with transaction.atomic():
-        user = User.objects.select_for_update().get(pk=user.pk)
+        owner = User.objects.filter(email_canonical=address.lower()).exclude(pk=user.pk).values_list("pk", flat=True)
+        owner_id = owner.first()
+        # The requester and the address's owner (told below) locked together, in pk order: two
+        # people asking for each other's address at once would otherwise each hold one and wait
+        # for the other (PostgreSQL aborts one: "deadlock detected").
+        both = User.objects.select_for_update().filter(pk__in=[user.pk, owner_id or user.pk]).order_by("pk")
+        user = next(u for u in both if u.pk == user.pk)
         if address.lower() == user.email.lower():  # back to the current address: nothing pending
             User.objects.filter(pk=user.pk).update(pending_email="")
             _supersede_change_links(user, "the change was withdrawn")
             return
-        owner = User.objects.filter(email_canonical=address.lower()).exclude(pk=user.pk).values_list("pk", flat=True)
-        owner_id = owner.first()
         new_link = owner_id is None and not delivery.recently_mailed(address.lower(), delivery.CHANGE_COOLDOWN)
         if user.pending_email.lower() == address.lower() and owner_id is None and not new_link:
             # The same change again within the cooldown ("I didn't get it"): no second link may go

@@ -80,6 +80,9 @@ def email_verify(*, verification_id: int, code: str) -> User:
     now = timezone.now()
     try:
         with transaction.atomic():
+            # The user first, as every flow that writes a user's links does (a resend, an address
+            # change, a password change): the other order deadlocks with them.
+            User.objects.select_for_update().filter(pk=verification.user_id).values_list("pk", flat=True).first()
             consumed = (
                 EmailVerification.objects.alive(now)
                 .filter(pk=verification.pk)

@@ -233,3 +233,88 @@ def test_make_runs_sqlite_database_keeps_it_too(tmp_path):
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "states: pending sent pending failed" in done.stdout, done.stdout + done.stderr
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_link_used_while_a_flow_holds_its_user_waits_and_never_deadlocks():
+    """The link's use changed its row and then locked the user, the other way round from a resend
+    (user, then its links): with both at once PostgreSQL aborted one (a review, from the code). Now
+    the use waits for the user and finds its link replaced: one refused link, no error."""
+    from users import tokens
+    from users.errors import InvalidLink
+
+    verification = create_verification()
+    code = tokens.make_code(verification.pk, verification.nonce)
+    holding, go = threading.Event(), threading.Event()
+    errors: dict[str, BaseException] = {}
+
+    def flow() -> None:
+        try:
+            with transaction.atomic():
+                user = User.objects.select_for_update().get(pk=verification.user_id)
+                holding.set()
+                if not go.wait(30):
+                    raise TimeoutError("the link's use never queued behind the user")
+                links.verifications_supersede(user=user, reason="replaced by a newer link")
+                links.verification_insert(user=user, email=user.email)
+        except BaseException as exc:
+            errors["flow"] = exc
+        finally:
+            connection.close()
+
+    def use() -> None:
+        try:
+            links.email_verify(verification_id=verification.pk, code=code)
+        except BaseException as exc:
+            errors["use"] = exc
+        finally:
+            connection.close()
+
+    flow_thread = threading.Thread(target=flow)
+    flow_thread.start()
+    assert holding.wait(30)
+    user_thread = threading.Thread(target=use)
+    user_thread.start()
+    _wait_until_waiting_or_done(user_thread, deadline=time.monotonic() + 30)
+    go.set()
+    flow_thread.join(60)
+    user_thread.join(60)
+    assert not flow_thread.is_alive() and not user_thread.is_alive()
+    assert "flow" not in errors and isinstance(errors.get("use"), InvalidLink), errors
+    assert User.objects.get(pk=verification.user_id).is_email_verified is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_people_asking_for_each_others_address_at_once_never_deadlock():
+    """Each request locked its requester, then the other (to tell the address's owner): two at once
+    could each hold one and wait for the other. Both now lock the two in one order."""
+    from users.services import accounts
+
+    ada = UserFactory(username="ada", email="ada@example.com", is_email_verified=True)
+    bob = UserFactory(username="bob", email="bob@example.com", is_email_verified=True)
+    errors: list[BaseException] = []
+
+    def ask(user: User, address: str, start: threading.Barrier) -> None:
+        try:
+            for _ in range(15):
+                start.wait(30)
+                accounts.email_change_request(user=user, new_email=address)
+        except BaseException as exc:
+            errors.append(exc)
+            start.abort()
+        finally:
+            connection.close()
+
+    start = threading.Barrier(2)
+    threads = [
+        threading.Thread(target=ask, args=(ada, "bob@example.com", start)),
+        threading.Thread(target=ask, args=(bob, "ada@example.com", start)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not any(thread.is_alive() for thread in threads)
+    assert errors == []
+    assert User.objects.get(pk=ada.pk).pending_email == "bob@example.com"
+    assert User.objects.get(pk=bob.pk).pending_email == "ada@example.com"
