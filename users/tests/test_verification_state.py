@@ -5,6 +5,7 @@ flow holding the user instead of deadlocking with it (PostgreSQL, real connectio
 
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -127,20 +128,7 @@ def test_the_engine_waits_for_an_account_flow_holding_the_user_and_never_deadloc
         )
     holding, go = threading.Event(), threading.Event()
     errors: dict[str, BaseException] = {}
-
-    def flow() -> None:
-        try:
-            with transaction.atomic():
-                user = User.objects.select_for_update().get(pk=verification.user_id)
-                holding.set()
-                if not go.wait(30):
-                    raise TimeoutError("the engine never queued behind the user")
-                links.verifications_supersede(user=user, reason="replaced by a newer link")
-                links.verification_insert(user=user, email=user.email)
-        except BaseException as exc:
-            errors["flow"] = exc
-        finally:
-            connection.close()
+    flow = _resend_holding_the_user(verification.user_id, holding, go, errors)
 
     def engine_thread() -> None:
         try:
@@ -167,6 +155,27 @@ def test_the_engine_waits_for_an_account_flow_holding_the_user_and_never_deadloc
     assert old.state == State.SUPERSEDED and new.state == State.PENDING
     assert state_of(verification.user_id) == State.PENDING
     assert mailoutbox == []
+
+
+def _resend_holding_the_user(user_id: int, holding: threading.Event, go: threading.Event, errors: dict) -> Callable:
+    """A resend, as a thread's target: it locks the user, says so (``holding``), waits for ``go``,
+    then replaces the user's links; an error lands in ``errors["flow"]``."""
+
+    def flow() -> None:
+        try:
+            with transaction.atomic():
+                user = User.objects.select_for_update().get(pk=user_id)
+                holding.set()
+                if not go.wait(30):
+                    raise TimeoutError("nothing queued behind the user")
+                links.verifications_supersede(user=user, reason="replaced by a newer link")
+                links.verification_insert(user=user, email=user.email)
+        except BaseException as exc:
+            errors["flow"] = exc
+        finally:
+            connection.close()
+
+    return flow
 
 
 def _wait_until_waiting_or_done(worker: threading.Thread, deadline: float) -> None:
@@ -247,20 +256,7 @@ def test_a_link_used_while_a_flow_holds_its_user_waits_and_never_deadlocks():
     code = tokens.make_code(verification.pk, verification.nonce)
     holding, go = threading.Event(), threading.Event()
     errors: dict[str, BaseException] = {}
-
-    def flow() -> None:
-        try:
-            with transaction.atomic():
-                user = User.objects.select_for_update().get(pk=verification.user_id)
-                holding.set()
-                if not go.wait(30):
-                    raise TimeoutError("the link's use never queued behind the user")
-                links.verifications_supersede(user=user, reason="replaced by a newer link")
-                links.verification_insert(user=user, email=user.email)
-        except BaseException as exc:
-            errors["flow"] = exc
-        finally:
-            connection.close()
+    flow = _resend_holding_the_user(verification.user_id, holding, go, errors)
 
     def use() -> None:
         try:
