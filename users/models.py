@@ -296,7 +296,8 @@ class OutboundEmail(models.Model):
     verification = models.OneToOneField(
         EmailVerification, on_delete=models.CASCADE, null=True, blank=True, related_name="outbound"
     )
-    # What a security notice tells (a password changed, an address replaced…); None for other kinds.
+    # What a security notice tells (a password changed, an address replaced…), or the request an
+    # address-change notice is about; None for other kinds.
     event = models.ForeignKey(
         "SecurityEvent", on_delete=models.SET_NULL, null=True, blank=True, related_name="notices", db_index=False
     )

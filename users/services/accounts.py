@@ -27,7 +27,7 @@ from django.utils.http import urlsafe_base64_decode
 from users import context, identity
 from users.errors import InvalidToken
 from users.models import AddressRequest, EmailVerification, MfaLoginToken, OutboundEmail, SecurityEvent, User
-from users.services import address_requests, delivery, events, links, sessions, signup
+from users.services import address_requests, delivery, emails, events, links, sessions, signup
 
 Kind = OutboundEmail.Kind
 Event = SecurityEvent.Kind
@@ -150,7 +150,9 @@ def email_change_request(*, user: User, new_email: str) -> None:
             # The same change again within the cooldown ("I didn't get it"): no second link may go
             # there yet, so the one already mailed (or still owed) stays; nothing new to tell.
             return
-        events.event_record(user=user, kind=Event.EMAIL_CHANGE_REQUESTED)
+        # The event names the address masked, as the notice below does: a notice sent late (a
+        # retry, the sweep) tells of this request, not of whatever is pending by then.
+        requested = events.event_record(user=user, kind=Event.EMAIL_CHANGE_REQUESTED, detail=emails.masked(address))
         User.objects.filter(pk=user.pk).update(pending_email=address)
         user.pending_email = address
         _supersede_change_links(user, "replaced by a newer address change")
@@ -159,7 +161,7 @@ def email_change_request(*, user: User, new_email: str) -> None:
         elif new_link:
             links.verification_insert(user=user, email=address, purpose=EmailVerification.Purpose.CHANGE)
         # The current address hears about it either way (the requester may read that mailbox too).
-        delivery.email_queue(kind=Kind.EMAIL_CHANGE_NOTICE, user=user, recipient=user.email)
+        delivery.email_queue(kind=Kind.EMAIL_CHANGE_NOTICE, user=user, recipient=user.email, event=requested)
 
 
 def email_change_cancel(*, user: User, reason: str) -> None:

@@ -82,7 +82,10 @@ def build(email: OutboundEmail) -> EmailMultiAlternatives:
             "reset_url": f"{settings.SITE_URL}/reset-password/",
         }
     elif email.kind == Kind.EMAIL_CHANGE_NOTICE:
-        context["new_address"] = masked(user.pending_email) if user.pending_email else ""
+        # The address this request asked for (its event keeps it masked); a notice queued before
+        # the events did names what is pending now.
+        requested = email.event.detail if email.event is not None else ""
+        context["new_address"] = requested or (masked(user.pending_email) if user.pending_email else "")
     elif email.kind == Kind.SECURITY_NOTICE and email.event is not None:
         from users.services.events import NOTICE_TITLES  # the notices' words live with the events
 

@@ -274,6 +274,24 @@ def test_asking_for_the_same_address_again_keeps_the_link_that_was_mailed(ada, m
     assert User.objects.get(pk=ada.pk).email == "ada@lovelace.example.org"
 
 
+def test_each_address_change_notice_names_the_address_its_request_asked_for(ada):
+    """A notice sent late (a retry, the sweep after an outage) named whatever was pending by then: a
+    later request's address, or none once the change was done (a review)."""
+    api = _bearer(_login(APIClient()).json()["access"])
+    for address in ("ada@first.example.org", "ada@second.example.org"):
+        body = {"email": address, "current_password": PASSWORD}
+        assert api.patch("/api/users/me/", body, format="json").status_code == 200
+    _deliver_all()
+    notices = [m.body for m in mail.outbox if m.to == ["ada@example.com"]]
+    assert len(notices) == 2
+    named = sorted(
+        "first" if "a••@first.example.org" in n else "second" if "a••@second.example.org" in n else "?" for n in notices
+    )
+    assert named == ["first", "second"]
+    events = SecurityEvent.objects.filter(user=ada, kind="email_change_requested").order_by("at", "pk")
+    assert [e.detail for e in events] == ["a••@first.example.org", "a••@second.example.org"]
+
+
 def test_a_banker_submitting_the_pending_address_again_changes_and_mails_nothing(ada, settings):
     settings.MFA_REQUIRED_ROLES = ("none",)
     UserFactory(username="banker", role=User.Role.BANKER, is_email_verified=True)
