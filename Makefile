@@ -41,7 +41,7 @@ bench: install-dev
 
 ## make docs: the docs site (MkDocs, strict: a broken link or anchor fails) into site/.
 docs: install-dev
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict  # not --quiet: it hides the warnings strict counts
 
 ## make docs-serve: the docs site on http://127.0.0.1:8001, rebuilt as you edit.
 docs-serve: install-dev
