@@ -5,14 +5,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export PATH="$PWD/.venv/bin:$PATH"
-# honcho loads .env over the shell's variables: take the ones this script decides with from it too,
-# so the Redis it checks (or starts) and the links' address are the ones the processes will use.
+# honcho loads .env over the shell's variables: take the ones this script decides with from it too
+# (read by honcho's own parser), so the Redis it checks (or starts) and the links' address are the
+# ones the processes will use.
 if [[ -f .env ]]; then
-  for name in REDIS_URL WEB_ADDRESS SITE_URL; do
-    value=$(sed -n "s/^[[:space:]]*\(export[[:space:]]\{1,\}\)\{0,1\}$name=//p" .env | tail -n 1)
-    value="${value%\"}" && value="${value#\"}" && value="${value%\'}" && value="${value#\'}"
-    if [[ -n "$value" ]]; then export "$name=$value"; fi
-  done
+  while IFS= read -r -d '' assignment; do export "$assignment"; done < <(python - <<'PY'
+import sys
+from honcho.environ import parse
+
+values = parse(open(".env").read())
+for name in ("REDIS_URL", "WEB_ADDRESS", "SITE_URL"):
+    if values.get(name):
+        sys.stdout.write(f"{name}={values[name]}\0")
+PY
+  )
 fi
 export DJANGO_DEBUG="${DJANGO_DEBUG:-true}"
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
