@@ -256,8 +256,11 @@ class OutboundEmailQuerySet(models.QuerySet["OutboundEmail"]):
         return self.filter(unclaimed | Q(state=states.FAILED) if failed_too else unclaimed)
 
     def to_address(self, canonical: str, *, since: datetime, kinds: Sequence[str]) -> OutboundEmailQuerySet:
-        """Emails of these kinds queued for an address since a moment (the cooldowns)."""
-        return self.filter(recipient_canonical=canonical, created_at__gt=since, kind__in=kinds)
+        """Emails of these kinds queued for an address since a moment (the cooldowns): sent, or
+        that may still go — not one superseded before any attempt, which never reached anyone."""
+        return self.filter(recipient_canonical=canonical, created_at__gt=since, kind__in=kinds).exclude(
+            state=OutboundEmail.State.SUPERSEDED, attempts=0
+        )
 
 
 class OutboundEmail(models.Model):

@@ -74,10 +74,13 @@ def profile_update_by_banker(*, banker: User, user: User, full_name: str | None,
     changed, with the banker as the event's actor."""
     changed = banker_changes(user=user, full_name=full_name, email=email)
     with transaction.atomic():
-        if "full_name" in changed:
-            _name_change(user, full_name or "", record=False)
+        # The address first: it locks the customer together with the address's owner, in pk order;
+        # a name written first would lock the customer alone, and then the owner (a deadlock with
+        # the owner asking for the customer's address at that moment).
         if "email" in changed:
             email_change_request(user=user, new_email=email or "")
+        if "full_name" in changed:
+            _name_change(user, full_name or "", record=False)
         if changed:
             events.event_record(user=user, kind=Event.PROFILE_CHANGED, detail=", ".join(changed), notify=True)
     user.refresh_from_db()
@@ -145,11 +148,14 @@ def email_change_request(*, user: User, new_email: str) -> None:
             User.objects.filter(pk=user.pk).update(pending_email="")
             _supersede_change_links(user, "the change was withdrawn")
             return
-        new_link = owner_id is None and not delivery.recently_mailed(address.lower(), delivery.CHANGE_COOLDOWN)
-        if user.pending_email.lower() == address.lower() and owner_id is None and not new_link:
-            # The same change again within the cooldown ("I didn't get it"): no second link may go
-            # there yet, so the one already mailed (or still owed) stays; nothing new to tell.
+        if user.pending_email.lower() == address.lower() and delivery.recently_mailed(
+            user.email.lower(), [Kind.EMAIL_CHANGE_NOTICE]
+        ):
+            # The same change again within the cooldown ("I didn't get it"): nothing changes — the
+            # link already mailed (or still owed) stays, nobody is mailed again — whether the
+            # address is free or taken (the requester can't tell them apart by what follows).
             return
+        new_link = owner_id is None and not delivery.recently_mailed(address.lower(), delivery.CHANGE_COOLDOWN)
         # The event names the address masked, as the notice below does: a notice sent late (a
         # retry, the sweep) tells of this request, not of whatever is pending by then.
         requested = events.event_record(user=user, kind=Event.EMAIL_CHANGE_REQUESTED, detail=emails.masked(address))

@@ -306,6 +306,38 @@ def test_a_banker_submitting_the_pending_address_again_changes_and_mails_nothing
     assert _verify(EmailVerification.objects.get(purpose="change")).status_code == 200
 
 
+@pytest.mark.parametrize("taken", [False, True], ids=["free", "taken"])
+def test_asking_twice_for_an_address_looks_the_same_whether_it_is_taken(ada, taken):
+    """A review: a repeat for a taken address was recorded and mailed again, a free one's was not —
+    the requester's events and inbox told the two apart."""
+    if taken:
+        UserFactory(username="grace", email="grace@example.com", is_email_verified=True)
+    api = _bearer(_login(APIClient()).json()["access"])
+    body = {"email": "grace@example.com", "current_password": PASSWORD}
+    for _ in range(2):
+        assert api.patch("/api/users/me/", body, format="json").status_code == 200
+    _deliver_all()
+    assert SecurityEvent.objects.filter(user=ada, kind="email_change_requested").count() == 1
+    assert len([m for m in mail.outbox if m.to == ["ada@example.com"]]) == 1
+    assert len([m for m in mail.outbox if m.to == ["grace@example.com"]]) == 1  # a link, or "account exists"
+
+
+def test_back_to_an_address_whose_link_never_went_out_gets_a_new_link(ada):
+    """X, then Y before X's email went out, then X again within the cooldown: X's first email was
+    superseded unsent, so it counts toward no cooldown and X gets a working link."""
+    api = _bearer(_login(APIClient()).json()["access"])
+    for address in ("ada@x.example.org", "ada@y.example.org", "ada@x.example.org"):
+        assert (
+            api.patch("/api/users/me/", {"email": address, "current_password": PASSWORD}, format="json").status_code
+            == 200
+        )
+    _deliver_all()
+    [to_x] = [m for m in mail.outbox if m.to == ["ada@x.example.org"]]
+    assert "/verify-email/?" in to_x.body
+    [link] = EmailVerification.objects.alive().filter(purpose="change")
+    assert link.email == "ada@x.example.org" and _verify(link).status_code == 200
+
+
 def test_a_resend_request_leaves_a_pending_address_change_alone(ada):
     """Anyone may ask for a new sign-up link for an address: that must not kill the address change
     staff started for the unverified account (a mistyped sign-up address being corrected)."""
