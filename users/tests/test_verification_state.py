@@ -314,3 +314,59 @@ def test_two_people_asking_for_each_others_address_at_once_never_deadlock():
     assert errors == []
     assert User.objects.get(pk=ada.pk).pending_email == "bob@example.com"
     assert User.objects.get(pk=bob.pk).pending_email == "ada@example.com"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_banker_changing_name_and_address_while_the_owner_asks_for_the_customers_never_deadlock(monkeypatch):
+    """The banker's request wrote the name (locking the customer) and then locked the address's
+    owner; the owner asking for the customer's address locks the owner, then the customer (a review
+    reproduced "deadlock detected"). The address step now comes first and locks both in pk order."""
+    from users.services import accounts
+
+    owner = UserFactory(username="olga", email="olga@example.com", is_email_verified=True)  # the lower pk
+    customer = UserFactory(username="carl", email="carl@example.com", is_email_verified=True)
+    banker = UserFactory(username="bea", role=User.Role.BANKER, is_email_verified=True)
+    name_written, go = threading.Event(), threading.Event()
+    errors: dict[str, BaseException] = {}
+    real_name_change = accounts._name_change
+
+    def name_change_then_wait(user, full_name, **kwargs):
+        changed = real_name_change(user, full_name, **kwargs)
+        name_written.set()
+        if not go.wait(30):
+            raise TimeoutError("the owner's request never queued")
+        return changed
+
+    monkeypatch.setattr(accounts, "_name_change", name_change_then_wait)
+
+    def bankers_request() -> None:
+        try:
+            accounts.profile_update_by_banker(
+                banker=banker, user=customer, full_name="Carl Newname", email="olga@example.com"
+            )
+        except BaseException as exc:
+            errors["banker"] = exc
+        finally:
+            connection.close()
+
+    def owners_request() -> None:
+        try:
+            accounts.email_change_request(user=owner, new_email="carl@example.com")
+        except BaseException as exc:
+            errors["owner"] = exc
+        finally:
+            connection.close()
+
+    first = threading.Thread(target=bankers_request)
+    first.start()
+    assert name_written.wait(30)
+    second = threading.Thread(target=owners_request)
+    second.start()
+    _wait_until_waiting_or_done(second, deadline=time.monotonic() + 30)
+    go.set()
+    first.join(60)
+    second.join(60)
+    assert not first.is_alive() and not second.is_alive()
+    assert errors == {}
+    assert User.objects.get(pk=customer.pk).pending_email == "olga@example.com"
+    assert User.objects.get(pk=owner.pk).pending_email == "carl@example.com"
