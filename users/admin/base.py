@@ -82,12 +82,22 @@ class OwnersFirstDeleteMixin(admin.ModelAdmin):
 
 class HistoryMixin(OwnersFirstDeleteMixin):
     """A record the service keeps (an email, a link): staff read it, act on it through the actions,
-    and never save it back from a form (which would write the state it was loaded with)."""
+    and never save it back from a form (which would write the state it was loaded with). Only a
+    superuser deletes one (a user's erasure takes their history along), and never one ``owed``:
+    deleting a notice not yet sent would silence what the user must be told."""
 
     def has_add_permission(self, request):
         return False
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        allowed = request.user.is_superuser and super().has_delete_permission(request, obj)
+        return allowed and (obj is None or not self.owed(obj))
+
+    def owed(self, obj) -> bool:
+        """Whether the service still has to act on ``obj`` (it must not be deleted now)."""
         return False
 
 

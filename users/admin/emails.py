@@ -45,6 +45,9 @@ class DeliveryEventInline(ReadOnlyInline):
 
 @admin.register(OutboundEmail)
 class OutboundEmailAdmin(SelectionCheckMixin, HistoryMixin, FastListMixin, admin.ModelAdmin):
+    def owed(self, obj: OutboundEmail) -> bool:
+        return obj.state in (OutboundEmail.State.PENDING, OutboundEmail.State.SENDING)
+
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()
         if not term:

@@ -83,6 +83,9 @@ def test_deleting_the_latest_email_in_the_admin_shows_the_latest_left(admin_clie
     second = create_verification(first.user)
     assert state_of(first.user_id) == State.PENDING
     latest = email_of(second)
+    # An email still owed can't be deleted (its user would never get it): this one failed for good.
+    OutboundEmail.objects.filter(pk=latest.pk).update(state=State.FAILED)
+    assert state_of(first.user_id) == State.FAILED
     response = admin_client.post(f"/admin/users/outboundemail/{latest.pk}/delete/", {"post": "yes"})
     assert response.status_code == 302
     assert not OutboundEmail.objects.filter(pk=latest.pk).exists()
