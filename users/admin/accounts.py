@@ -7,8 +7,10 @@ from typing import cast
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
+from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+from django.contrib.auth.models import Group
 from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
@@ -131,6 +133,26 @@ def reset_second_factors(modeladmin, request: HttpRequest, queryset: QuerySet[Us
     report(modeladmin, request, done, refused, "not yours to reset (yourself, other staff or a superuser)")
 
 
+if admin.site.is_registered(Group):  # django.contrib.auth's, registered on import above
+    admin.site.unregister(Group)
+
+
+@admin.register(Group)
+class GroupAdmin(DjangoGroupAdmin):
+    """A group's permissions are permissions: only superusers make, change or delete groups, as only
+    they set a user's groups and permissions (``policies.SUPERUSER_FIELDS``). Staff with the
+    ``auth.change_group`` permission gave their own group every permission (a review)."""
+
+    def has_add_permission(self, request):
+        return request.user.is_superuser
+
+    def has_change_permission(self, request, obj=None):
+        return request.user.is_superuser
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.is_superuser
+
+
 @admin.register(User)
 class UserAdmin(SelectionCheckMixin, SuperuserBulkDeleteMixin, OwnersFirstDeleteMixin, FastListMixin, DjangoUserAdmin):
     owner_field = "pk"
@@ -222,6 +244,7 @@ class UserAdmin(SelectionCheckMixin, SuperuserBulkDeleteMixin, OwnersFirstDelete
             fields += policies.SUPERUSER_FIELDS
         if obj is not None and obj.pk == request.user.pk:
             fields.append("email")  # one's own address: /account/, which asks for the password
+            fields.append("role")  # a member of staff does not make themself a banker
         return fields
 
     def user_change_password(self, request, id, form_url=""):
