@@ -55,6 +55,10 @@ class LoginSessionAdmin(SelectionCheckMixin, SuperuserBulkDeleteMixin, FastListM
     def has_add_permission(self, request):
         return False
 
+    def has_change_permission(self, request, obj=None):
+        """The block action (no object); never a form saved back over a block or a revocation."""
+        return obj is None and super().has_change_permission(request, obj)
+
     def has_delete_permission(self, request, obj=None):
         """A session goes with its user (a user's deletion), within the change rule; others block."""
         allowed = super().has_delete_permission(request, obj)

@@ -163,3 +163,93 @@ def test_a_malformed_filter_is_a_400_never_a_500(staff_client, url):
 def test_a_malformed_selection_is_a_400_never_a_500(staff_client, changelist, action, selected):
     answer = staff_client.post(changelist, {"action": action, "_selected_action": [selected], "index": "0"})
     assert answer.status_code in (302, 400)
+
+
+@pytest.fixture
+def clerk_client(client):
+    """A member of staff, not a superuser, holding every permission of the users app and of groups."""
+    from django.contrib.auth.models import Group, Permission
+
+    from users.tests.factories import with_totp
+
+    clerk = UserFactory(username="clerk", is_staff=True, is_email_verified=True)
+    with_totp(clerk)
+    perms = Permission.objects.filter(content_type__app_label__in=["users", "auth"])
+    clerk.user_permissions.set(perms)
+    Group.objects.create(name="ops").user_set.add(clerk)
+    client.force_login(clerk)
+    return client
+
+
+def test_nobody_deletes_an_email_still_owed_and_staff_delete_none(clerk_client, client):
+    """A clerk deleted a notice of a factor reset before it went out, and a superuser's emails (a
+    review): the promise holds for notices too. Superusers may delete what is settled."""
+    notice = create_notice(UserFactory(), kind=OutboundEmail.Kind.SECURITY_NOTICE)
+    root = UserFactory(username="boss")
+    settled = create_notice(root)
+    OutboundEmail.objects.filter(pk=settled.pk).update(state="sent")
+    for email in (notice, settled):
+        assert clerk_client.get(f"/admin/users/outboundemail/{email.pk}/delete/").status_code == 403
+        forged = {"action": "delete_selected", "_selected_action": [email.pk], "post": "yes", "index": "0"}
+        clerk_client.post("/admin/users/outboundemail/", forged)
+    verification = create_verification(root)
+    assert clerk_client.get(f"/admin/users/emailverification/{verification.pk}/delete/").status_code == 403
+    assert OutboundEmail.objects.filter(pk__in=[notice.pk, settled.pk]).count() == 2
+    client.force_login(superuser_with_factor(username="root"))
+    assert client.get(f"/admin/users/outboundemail/{notice.pk}/delete/").status_code == 403
+    assert client.post(f"/admin/users/outboundemail/{settled.pk}/delete/", {"post": "yes"}).status_code == 302
+    assert not OutboundEmail.objects.filter(pk=settled.pk).exists()
+    assert OutboundEmail.objects.filter(pk=notice.pk).exists()
+
+
+def test_only_superusers_change_groups(clerk_client):
+    """A group's permissions are permissions: a clerk with auth.change_group gave their own group
+    every permission (a review)."""
+    from django.contrib.auth.models import Group, Permission
+
+    group = Group.objects.get(name="ops")
+    every = [str(p.pk) for p in Permission.objects.all()]
+    assert clerk_client.get(f"/admin/auth/group/{group.pk}/change/").status_code in (200, 403)
+    assert (
+        clerk_client.post(f"/admin/auth/group/{group.pk}/change/", {"name": "ops", "permissions": every}).status_code
+        == 403
+    )
+    assert clerk_client.post("/admin/auth/group/add/", {"name": "all", "permissions": every}).status_code == 403
+    assert group.permissions.count() == 0 and not Group.objects.filter(name="all").exists()
+
+
+def test_a_session_row_is_never_saved_back_but_staff_still_block_one(clerk_client):
+    from users.models import LoginSession
+    from users.services import sessions
+
+    customer = UserFactory(is_email_verified=True)
+    sessions.session_start(user=customer, user_agent="test", client_ip="127.0.0.1")
+    session = LoginSession.objects.get(user=customer)
+    url = f"/admin/users/loginsession/{session.pk}/change/"
+    assert clerk_client.get(url).status_code == 200 and 'name="_save"' not in clerk_client.get(url).content.decode()
+    assert clerk_client.post(url, {}).status_code == 403
+    blocked = clerk_client.post(
+        "/admin/users/loginsession/", {"action": "block", "_selected_action": [str(session.pk)], "index": "0"}
+    )
+    assert blocked.status_code == 302 and LoginSession.objects.get(pk=session.pk).blocked_at is not None
+
+
+def test_staff_do_not_set_their_own_role(clerk_client):
+    from users.models import User
+
+    clerk = User.objects.get(username="clerk")
+    page = clerk_client.get(f"/admin/users/user/{clerk.pk}/change/").content.decode()
+    assert 'name="role"' not in page
+
+
+@pytest.mark.parametrize(
+    ("changelist", "action"),
+    [
+        ("/admin/users/loginsession/?client_ip=notanip", "block"),
+        ("/admin/users/outboundemail/?state=%00", "retry_failed"),
+        ("/admin/users/suppression/?reason__exact=%00", "lift"),
+    ],
+)
+def test_an_action_on_a_malformed_filter_is_a_400_never_a_500(staff_client, changelist, action):
+    answer = staff_client.post(changelist, {"action": action, "_selected_action": ["1"], "index": "0"})
+    assert answer.status_code in (302, 400)
