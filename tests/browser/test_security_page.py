@@ -82,6 +82,10 @@ def test_a_passkey_made_on_the_security_page_steps_up_there_then_logs_in(
     page.fill("#totp-setup-form input[name=current_password]", PASSWORD)
     page.click("#totp-setup-form button[data-passkey-proof]")
     expect(page.locator("#totp-qr")).to_be_visible()
+    # Shown, not a broken image's empty box (an SVG without its namespace never loads in an <img>).
+    page.wait_for_function(
+        "() => { const img = document.querySelector('#totp-qr'); return img.complete && img.naturalWidth > 0 }"
+    )
     secret = page.locator("#totp-secret").inner_text()
     page.fill("#totp-confirm-form input[name=code]", pyotp.TOTP(secret).now())
     page.click("#totp-confirm-form button[type=submit]")

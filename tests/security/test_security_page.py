@@ -59,7 +59,7 @@ def set_up_totp(browser: Browser, **proof: str) -> tuple[pyotp.TOTP, list[str]]:
     assert setup.status_code == 200, setup.text
     [secret] = KEY.findall(setup.text)
     [qr] = re.findall(r'<img id="totp-qr" src="data:image/svg\+xml;base64,([^"]+)"', setup.text)
-    assert base64.b64decode(qr).startswith(b"<svg")
+    assert base64.b64decode(qr).startswith(b'<svg xmlns="http://www.w3.org/2000/svg"')
     app = pyotp.TOTP(secret)
     confirmed = post(browser, "totp_confirm", code=app.now())
     assert confirmed.status_code == 200, confirmed.text

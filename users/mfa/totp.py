@@ -8,6 +8,7 @@ the same code (or two codes of one step) exactly one wins.
 from __future__ import annotations
 
 import hmac
+import io
 import logging
 import time
 from typing import NamedTuple
@@ -39,7 +40,12 @@ def provisioning_uri(*, user: User, secret: str) -> str:
 
 
 def qr_svg(uri: str) -> str:
-    return segno.make(uri, error="m").svg_inline(scale=4)
+    """The QR code as an SVG document with its namespace: shown inline, through ``<img>`` or as a
+    ``data:`` URI alike (segno's ``svg_inline`` leaves the namespace out, and a browser then shows
+    an ``<img>`` of it as a broken image: a review found the set-up page's QR code empty)."""
+    out = io.BytesIO()
+    segno.make(uri, error="m").save(out, kind="svg", xmldecl=False, scale=4)
+    return out.getvalue().decode()
 
 
 def current_step(now: float | None = None) -> int:
