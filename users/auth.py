@@ -255,12 +255,13 @@ def lockout_response(
     that only waited too long for its turn (``proof_turn``) is told to try again in a second."""
     busy = proof_busy(request)
     wait = 1 if busy else int(settings.AXES_COOLOFF_TIME.total_seconds())
-    detail = locked_out_words(request)
     response: HttpResponse
     if request.path.startswith("/api/"):
+        detail = locked_out_words(request)
         response = JsonResponse({"detail": detail, "code": "throttled" if busy else "locked_out"}, status=429)
-    else:
-        response = render(request, "users/too_many_requests.html", {"wait": wait, "detail": detail}, status=429)
+    else:  # the page links the way out instead of naming it
+        context = {"wait": wait, "detail": locked_out_words(request, reset_hint=False), "reset_hint": not busy}
+        response = render(request, "users/too_many_requests.html", context, status=429)
     response["Retry-After"] = str(wait)
     return response
 

@@ -84,6 +84,8 @@ def _reauthenticate(
     credential: dict[str, Any] | None,
     password_needed: bool,
 ) -> None:
+    if not password_needed and not mfa.has_factor(user=user):
+        return  # a reset link alone proves it: nothing is guessed here, so the lockout guards nothing
     if is_locked(request=request, user=user):
         raise LockedOut
     if password_needed and not password:  # nothing was tried: a forgetful client guesses nothing

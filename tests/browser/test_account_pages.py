@@ -109,9 +109,23 @@ def test_password_reset_by_email_in_the_browser(page, live_server, ada, smtp_ser
     expect(page).to_have_url(f"{live_server.url}/account/")
 
 
-def test_the_web_log_in_locks_out_after_repeated_failures(page, live_server, ada, settings):
+def test_the_web_log_in_locks_out_after_repeated_failures(page, live_server, ada, settings, smtp_server, worker):
     for _ in range(settings.AXES_FAILURE_LIMIT):
         _log_in(page, live_server, "ada", "a wrong guess")
     expect(page.locator("main")).to_contain_text("Too many failed log-ins")
     _log_in(page, live_server, "ada", PASSWORD)
     expect(page.locator("main")).to_contain_text("Too many failed log-ins")  # locked, right password or not
+    expect(page.locator("main")).to_contain_text("Please wait 15 minutes and try again.")
+    # The way out it names is a link, and it works: a reset lets its owner in from here again.
+    page.click("main a:has-text('Reset your password')")
+    page.fill("input[name=email]", "ada@example.com")
+    page.click("button[type=submit]")
+    expect(page.locator("h1")).to_contain_text("Check your inbox")
+    [message] = wait_for(lambda: smtp_server.to("ada@example.com"), what="the reset email")
+    page.goto(re.search(r"https?://\S+/reset-password/\?uid=\S+", message_text(message)).group(0))
+    page.fill("input[name=new_password1]", "a brand new pass phrase")
+    page.fill("input[name=new_password2]", "a brand new pass phrase")
+    page.click("button[type=submit]")
+    expect(page.locator("h1")).to_contain_text("Your password is changed")
+    _log_in(page, live_server, "ada", "a brand new pass phrase")
+    expect(page).to_have_url(f"{live_server.url}/account/")

@@ -125,6 +125,13 @@ def password_changed_effects(*, user: User) -> None:
         user=user, except_session_id=keep, reason="password reset" if reset else "password changed"
     )
     _supersede_resets(user, "the password changed")
+    if reset and ctx.request is not None:
+        # The mailbox's owner set a new password: the failures from where they did it are forgiven
+        # (as a log-in's success forgives them), or the lockout page's "reset your password" would
+        # leave them locked out with the new one for the rest of the cool-off.
+        from users.auth import lockout_reset
+
+        lockout_reset(ctx.request, user)
     email_change_cancel(user=user, reason="cancelled: the password changed")
     # A log-in half done with the old password (its second step still owed) is done for.
     MfaLoginToken.objects.filter(user=user).delete()

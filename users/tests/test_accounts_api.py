@@ -489,6 +489,22 @@ def test_log_in_is_locked_out_after_repeated_failures_then_resets(ada, settings)
         assert _login(APIClient()).status_code == 200
 
 
+def test_a_password_reset_lets_its_owner_log_in_again_from_where_they_were_locked_out(ada, settings):
+    """The lockout page says "reset your password": a review did, and the new password was refused
+    with the same 429 for the rest of the cool-off. A reset forgives the failures from where it was
+    made (as a log-in's success does); other addresses' stay counted."""
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        _login(APIClient(), password="wrong guess here")
+        _login(APIClient(), password="wrong guess here", REMOTE_ADDR="198.51.100.9")
+    assert _login(APIClient()).status_code == 429
+    assert APIClient().post("/api/password-reset/", {"email": "ada@example.com"}, format="json").status_code == 202
+    uid, token = _reset_link()
+    confirm = {"uid": uid, "token": token, "new_password": "a brand new pass phrase"}
+    assert APIClient().post("/api/password-reset/confirm/", confirm, format="json").status_code == 204
+    assert _login(APIClient(), password="a brand new pass phrase").status_code == 200
+    assert _login(APIClient(), password="a brand new pass phrase", REMOTE_ADDR="198.51.100.9").status_code == 429
+
+
 def test_the_lockout_counts_spellings_of_one_account_together(ada, settings):
     spellings = ["ada", "ADA", "ada@example.com", "Ada@Example.com", "ada"]
     statuses = [
