@@ -174,12 +174,16 @@ class LogoutView(auth_views.LogoutView):
     """POST only (Django's): a link can't log anyone out."""
 
 
+# Both forms have a code and a passkey field: ids of their own, so each label names its own field.
+EMAIL_FORM_IDS, PASSWORD_FORM_IDS = "id_email_%s", "id_password_%s"
+
+
 def _account_page(request: HttpRequest, *, status: int = 200, **forms: Any) -> HttpResponse:
     user = cast("User", request.user)
     context = {
         "name_form": forms.get("name_form") or NameForm(initial={"full_name": user.full_name}),
-        "email_form": forms.get("email_form") or EmailChangeForm(user=user),
-        "password_form": forms.get("password_form") or ReauthPasswordChangeForm(user),
+        "email_form": forms.get("email_form") or EmailChangeForm(user=user, auto_id=EMAIL_FORM_IDS),
+        "password_form": forms.get("password_form") or ReauthPasswordChangeForm(user, auto_id=PASSWORD_FORM_IDS),
         "events": SecurityEvent.objects.filter(user=user)[:10],
     }
     return render(request, "users/account.html", context, status=status)
@@ -203,7 +207,7 @@ def account(request: HttpRequest) -> HttpResponse:
         accounts.profile_update(user=user, full_name=form.cleaned_data["full_name"])
         messages.success(request, "Your name is changed.")
     elif which == "email":
-        email_form = EmailChangeForm(request.POST, user=user)
+        email_form = EmailChangeForm(request.POST, user=user, auto_id=EMAIL_FORM_IDS)
         if not email_form.is_valid():
             return _account_page(request, status=400, email_form=email_form)
         data = email_form.cleaned_data
@@ -217,7 +221,9 @@ def account(request: HttpRequest) -> HttpResponse:
             request, "We sent a link to the new address. Until you use it, your account keeps its current address."
         )
     elif which == "password":
-        password_form = ReauthPasswordChangeForm(user, request.POST, check=partial(reauthenticate_or_why, request))
+        password_form = ReauthPasswordChangeForm(
+            user, request.POST, check=partial(reauthenticate_or_why, request), auto_id=PASSWORD_FORM_IDS
+        )
         if not password_form.is_valid():
             return _account_page(request, status=400, password_form=password_form)
         try:

@@ -133,7 +133,9 @@ class LoginForm(AuthenticationForm):
     error_messages = {
         "invalid_login": "No account matches that username or address and password.",
         "inactive": "No account matches that username or address and password.",
-        "email_not_verified": "Verify your email address first: use the link we sent you, or ask for a new one.",
+        "email_not_verified": (
+            "Verify your email address first: use the link we sent you, or ask for a new one (below)."
+        ),
     }
 
     def confirm_login_allowed(self, user: User) -> None:
@@ -209,6 +211,8 @@ class ReauthPasswordChangeForm(PasswordChangeForm):
         super().__init__(user, *args, **kwargs)
         self.check = check
         add_proof_fields(self, user)
+        # Django focuses the old password; on the account page it is mid-page, below other forms.
+        self.fields["old_password"].widget.attrs.pop("autofocus", None)
 
     def clean_old_password(self) -> str:
         return self.cleaned_data["old_password"]  # checked in clean(), with the code

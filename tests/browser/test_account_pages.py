@@ -47,7 +47,7 @@ def test_log_in_change_name_and_password_then_log_out(page, live_server, ada, no
     page.fill("input[name=new_password1]", "a fresh pass phrase 2026")
     page.fill("input[name=new_password2]", "a fresh pass phrase 2026")
     page.click("#password-form button")
-    expect(page.locator("#field-old_password .errorlist")).to_be_visible()
+    expect(page.locator("#field-password-old_password .errorlist")).to_be_visible()
     page.fill("input[name=old_password]", PASSWORD)
     page.fill("input[name=new_password1]", "a fresh pass phrase 2026")
     page.fill("input[name=new_password2]", "a fresh pass phrase 2026")

@@ -113,3 +113,42 @@ def test_verify_page_for_bad_links_says_invalid(browser):
         page = browser.get(url)
         assert page.status_code == 400 and "invalid or has expired" in page.content.decode()
         assert page["Referrer-Policy"] == "strict-origin"
+
+
+@pytest.mark.django_db
+def test_error_pages_keep_the_banks_layout(client, settings):
+    """A mistyped address and a form that expired (a stale tab) were Django's bare pages (a review in
+    Chromium); the crash page needs no request (Django renders it without one)."""
+    from django.template.loader import render_to_string
+
+    missing = client.get("/no-such-page/")
+    assert missing.status_code == 404 and settings.SITE_NAME in missing.content.decode()
+    assert 'href="/login/"' in missing.content.decode()
+    strict = Client(enforce_csrf_checks=True)
+    stale = strict.post("/login/", {"username": "ada", "password": "x"})
+    assert stale.status_code == 403 and "This form has expired" in stale.content.decode()
+    assert settings.SITE_NAME in stale.content.decode()
+    assert "Something went wrong on our side" in render_to_string("500.html")
+
+
+@pytest.mark.django_db
+def test_account_pages_name_no_colleague_and_every_id_once(client):
+    """The events named staff by username ("staff:root") and a customer's own failed log-in "by
+    system"; the address and password forms both had id_code and id_credential, so a label focused
+    the other form's field (a review in Chromium)."""
+    from collections import Counter
+
+    from users.models import SecurityEvent
+    from users.tests.factories import UserFactory, with_totp
+
+    ada = UserFactory(username="ada", is_email_verified=True)
+    with_totp(ada)
+    SecurityEvent.objects.create(user=ada, kind="profile_changed", actor="staff:root", detail="full_name")
+    SecurityEvent.objects.create(user=ada, kind="login_failed", actor="system")
+    client.force_login(ada)
+    for url in ("/account/", "/account/security/"):
+        page = client.get(url).content.decode()
+        assert "staff:root" not in page and "a member of our staff" in page and "whoever tried" in page, url
+        ids = Counter(re.findall(r'\bid="([^"]+)"', page))
+        assert [i for i, n in ids.items() if n > 1] == [], url
+        assert "autofocus" not in page, url
