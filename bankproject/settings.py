@@ -111,6 +111,7 @@ MIDDLEWARE = [
     "bankproject.request_id.RequestIdMiddleware",
     "bankproject.middleware.DatabaseUnavailable",
     "bankproject.headers.ApiNoStore",
+    "bankproject.api_errors.ApiBodyLimit",  # a body too large for /api/: 413, in every mode
     "bankproject.middleware.AdminBadInput",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",

@@ -117,7 +117,8 @@ ERROR_CODES = [
     (
         "not_found",
         "404",
-        "no such session, passkey or user (of yours, or one a banker may see), or no such route under `/api/`",
+        "no such session, passkey or user (of yours, or one a banker may see), or no such route under `/api/` "
+        "(while `DJANGO_DEBUG` is true, Django's debug page instead)",
     ),
     (
         "invalid_link",
@@ -149,12 +150,14 @@ ERROR_CODES = [
     (
         "bad_request",
         "400",
-        "a request refused before any route saw it (a `Host` the service does not answer to)",
+        "a request refused before any route saw it (a `Host` the service does not answer to; while "
+        "`DJANGO_DEBUG` is true, Django's debug page instead)",
     ),
     (
         "server_error",
         "500",
-        "the service failed; the request id (`X-Request-ID`) finds it in the logs",
+        "the service failed; the request id (`X-Request-ID`) finds it in the logs (while `DJANGO_DEBUG` is "
+        "true, Django's debug page instead)",
     ),
 ]
 
