@@ -14,7 +14,6 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from users import context
 from users.errors import FactorStateError, InvalidToken, WrongProof
 from users.mfa import crypto, passkeys, recovery_codes, totp
 from users.models import MfaLoginToken, Passkey, SecurityEvent, TotpDevice, User
@@ -99,9 +98,7 @@ def _other_sessions_end(user: User, reason: str) -> None:
     opened by whoever held a factor now gone does not outlive it. The session that made the change
     stays; staff's change ends them all. (A first factor turned on ends nothing: an enrolled
     banker's sessions lose the enrolment 403 at once, and the user ends any session of the list.)"""
-    ctx = context.current()
-    own = ctx.actor is not None and ctx.actor.pk == user.pk
-    sessions.sessions_revoke(user=user, except_session_id=ctx.session_id if own else None, reason=reason)
+    sessions.sessions_revoke_others(user=user, reason=reason)
 
 
 TOTP_ON = "TOTP is already on; turn it off first to set up another app."
@@ -219,7 +216,7 @@ def factors_reset_by_staff(*, user: User) -> bool:
 
 # --- Proofs ------------------------------------------------------------------------------------------
 def proof_verify(
-    *, user: User, code: str | None = None, credential: dict[str, Any] | None = None, ceremony: str | None = None
+    *, user: User, ceremony: str, code: str | None = None, credential: dict[str, Any] | None = None
 ) -> bool:
     """A TOTP code (not replayed), an unused recovery code (now used: an event and a notice), or
     ``credential``: an assertion of one of the user's passkeys answering a live challenge of theirs

@@ -118,12 +118,11 @@ def password_changed_effects(*, user: User) -> None:
     - a ``password_changed`` (or ``password_reset``) event, and a notice to the account's address.
     """
     ctx = context.current()
-    own = ctx.actor is not None and ctx.actor.pk == user.pk
     reset = getattr(user, "_password_reset", False)
-    keep = ctx.session_id if own and not reset else None
-    sessions.sessions_revoke(
-        user=user, except_session_id=keep, reason="password reset" if reset else "password changed"
-    )
+    if reset:  # whoever held a session may be why the password was forgotten
+        sessions.sessions_revoke(user=user, reason="password reset")
+    else:
+        sessions.sessions_revoke_others(user=user, reason="password changed")
     _supersede_resets(user, "the password changed")
     if reset and ctx.request is not None:
         # The mailbox's owner set a new password: the failures from where they did it are forgiven

@@ -24,6 +24,7 @@ from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.utils import datetime_from_epoch
 
+from users import context
 from users.errors import InvalidToken
 from users.models import LoginSession, SecurityEvent, User
 from users.services import events
@@ -153,6 +154,15 @@ def sessions_revoke(*, user: User, except_session_id: uuid.UUID | None = None, r
     if except_session_id is not None:
         sessions = sessions.exclude(pk=except_session_id)
     return _revoke(sessions, reason)
+
+
+def sessions_revoke_others(*, user: User, reason: str) -> int:
+    """End every live session of ``user`` but the one making this request, when it is the user's own
+    (a change they made keeps them logged in there); all of them when staff, a command or a link
+    made it."""
+    ctx = context.current()
+    own = ctx.actor is not None and ctx.actor.pk == user.pk
+    return sessions_revoke(user=user, except_session_id=ctx.session_id if own else None, reason=reason)
 
 
 def session_revoke(*, user: User, session_id: uuid.UUID) -> bool:

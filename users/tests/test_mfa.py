@@ -17,9 +17,11 @@ from django.utils import timezone
 
 from users import policies
 from users.errors import FactorStateError, InvalidToken, WrongProof
-from users.mfa import crypto, flows, totp
+from users.mfa import crypto, flows, passkeys, totp
 from users.models import MfaLoginToken, RecoveryCode, SecurityEvent, TotpDevice, User
 from users.tests.factories import UserFactory, with_totp
+
+STEP = passkeys.Purpose.STEP_UP  # any ceremony: a code is checked alike in each
 
 
 def _enable(user: User) -> tuple[str, list[str]]:
@@ -87,9 +89,9 @@ def test_a_totp_code_is_refused_for_its_step_and_every_earlier_one():
     user = UserFactory()
     secret, _ = _enable(user)
     step = totp.current_step()
-    assert flows.proof_verify(user=user, code=_code(secret, step + 1))
-    assert not flows.proof_verify(user=user, code=_code(secret, step + 1))  # the replay
-    assert not flows.proof_verify(user=user, code=_code(secret, step))  # an earlier step
+    assert flows.proof_verify(user=user, ceremony=STEP, code=_code(secret, step + 1))
+    assert not flows.proof_verify(user=user, ceremony=STEP, code=_code(secret, step + 1))  # the replay
+    assert not flows.proof_verify(user=user, ceremony=STEP, code=_code(secret, step))  # an earlier step
 
 
 @pytest.mark.django_db
@@ -115,13 +117,13 @@ def test_confirming_turns_totp_on_with_ten_recovery_codes_of_an_unambiguous_alph
 def test_a_recovery_code_works_once_in_any_case_and_spacing_and_new_codes_replace_the_old():
     user = UserFactory()
     _, codes = _enable(user)
-    assert flows.proof_verify(user=user, code=f" {codes[0].lower()} ")
-    assert not flows.proof_verify(user=user, code=codes[0])
+    assert flows.proof_verify(user=user, ceremony=STEP, code=f" {codes[0].lower()} ")
+    assert not flows.proof_verify(user=user, ceremony=STEP, code=codes[0])
     assert flows.status(user=user).recovery_codes_left == 9
     assert SecurityEvent.objects.filter(user=user, kind="recovery_code_used").count() == 1
     fresh = flows.recovery_codes_regenerate(user=user)
-    assert not flows.proof_verify(user=user, code=codes[1])
-    assert flows.proof_verify(user=user, code=fresh[1])
+    assert not flows.proof_verify(user=user, ceremony=STEP, code=codes[1])
+    assert flows.proof_verify(user=user, ceremony=STEP, code=fresh[1])
 
 
 @pytest.mark.django_db
@@ -131,7 +133,7 @@ def test_turning_the_last_factor_off_takes_the_recovery_codes_with_it():
     flows.totp_disable(user=user)
     assert not flows.has_factor(user=user)
     assert not RecoveryCode.objects.filter(user=user).exists()
-    assert not flows.proof_verify(user=user, code=codes[0])
+    assert not flows.proof_verify(user=user, ceremony=STEP, code=codes[0])
     assert SecurityEvent.objects.filter(user=user, kind="mfa_disabled").count() == 1
     with pytest.raises(FactorStateError):
         flows.recovery_codes_regenerate(user=user)
@@ -174,14 +176,19 @@ def test_of_concurrent_requests_with_one_totp_code_exactly_one_wins():
     user = UserFactory()
     secret, _ = _enable(user)
     code = _code(secret, totp.current_step() + 1)
-    assert sorted(_race(lambda: flows.proof_verify(user=user, code=code))) == [False, False, False, True]
+    assert sorted(_race(lambda: flows.proof_verify(user=user, ceremony=STEP, code=code))) == [False, False, False, True]
 
 
 @pytest.mark.django_db(transaction=True)
 def test_of_concurrent_requests_with_one_recovery_code_exactly_one_wins():
     user = UserFactory()
     _, codes = _enable(user)
-    assert sorted(_race(lambda: flows.proof_verify(user=user, code=codes[3]))) == [False, False, False, True]
+    assert sorted(_race(lambda: flows.proof_verify(user=user, ceremony=STEP, code=codes[3]))) == [
+        False,
+        False,
+        False,
+        True,
+    ]
     assert SecurityEvent.objects.filter(user=user, kind="recovery_code_used").count() == 1
 
 
@@ -226,7 +233,7 @@ def test_the_login_token_is_single_use_expires_and_dies_after_five_wrong_proofs(
             flows.login_token_redeem(token=dying, code="222222")
     with pytest.raises(InvalidToken):
         flows.login_token_redeem(token=dying, code=codes[1])
-    assert flows.proof_verify(user=user, code=codes[1])  # the code was not spent on a dead token
+    assert flows.proof_verify(user=user, ceremony=STEP, code=codes[1])  # the code was not spent on a dead token
 
 
 @pytest.mark.django_db
