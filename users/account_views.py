@@ -55,7 +55,7 @@ from users.views import too_many
 SECOND_STEP_KEY = "_login_second_step"
 BACKEND = "users.auth.UsernameOrEmailBackend"
 SECOND_STEP_EXPIRED = "Your log-in expired: start again."
-WRONG_CODE = "That code is not right, or was used already."
+WRONG_CODE = "That code is not right, or was used already (a code works once: wait for your app's next one)."
 
 
 class SecondStepLoginView(auth_views.LoginView):
@@ -237,7 +237,10 @@ def account(request: HttpRequest) -> HttpResponse:
 
 
 PROOF_MISSING = "Give a code from your authenticator app or one of your recovery codes, or use your passkey."
-PROOF_WRONG = "That code is wrong or was used already, or the passkey's answer was refused."
+PROOF_WRONG = (
+    "That code is wrong or was used already (a code works once: wait for your app's next one), "
+    "or the passkey's answer was refused."
+)
 
 
 def reauthenticate_or_why(

@@ -83,8 +83,8 @@ def test_address_change_from_the_account_page_then_the_emailed_link(page, live_s
     page.goto(url)
     page.click("button[type=submit]")
     expect(page.locator("h1")).to_contain_text("verified")
-    page.click("text=Log in to your account")  # the verified page leads to log-in
-    expect(page).to_have_url(re.compile(r"/(login|account)/$"))
+    page.click("text=Go to your account")  # still logged in here: the verified page leads to the account
+    expect(page).to_have_url(re.compile(r"/account/$"))
     assert User.objects.get(pk=ada.pk).email == "ada@lovelace.example.org"
 
 

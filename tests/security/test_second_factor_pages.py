@@ -21,7 +21,7 @@ from users.tests.factories import UserFactory, with_totp
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 VERIFY = "/login/verify/"
-WRONG_CODE = "That code is not right, or was used already."
+WRONG_CODE = "That code is not right, or was used already"
 EXPIRED = "Your log-in expired: start again."
 
 

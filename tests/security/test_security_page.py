@@ -170,7 +170,7 @@ def test_a_passkey_added_on_the_page_logs_in_at_the_second_step_and_is_removed_w
     third = Browser(stack)
     third.log_in("ada")
     replay = third.post_form("/login/verify/", {"credential": json.dumps(assertion)})
-    assert replay.status_code == 400 and "That code is not right, or was used already." in replay.text
+    assert replay.status_code == 400 and "That code is not right, or was used already" in replay.text
 
     # Removing it takes the password and a proof: here the passkey itself.
     key = Passkey.objects.get(user=ada)
