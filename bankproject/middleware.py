@@ -76,10 +76,8 @@ class DatabaseUnavailable:
 class AdminBadInput:
     """A staff member's malformed filter in the admin (a NUL, an address that is no IP) is a ``400``,
     not a ``500``: Django's admin hands filter values to the database as they come, and the query
-    fails only when the list page renders. Pages read (GET), and an action posted to a list whose
-    filters (the query string) select its rows: the query fails before the action acts. Any other
-    write that fails is a bug, a ``500``; a malformed selection for an action is refused before it
-    runs (users.admin)."""
+    fails only when the list page renders. Only pages read (GET): a write that fails is a bug, a
+    ``500``; a malformed selection for an action is refused before it runs (users.admin)."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -88,9 +86,8 @@ class AdminBadInput:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        action_on_filtered_list = request.method == "POST" and "action" in request.POST and bool(request.GET)
         if (
-            (request.method not in ("GET", "HEAD") and not action_on_filtered_list)
+            request.method not in ("GET", "HEAD")
             or not request.path.startswith("/admin/")
             or not isinstance(exception, ValueError | DjangoValidationError | DataError)
         ):

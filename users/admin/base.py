@@ -8,9 +8,10 @@ from typing import cast
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import ValidationError
 from django.core.paginator import Page, Paginator
-from django.db import connection, transaction
+from django.db import DataError, connection, transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponseBadRequest
 from django.utils.functional import cached_property
@@ -83,8 +84,9 @@ class OwnersFirstDeleteMixin(admin.ModelAdmin):
 class HistoryMixin(OwnersFirstDeleteMixin):
     """A record the service keeps (an email, a link): staff read it, act on it through the actions,
     and never save it back from a form (which would write the state it was loaded with). Only a
-    superuser deletes one (a user's erasure takes their history along), and never one ``owed``:
-    deleting a notice not yet sent would silence what the user must be told."""
+    superuser deletes one, and never one ``owed``: deleting a notice not yet sent would silence
+    what the user must be told. (Deleting a user takes these along and so follows the same rule;
+    a user with security events, append-only, is not deleted in the admin at all.)"""
 
     def has_add_permission(self, request):
         return False
@@ -103,7 +105,17 @@ class HistoryMixin(OwnersFirstDeleteMixin):
 
 class SelectionCheckMixin:
     """A selection for an action is ids of this model, or a ``400`` before the action runs (Django
-    hands the raw values to the query: "abc" for an integer id, "x" for a UUID)."""
+    hands the raw values to the query: "abc" for an integer id, "x" for a UUID). A malformed filter
+    (a NUL, an address that is no IP) is Django's own "invalid lookup" (the list again, ``?e=1``),
+    for a page and for an action posted to it alike: the list is built, and fails, before any
+    action runs."""
+
+    def get_changelist_instance(self, request):
+        try:
+            with transaction.atomic():  # a failed query must not poison an enclosing transaction
+                return super().get_changelist_instance(request)  # type: ignore[misc]
+        except (ValueError, ValidationError, DataError) as exc:
+            raise IncorrectLookupParameters(str(exc)) from exc
 
     def response_action(self, request, queryset):
         pk = self.model._meta.pk  # type: ignore[attr-defined]

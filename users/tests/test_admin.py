@@ -209,7 +209,7 @@ def test_only_superusers_change_groups(clerk_client):
 
     group = Group.objects.get(name="ops")
     every = [str(p.pk) for p in Permission.objects.all()]
-    assert clerk_client.get(f"/admin/auth/group/{group.pk}/change/").status_code in (200, 403)
+    assert 'name="_save"' not in clerk_client.get(f"/admin/auth/group/{group.pk}/change/").content.decode()
     assert (
         clerk_client.post(f"/admin/auth/group/{group.pk}/change/", {"name": "ops", "permissions": every}).status_code
         == 403
@@ -250,6 +250,19 @@ def test_staff_do_not_set_their_own_role(clerk_client):
         ("/admin/users/suppression/?reason__exact=%00", "lift"),
     ],
 )
-def test_an_action_on_a_malformed_filter_is_a_400_never_a_500(staff_client, changelist, action):
-    answer = staff_client.post(changelist, {"action": action, "_selected_action": ["1"], "index": "0"})
-    assert answer.status_code in (302, 400)
+def test_an_action_on_a_malformed_filter_is_refused_never_a_500(staff_client, changelist, action):
+    """A review: Django builds the list from the filters before the action runs, and the query failed
+    there (500). Now Django's "invalid lookup": the list again with ?e=1, nothing done."""
+    from users.models import LoginSession, Suppression
+    from users.services import sessions
+
+    customer = UserFactory(is_email_verified=True)
+    sessions.session_start(user=customer, user_agent="test", client_ip="127.0.0.1")
+    selected = {
+        "block": str(LoginSession.objects.get(user=customer).pk),
+        "retry_failed": str(create_notice(customer).pk),
+        "lift": str(Suppression.objects.create(address="gone@example.com", reason="bounced").pk),
+    }[action]
+    answer = staff_client.post(changelist, {"action": action, "_selected_action": [selected], "index": "0"})
+    assert answer.status_code == 302 and answer["Location"].endswith("?e=1")
+    assert LoginSession.objects.get(user=customer).blocked_at is None
