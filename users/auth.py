@@ -236,6 +236,9 @@ def proof_busy(request: HttpRequest) -> bool:
     return bool(getattr(request, PROOF_BUSY, False))
 
 
+RESET_HINT_PATHS = frozenset({"/login/", "/api/tokens/"})  # staff (/admin/login/) always have a factor
+
+
 def locked_out_words(request: HttpRequest, *, reset_hint: bool = True) -> str:
     """What a person is told for a ``LockedOut``: "busy" after a wait for the turn, else the lockout
     (with the way out, where resetting the password is one)."""
@@ -255,12 +258,15 @@ def lockout_response(
     that only waited too long for its turn (``proof_turn``) is told to try again in a second."""
     busy = proof_busy(request)
     wait = 1 if busy else int(settings.AXES_COOLOFF_TIME.total_seconds())
+    # A reset is the way out only where a password was typed to log in: not at a second step (the
+    # password was right), a reset itself, or a step-up.
+    hint = request.path_info in RESET_HINT_PATHS
     response: HttpResponse
     if request.path.startswith("/api/"):
-        detail = locked_out_words(request)
+        detail = locked_out_words(request, reset_hint=hint)
         response = JsonResponse({"detail": detail, "code": "throttled" if busy else "locked_out"}, status=429)
     else:  # the page links the way out instead of naming it
-        context = {"wait": wait, "detail": locked_out_words(request, reset_hint=False), "reset_hint": not busy}
+        context = {"wait": wait, "detail": locked_out_words(request, reset_hint=False), "reset_hint": hint and not busy}
         response = render(request, "users/too_many_requests.html", context, status=429)
     response["Retry-After"] = str(wait)
     return response

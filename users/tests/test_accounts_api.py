@@ -505,6 +505,28 @@ def test_a_password_reset_lets_its_owner_log_in_again_from_where_they_were_locke
     assert _login(APIClient(), password="a brand new pass phrase", REMOTE_ADDR="198.51.100.9").status_code == 429
 
 
+def test_a_reset_of_a_locked_account_with_a_second_factor_waits_out_the_lockout(ada, settings):
+    """Its reset asks for a code: a guess the lockout counts like any other, so a locked pair is
+    refused even with the right code (a reset link must not become unlimited code guesses)."""
+    import pyotp
+
+    from users.tests.factories import with_totp
+
+    app = pyotp.TOTP(with_totp(ada))
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        _login(APIClient(), password="wrong guess here")
+    APIClient().post("/api/password-reset/", {"email": "ada@example.com"}, format="json")
+    uid, token = _reset_link()
+    confirm = {"uid": uid, "token": token, "new_password": "a brand new pass phrase", "code": app.now()}
+    refused = APIClient().post("/api/password-reset/confirm/", confirm, format="json")
+    assert refused.status_code == 429 and refused.json()["code"] == "locked_out"
+    assert "reset your password" not in refused.json()["detail"]  # this is the reset
+    assert User.objects.get(pk=ada.pk).check_password(PASSWORD)
+    with time_machine.travel(timezone.now() + settings.AXES_COOLOFF_TIME + timedelta(seconds=1)):
+        later = confirm | {"code": app.now()}  # the app's code of that later moment
+        assert APIClient().post("/api/password-reset/confirm/", later, format="json").status_code == 204
+
+
 def test_the_lockout_counts_spellings_of_one_account_together(ada, settings):
     spellings = ["ada", "ADA", "ada@example.com", "Ada@Example.com", "ada"]
     statuses = [
