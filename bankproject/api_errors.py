@@ -71,8 +71,9 @@ def _too_large() -> JsonResponse:
 class ApiBodyLimit:
     """A body under ``/api/`` whose ``Content-Length`` is over ``DATA_UPLOAD_MAX_MEMORY_SIZE`` is a
     413 before anything reads it, in every mode (Django's error handlers, ``bad_request`` included,
-    are skipped while ``DEBUG`` is on) and without the ERROR traceback Django logs for one. A body
-    sent without a length is stopped by Django as it is read (``bad_request`` above)."""
+    are skipped while ``DEBUG`` is on) and without the ERROR traceback Django logs for one. (A body
+    sent without a length, chunked, is read as empty under WSGI: nothing to stop.) After
+    ``SecurityMiddleware``, so the answer carries its headers too."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response

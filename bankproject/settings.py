@@ -111,9 +111,9 @@ MIDDLEWARE = [
     "bankproject.request_id.RequestIdMiddleware",
     "bankproject.middleware.DatabaseUnavailable",
     "bankproject.headers.ApiNoStore",
-    "bankproject.api_errors.ApiBodyLimit",  # a body too large for /api/: 413, in every mode
     "bankproject.middleware.AdminBadInput",
     "django.middleware.security.SecurityMiddleware",
+    "bankproject.api_errors.ApiBodyLimit",  # a body too large for /api/: 413, in every mode
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
