@@ -71,6 +71,19 @@ def test_a_security_notice_costs_one_more_read_its_event(stub_broker):
     assert _statements(captured) == ["UPDATE", "SELECT", "UPDATE"], captured.captured_queries
 
 
+def test_an_address_change_notice_costs_one_more_read_too_its_request(stub_broker):
+    from users.services import accounts
+
+    user = UserFactory(is_email_verified=True)
+    accounts.email_change_request(user=user, new_email="elsewhere@example.org")
+    notice = OutboundEmail.objects.get(kind="email_change_notice")
+    with CaptureQueriesContext(connection) as captured:
+        send_email(notice.pk)
+    assert OutboundEmail.objects.get(pk=notice.pk).state == "sent"
+    # claim, the request's event (the address it asked for, masked), mark sent
+    assert _statements(captured) == ["UPDATE", "SELECT", "UPDATE"], captured.captured_queries
+
+
 def test_without_update_returning_an_email_costs_one_more_read(signup_data, stub_broker, no_throttling, monkeypatch):
     monkeypatch.setattr(delivery, "update_returning_supported", lambda: False)  # e.g. SQLite
     assert APIClient().post("/api/users/", signup_data(), format="json").status_code == 201
