@@ -160,25 +160,35 @@ def test_the_engine_waits_for_an_account_flow_holding_the_user_and_never_deadloc
     assert mailoutbox == []
 
 
+def _in_thread(errors: dict, name: str, work: Callable[[], object]) -> threading.Thread:
+    """A thread (not started) running ``work`` on a connection of its own, closed after; what it
+    raises lands in ``errors[name]``."""
+
+    def target() -> None:
+        try:
+            work()
+        except BaseException as exc:
+            errors[name] = exc
+        finally:
+            connection.close()
+
+    return threading.Thread(target=target)
+
+
 def _resend_holding_the_user(user_id: int, holding: threading.Event, go: threading.Event, errors: dict) -> Callable:
     """A resend, as a thread's target: it locks the user, says so (``holding``), waits for ``go``,
     then replaces the user's links; an error lands in ``errors["flow"]``."""
 
-    def flow() -> None:
-        try:
-            with transaction.atomic():
-                user = User.objects.select_for_update().get(pk=user_id)
-                holding.set()
-                if not go.wait(30):
-                    raise TimeoutError("nothing queued behind the user")
-                links.verifications_supersede(user=user, reason="replaced by a newer link")
-                links.verification_insert(user=user, email=user.email)
-        except BaseException as exc:
-            errors["flow"] = exc
-        finally:
-            connection.close()
+    def resend() -> None:
+        with transaction.atomic():
+            user = User.objects.select_for_update().get(pk=user_id)
+            holding.set()
+            if not go.wait(30):
+                raise TimeoutError("nothing queued behind the user")
+            links.verifications_supersede(user=user, reason="replaced by a newer link")
+            links.verification_insert(user=user, email=user.email)
 
-    return flow
+    return _in_thread(errors, "flow", resend).run
 
 
 def _wait_until_waiting_or_done(worker: threading.Thread, deadline: float) -> None:
@@ -261,18 +271,10 @@ def test_a_link_used_while_a_flow_holds_its_user_waits_and_never_deadlocks():
     errors: dict[str, BaseException] = {}
     flow = _resend_holding_the_user(verification.user_id, holding, go, errors)
 
-    def use() -> None:
-        try:
-            links.email_verify(verification_id=verification.pk, code=code)
-        except BaseException as exc:
-            errors["use"] = exc
-        finally:
-            connection.close()
-
     flow_thread = threading.Thread(target=flow)
     flow_thread.start()
     assert holding.wait(30)
-    user_thread = threading.Thread(target=use)
+    user_thread = _in_thread(errors, "use", lambda: links.email_verify(verification_id=verification.pk, code=code))
     user_thread.start()
     _wait_until_waiting_or_done(user_thread, deadline=time.monotonic() + 30)
     go.set()
@@ -342,28 +344,18 @@ def test_a_banker_changing_name_and_address_while_the_owner_asks_for_the_custome
 
     monkeypatch.setattr(accounts, "_name_change", name_change_then_wait)
 
-    def bankers_request() -> None:
-        try:
-            accounts.profile_update_by_banker(
-                banker=banker, user=customer, full_name="Carl Newname", email="olga@example.com"
-            )
-        except BaseException as exc:
-            errors["banker"] = exc
-        finally:
-            connection.close()
-
-    def owners_request() -> None:
-        try:
-            accounts.email_change_request(user=owner, new_email="carl@example.com")
-        except BaseException as exc:
-            errors["owner"] = exc
-        finally:
-            connection.close()
-
-    first = threading.Thread(target=bankers_request)
+    first = _in_thread(
+        errors,
+        "banker",
+        lambda: accounts.profile_update_by_banker(
+            banker=banker, user=customer, full_name="Carl Newname", email="olga@example.com"
+        ),
+    )
     first.start()
     assert name_written.wait(30)
-    second = threading.Thread(target=owners_request)
+    second = _in_thread(
+        errors, "owner", lambda: accounts.email_change_request(user=owner, new_email="carl@example.com")
+    )
     second.start()
     _wait_until_waiting_or_done(second, deadline=time.monotonic() + 30)
     go.set()
