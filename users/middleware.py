@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-from django.contrib import messages
 from django.contrib.auth import SESSION_KEY, logout
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
@@ -74,9 +73,6 @@ def _check_browser_session(request: HttpRequest) -> None:
     context.signed_in(user, row.pk)
 
 
-ENROLMENT_FIRST = "Your role needs a second factor: set up an authenticator app or a passkey first."
-
-
 class SecondFactorEnrollmentMiddleware:
     """``MFA_REQUIRED_ROLES`` on the pages: a browser whose user must have a second factor and has
     none is sent to ``/account/security/`` to set one up — from every admin page (but its log-in and
@@ -94,8 +90,7 @@ class SecondFactorEnrollmentMiddleware:
             and policies.must_have_second_factor(user)
             and not mfa.has_factor(user=user)
         ):
-            messages.warning(request, ENROLMENT_FIRST)
-            return redirect("account-security")
+            return redirect("account-security")  # the page says why (once: no flash message besides)
         return self.get_response(request)
 
 

@@ -29,7 +29,6 @@ from users.errors import FactorStateError, LockedOut, WrongProof
 from users.forms import CredentialField, add_proof_fields
 from users.mfa import flows as mfa
 from users.mfa import passkeys
-from users.middleware import ENROLMENT_FIRST
 from users.models import LoginSession, Passkey, SecurityEvent, User
 from users.receivers import BROWSER_SESSION_KEY
 from users.services import sessions
@@ -184,8 +183,7 @@ def security(request: HttpRequest) -> HttpResponse:
         return _passkey_finish(request, user)
     if which == "session_revoke":
         if _enrolling(user):
-            messages.warning(request, ENROLMENT_FIRST)
-            return redirect("account-security")
+            return redirect("account-security")  # the page says why
         return _session_revoke(request, user)
     form_class = STEP_UP_FORMS.get(which)
     if form_class is None:
