@@ -364,6 +364,12 @@ class OutboundEmail(models.Model):
         domain = settings.DEFAULT_FROM_EMAIL.rpartition("@")[2] or "localhost"
         return f"<{self.kind.replace('_', '-')}.{self.pk}.{self._message_id_mac(settings.SECRET_KEY)}@{domain}>"
 
+    @property
+    def feedback_ref(self) -> str:
+        """The ``Message-ID`` without its domain (``kind.pk.mac``): the metadata an anymail backend
+        sends with the email, for providers whose events name it by their own id only."""
+        return self.message_id.strip("<>").rpartition("@")[0]
+
     def _message_id_mac(self, key: str) -> str:
         digest = salted_hmac("users.outbound_email.message_id", str(self.pk), secret=key, algorithm="sha256")
         return digest.hexdigest()[:24]

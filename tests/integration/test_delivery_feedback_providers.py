@@ -10,8 +10,10 @@ a real SMTP sink and worker: ``test_delivery_feedback.py``.)
 
 How an event names its email: Mailgun and Amazon SES echo our ``Message-ID`` header (Mailgun's
 ``message-id``, SES's ``mail.commonHeaders.messageId``: SES sends its own Message-ID but reports the
-one we gave); Postmark and Resend name only the id they gave when they accepted the email, which
-the send recorded (``OutboundEmail.provider_message_id``).
+one we gave); Postmark and Resend name the id they gave when they accepted the email, which the
+send recorded (``OutboundEmail.provider_message_id``), and echo the metadata anymail sent with it
+(``simplebank_email``: our Message-ID without its domain) — what finds an email whose send was
+never recorded.
 """
 
 from __future__ import annotations
@@ -31,11 +33,12 @@ from datetime import timezone as fixed_offset
 import pytest
 import requests
 from django.core import mail
+from django.core.mail import get_connection
 from django.utils import timezone
 from svix.webhooks import Webhook
 
 from users.models import DeliveryEvent, OutboundEmail, SecurityEvent, Suppression, User
-from users.services import delivery, feedback
+from users.services import delivery, emails, feedback
 from users.tests.factories import UserFactory, create_notice, superuser_with_factor
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -65,6 +68,7 @@ class Sent:
     header: str  # our Message-ID header
     provider_id: str  # the id the provider gave when it accepted the email
     recipient: str
+    metadata: dict | None = None  # what we sent the provider as anymail's metadata, as it echoes it
 
 
 @dataclass(frozen=True)
@@ -181,7 +185,13 @@ def _postmark_time(moment: datetime) -> str:
 
 
 def postmark(kind: str, sent: Sent, at: datetime) -> Hook:
-    common = {"ServerID": 23, "MessageStream": "outbound", "MessageID": sent.provider_id, "Tag": "", "Metadata": {}}
+    common = {
+        "ServerID": 23,
+        "MessageStream": "outbound",
+        "MessageID": sent.provider_id,
+        "Tag": "",
+        "Metadata": sent.metadata or {},
+    }
     bounce = common | {
         "ID": secrets.randbelow(10**9),  # Postmark's bounce id: anymail's event_id
         "Email": sent.recipient,
@@ -405,6 +415,8 @@ def resend(
     }
     if kind == "bounce":
         data["bounce"] = {"message": RESEND_HARD_BOUNCE, "subType": "General", "type": "Permanent"}
+    if sent.metadata is not None:  # Resend echoes the custom headers it sent (anymail's X-Metadata among them)
+        data["headers"] = [{"name": "X-Metadata", "value": json.dumps(sent.metadata)}]
     body = json.dumps({"type": RESEND_EVENTS[kind], "created_at": _iso_z(at), "data": data})
     svix_id = f"msg_{secrets.token_urlsafe(20)}"  # Svix's message id: anymail's event_id
     signed_at = signed_at or datetime.now(UTC)
@@ -671,6 +683,72 @@ def test_amazon_ses_names_the_email_by_its_own_id_when_the_original_headers_are_
     assert unrecorded.delivered_at is None and not DeliveryEvent.objects.filter(email=unrecorded).exists()
 
 
+PROVIDER_BACKENDS = {
+    "postmark": ("anymail.backends.postmark.EmailBackend", {"POSTMARK_SERVER_TOKEN": "server-token-for-tests"}),
+    "resend": ("anymail.backends.resend.EmailBackend", {"RESEND_API_KEY": "re_key_for_tests"}),
+}
+
+
+def _metadata_sent(provider_key: str, message: object) -> dict:
+    """The metadata in the request anymail's backend makes to the provider's API for ``message``."""
+    payload = get_connection().build_message_payload(message, {})
+    if provider_key == "postmark":
+        return payload.data["Metadata"]
+    return json.loads(payload.data["headers"]["X-Metadata"])
+
+
+@pytest.mark.parametrize("provider_key", PROVIDER_BACKENDS)
+def test_a_bounce_for_an_email_whose_send_was_never_recorded_still_suppresses(server, settings, provider_key):
+    """A worker died after the provider accepted the email: the row still says ``sending`` and the
+    provider's id was never recorded, and Postmark and Resend name an email by that id only. They
+    echo the metadata sent with it, which names the email: the bounce is applied and the sweep does
+    not send it again to the address that bounced (a review: the event was dropped with a 200)."""
+    settings.EMAIL_BACKEND, keys = PROVIDER_BACKENDS[provider_key]
+    settings.ANYMAIL = settings.ANYMAIL | keys
+    provider = PROVIDERS[provider_key]
+    ada = UserFactory(username="ada", email="ada@example.com")
+    hour_ago = timezone.now() - timedelta(hours=1)  # a stale claim: the sweep would take it over
+    email = OutboundEmail.objects.create(
+        kind="security_notice",
+        user=ada,
+        recipient=ada.email,
+        state="sending",
+        attempts=1,
+        claimed_at=hour_ago,
+        dispatched_at=hour_ago,
+        expires_at=timezone.now() + timedelta(days=1),
+    )
+    metadata = _metadata_sent(provider_key, emails.build(email))
+    sent = Sent(header=email.message_id, provider_id=provider.new_id(), recipient=ada.email, metadata=metadata)
+
+    answer = provider.build("bounce", sent, _moment()).post(server)
+    assert answer.status_code == 200, answer.text
+    email.refresh_from_db()
+    assert email.state == "undeliverable" and email.sent_at is not None
+    assert Suppression.objects.active().filter(address="ada@example.com").count() == 1
+    assert delivery.redispatch_due()["redispatched"] == 0
+
+    # Metadata naming an email by a forged HMAC names none.
+    other, _ = sent_email(provider, provider_id=False, user=ada)
+    forged = {"simplebank_email": f"security-notice.{other.pk}.{'0' * 24}"}
+    forged_sent = Sent(header="", provider_id=provider.new_id(), recipient=ada.email, metadata=forged)
+    assert provider.build("delivery", forged_sent, _moment()).post(server).status_code == 200
+    other.refresh_from_db()
+    assert other.delivered_at is None and not DeliveryEvent.objects.filter(email=other).exists()
+
+
+@pytest.mark.parametrize("provider_key", ["postmark", "resend"])
+def test_a_provider_id_postgresql_cannot_hold_is_an_unknown_message_not_a_500(server, provider_key):
+    """A NUL in the provider's id reached the database lookup and answered 500, which the provider
+    retries for hours (a review)."""
+    provider = PROVIDERS[provider_key]
+    email, sent = sent_email(provider)
+    for odd in ("\x00", "a" * 300):
+        answer = provider.build("bounce", replace(sent, provider_id=odd), _moment()).post(server)
+        assert answer.status_code == 200, answer.text
+    assert_unchanged(email)
+
+
 @pytest.mark.django_db
 def test_an_email_sent_through_an_anymail_backend_records_the_providers_id(settings):
     """What the provider called the email (``anymail_status.message_id``) is kept with the row: the
@@ -685,6 +763,16 @@ def test_an_email_sent_through_an_anymail_backend_records_the_providers_id(setti
     assert email.state == "sent"
     assert email.provider_message_id == str(message.anymail_status.message_id)
     assert message.extra_headers["Message-ID"] == email.message_id
+    assert message.metadata == {"simplebank_email": email.message_id.strip("<>").partition("@")[0]}
+
+
+def test_smtp_sends_no_metadata_and_postal_none_it_would_refuse(settings):
+    """SMTP has nothing to carry anymail's metadata; anymail's Postal backend refuses metadata (an
+    unsupported feature) rather than drop it: neither gets any, so every email still goes."""
+    email = OutboundEmail(pk=7, kind="security_notice", recipient="ada@example.com", user=User(email="ada@example.com"))
+    for backend in ("bankproject.smtp.EmailBackend", "anymail.backends.postal.EmailBackend"):
+        settings.EMAIL_BACKEND = backend
+        assert not hasattr(emails.build(email), "metadata"), backend
 
 
 @each_provider

@@ -7,9 +7,12 @@ name no username, so a hostile "name" can't ride in the bank's own email to a st
 
 from __future__ import annotations
 
+import functools
+import importlib
 from datetime import timedelta
 from urllib.parse import urlencode
 
+from anymail.backends.base import BasePayload
 from django.conf import settings
 from django.contrib.auth.tokens import default_token_generator
 from django.core.mail import EmailMultiAlternatives
@@ -104,7 +107,31 @@ def build(email: OutboundEmail) -> EmailMultiAlternatives:
     elif email.kind == Kind.PASSWORD_RESET:
         context["reset_url"] = password_reset_link(user)
         context["max_age_minutes"] = max(1, settings.PASSWORD_RESET_TIMEOUT // 60)
-    return render(TEMPLATE_PREFIX[Kind(email.kind)], context, to=email.recipient, message_id=email.message_id)
+    message = render(TEMPLATE_PREFIX[Kind(email.kind)], context, to=email.recipient, message_id=email.message_id)
+    if _backend_sends_metadata(settings.EMAIL_BACKEND):
+        message.metadata = {FEEDBACK_METADATA: email.feedback_ref}  # type: ignore[attr-defined]
+    return message
+
+
+# The metadata an anymail backend sends with each email (its Message-ID without the domain): the
+# providers whose events name an email by their own id only (Postmark, Resend) echo it back, so an
+# event finds an email whose provider id was never recorded — a worker that died after the provider
+# accepted it (users.services.feedback.email_for).
+FEEDBACK_METADATA = "simplebank_email"
+
+
+@functools.cache
+def _backend_sends_metadata(backend: str) -> bool:
+    """Whether ``EMAIL_BACKEND`` is an anymail backend that carries metadata (SMTP has nothing to
+    carry it in; anymail's Postal backend refuses it rather than drop it)."""
+    module_name = backend.rpartition(".")[0]
+    if not module_name.startswith("anymail."):
+        return False
+    module = importlib.import_module(module_name)
+    return any(
+        isinstance(found, type) and issubclass(found, BasePayload) and "set_metadata" in vars(found)
+        for found in vars(module).values()
+    )
 
 
 def render(prefix: str, context: dict, *, to: str, message_id: str) -> EmailMultiAlternatives:

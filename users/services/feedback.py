@@ -3,8 +3,9 @@ own views (``/anymail/<esp>/tracking/``, signed or behind ``ANYMAIL_WEBHOOK_SECR
 as anymail's ``tracking`` signal (``tracking_event_record``).
 
 An event is tied to the email it is about by the email's ``Message-ID`` header, matched exactly
-(deterministic per email, an HMAC: ``OutboundEmail.message_id``), or by the provider's id recorded
-when it accepted the email. It is kept once (a replay — the same provider event id — changes
+(deterministic per email, an HMAC: ``OutboundEmail.message_id``) — as the provider echoes the header
+or the metadata an anymail backend sent with the email (``emails.FEEDBACK_METADATA``) — or by the
+provider's id recorded when it accepted the email. It is kept once (a replay — the same provider event id — changes
 nothing) and then:
 
 - a permanent bounce, a complaint, a rejection (whatever its reason: the provider would refuse
@@ -30,14 +31,14 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from users.models import DeliveryEvent, OutboundEmail, SecurityEvent, Suppression, User
-from users.services import delivery, events
+from users.services import delivery, emails, events
 
 logger = logging.getLogger(__name__)
 
 State = OutboundEmail.State
 SUPPRESSING = ("bounced", "rejected", "complained")
 # Our Message-ID: <kind.pk.mac@domain> (OutboundEmail.message_id).
-MESSAGE_ID = re.compile(r"^<?([a-z-]+)\.(\d{1,19})\.([0-9a-f]{24})@[^>]+>?$")
+MESSAGE_ID = re.compile(r"^<?([a-z-]+)\.(\d{1,19})\.([0-9a-f]{24})@[^>]*>?$")
 
 
 def _event_key(esp_name: str, event: Any) -> str:
@@ -51,17 +52,22 @@ def _event_key(esp_name: str, event: Any) -> str:
 
 def _header_ids(event: Any) -> list[str]:
     """The Message-ID headers an event names: anymail's ``message_id`` when it is one (Mailgun),
-    and the headers of the sent mail where the provider echoes them (Amazon SES's ``mail``)."""
+    the headers of the sent mail where the provider echoes them (Amazon SES's ``mail``, Resend's
+    ``data``), and the metadata sent with it (``emails.FEEDBACK_METADATA``: Postmark and Resend
+    echo it)."""
     found = [event.message_id] if isinstance(event.message_id, str) else []
     raw = _mapping(event.esp_event)
     mail = _mapping(raw.get("mail"))
     common = _mapping(mail.get("commonHeaders"))
     if isinstance(common.get("messageId"), str):
         found.append(common["messageId"])
-    headers = mail.get("headers")
-    for header in headers if isinstance(headers, list) else []:
-        if isinstance(header, dict) and str(header.get("name", "")).lower() == "message-id":
-            found.append(str(header.get("value", "")))
+    for headers in (mail.get("headers"), _mapping(raw.get("data")).get("headers")):
+        for header in headers if isinstance(headers, list) else []:
+            if isinstance(header, dict) and str(header.get("name", "")).lower() == "message-id":
+                found.append(str(header.get("value", "")))
+    ref = _mapping(getattr(event, "metadata", None)).get(emails.FEEDBACK_METADATA)
+    if isinstance(ref, str):
+        found.append(f"{ref}@")  # the Message-ID without its domain (any domain matches)
     return found
 
 
@@ -74,7 +80,8 @@ def email_for(event: Any) -> OutboundEmail | None:
     provider_id = (
         event.message_id if isinstance(event.message_id, str | int) and not isinstance(event.message_id, bool) else None
     )
-    if provider_id not in (None, ""):
+    # An id PostgreSQL can't hold (a NUL) or we never recorded (longer than the column) is unknown.
+    if provider_id not in (None, "") and "\x00" not in str(provider_id) and len(str(provider_id)) <= 255:
         email = OutboundEmail.objects.filter(provider_message_id=str(provider_id)).first()
         if email is not None:
             return email
