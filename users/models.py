@@ -22,7 +22,7 @@ from users.identity import (
     normalize_email,
     normalize_username,
 )
-from users.signals import password_changed
+from users.signals import account_deactivated, password_changed
 
 
 class UserManager(BaseUserManager["User"]):
@@ -159,12 +159,33 @@ class User(AbstractBaseUser, PermissionsMixin):
         log-in (``check_password``) is not a change and sends nothing."""
         changed = getattr(self, "_password", None) is not None or getattr(self, "_password_disabled", False)
         self._password_disabled = False
-        if changed and not self._state.adding and self.pk is not None:
+        existing = not self._state.adding and self.pk is not None
+        # Deactivated (the admin's "active" unticked): its sessions end with it, or re-activating
+        # the account would bring back every token and browser that was logged in (a review).
+        fields = kwargs.get("update_fields")
+        deactivated = (
+            existing
+            and getattr(self, "_loaded_active", False)
+            and not self.is_active
+            and (fields is None or "is_active" in fields)
+        )
+        if existing and (changed or deactivated):
             with transaction.atomic(using=kwargs.get("using") or self._state.db or "default"):
                 self._save(*args, **kwargs)
-                password_changed.send(sender=User, user=self)
+                if changed:
+                    password_changed.send(sender=User, user=self)
+                if deactivated:
+                    account_deactivated.send(sender=User, user=self)
         else:
             self._save(*args, **kwargs)
+        if fields is None or "is_active" in fields:
+            self._loaded_active = self.is_active
+
+    @classmethod
+    def from_db(cls, db: str | None, field_names: Any, values: Any) -> User:
+        instance = super().from_db(db, field_names, values)
+        instance._loaded_active = instance.__dict__.get("is_active", False)  # deferred: unknown
+        return instance
 
     def _save(self, *args: Any, **kwargs: Any) -> None:
         if (

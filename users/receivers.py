@@ -14,7 +14,7 @@ from users.auth import LOCKOUT_NAME, PASSWORD_TRIED, client_ip, find_user, locko
 from users.errors import FeedbackFailed
 from users.models import SecurityEvent, User
 from users.services import accounts, events, feedback, sessions
-from users.signals import password_changed
+from users.signals import account_deactivated, password_changed
 from users.throttles import record_login_failure
 
 BROWSER_SESSION_KEY = "_login_session_id"  # the Django session's key naming its LoginSession row
@@ -69,11 +69,16 @@ def on_password_changed(sender: Any, user: User, **kwargs: Any) -> None:
     accounts.password_changed_effects(user=user)
 
 
+def on_account_deactivated(sender: Any, user: User, **kwargs: Any) -> None:
+    accounts.account_deactivated_effects(user=user)
+
+
 def connect() -> None:
     user_logged_in.connect(on_logged_in, dispatch_uid="users.on_logged_in")
     user_logged_out.connect(on_logged_out, dispatch_uid="users.on_logged_out")
     user_login_failed.connect(on_login_failed, dispatch_uid="users.on_login_failed")
     password_changed.connect(on_password_changed, dispatch_uid="users.on_password_changed")
+    account_deactivated.connect(on_account_deactivated, dispatch_uid="users.on_account_deactivated")
     tracking.connect(delivery_feedback, dispatch_uid="users.delivery_feedback")
 
 

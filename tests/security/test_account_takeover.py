@@ -18,7 +18,7 @@ from django.utils import timezone
 from bankproject import settings as shipped
 from conftest import links_in, message_text, wait_for
 from users.models import LoginSession, SecurityEvent, User
-from users.tests.factories import UserFactory
+from users.tests.factories import UserFactory, superuser_with_factor
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -507,3 +507,40 @@ def test_every_error_not_about_a_field_names_itself_with_a_code(stack, settings)
         body = answer.json()
         assert set(body) == {"detail", "code"} and body["code"] == code, (code, body)
     assert "Retry-After" in answers["throttled"].headers
+
+
+def test_deactivating_an_account_ends_its_sessions_and_reactivating_revives_none(stack, ada, client):
+    """An inactive user's tokens were refused, but their sessions stayed live: staff re-activating
+    the account within the idle timeout brought back every token and browser (a review)."""
+    from users.tests.test_account_admin import _FormFields
+
+    api, browser = Api(stack), Browser(stack)
+    assert api.log_in("ada").status_code == 200
+    assert browser.log_in("ada").status_code == 302
+    client.force_login(superuser_with_factor(username="ops"))
+    url = f"/admin/users/user/{ada.pk}/change/"
+
+    def save(active: bool) -> None:
+        fields = _FormFields()
+        fields.feed(client.get(url).content.decode())
+        values = {k: v for k, v in fields.values.items() if k != "is_active"} | ({"is_active": "on"} if active else {})
+        assert client.post(url, values).status_code == 302
+
+    save(active=False)
+    assert api.call("GET", "/api/users/me/").status_code == 401
+    save(active=True)
+    assert api.call("GET", "/api/users/me/").status_code == 401
+    refreshed = requests.post(f"{stack}/api/tokens/refresh/", json={"refresh": api.tokens["refresh"]}, timeout=10)
+    assert refreshed.status_code == 401
+    assert browser.get("/account/").status_code == 302  # sent to log in again
+    assert not LoginSession.objects.filter(user=ada).live().exists()
+    assert Api(stack).log_in("ada").status_code == 200  # the account itself works again
+
+    # Saving an inactive account again (any other change) ends nothing more; a save that leaves
+    # the account active ends nothing.
+    session = LoginSession.objects.get(user=ada, revoked_at__isnull=True)
+    ada.refresh_from_db()
+    ada.full_name = "Ada L."
+    ada.save()
+    session.refresh_from_db()
+    assert session.revoked_at is None

@@ -138,6 +138,14 @@ def password_changed_effects(*, user: User) -> None:
     events.event_record(user=user, kind=kind, actor=events.SELF if reset else None, notify=True)
 
 
+def account_deactivated_effects(*, user: User) -> None:
+    """An account saved inactive, inside the transaction that saved it: every session ends (an
+    inactive user's tokens are refused already; re-activating must not revive them) and a log-in
+    half done is done for."""
+    sessions.sessions_revoke(user=user, reason="account deactivated")
+    MfaLoginToken.objects.filter(user=user).delete()
+
+
 def email_change_request(*, user: User, new_email: str) -> None:
     """The user (or staff) asks to move the account to ``new_email``; nothing changes until the
     link sent there is used. The answer is the same whether the address is free or taken."""
