@@ -474,23 +474,26 @@ def _moment() -> datetime:
 
 
 def sent_email(
-    provider: Provider, *, provider_id: bool | None = None, user: User | None = None
+    provider: Provider, *, provider_id: bool | None = None, user: User | None = None, crashed: bool = False
 ) -> tuple[OutboundEmail, Sent]:
     """A security notice the provider accepted, as the send left its row (with the provider's id
-    recorded where the events name it by that id, or as ``provider_id`` says)."""
+    recorded where the events name it by that id, or as ``provider_id`` says) — or, ``crashed``, as
+    a worker that died after the provider accepted it left it: ``sending``, its claim an hour old
+    (the sweep would take it over), no provider id."""
     ada = user or UserFactory(username="ada", email="ada@example.com")
     now = timezone.now()
     sent = Sent(header="", provider_id=provider.new_id(), recipient=ada.email)
-    record_id = provider.names_its_own_id if provider_id is None else provider_id
+    record_id = (provider.names_its_own_id if provider_id is None else provider_id) and not crashed
+    claimed = now - timedelta(hours=1) if crashed else now
     email = OutboundEmail.objects.create(
         kind="security_notice",
         user=ada,
         recipient=ada.email,
-        state="sent",
+        state="sending" if crashed else "sent",
         attempts=1,
-        sent_at=now,
-        dispatched_at=now,
-        claimed_at=now,
+        sent_at=None if crashed else now,
+        dispatched_at=claimed,
+        claimed_at=claimed,
         expires_at=now + timedelta(days=1),
         provider_message_id=sent.provider_id if record_id else None,
     )
@@ -706,20 +709,9 @@ def test_a_bounce_for_an_email_whose_send_was_never_recorded_still_suppresses(se
     settings.EMAIL_BACKEND, keys = PROVIDER_BACKENDS[provider_key]
     settings.ANYMAIL = settings.ANYMAIL | keys
     provider = PROVIDERS[provider_key]
-    ada = UserFactory(username="ada", email="ada@example.com")
-    hour_ago = timezone.now() - timedelta(hours=1)  # a stale claim: the sweep would take it over
-    email = OutboundEmail.objects.create(
-        kind="security_notice",
-        user=ada,
-        recipient=ada.email,
-        state="sending",
-        attempts=1,
-        claimed_at=hour_ago,
-        dispatched_at=hour_ago,
-        expires_at=timezone.now() + timedelta(days=1),
-    )
-    metadata = _metadata_sent(provider_key, emails.build(email))
-    sent = Sent(header=email.message_id, provider_id=provider.new_id(), recipient=ada.email, metadata=metadata)
+    email, sent = sent_email(provider, crashed=True)
+    ada = email.user
+    sent = replace(sent, metadata=_metadata_sent(provider_key, emails.build(email)))
 
     answer = provider.build("bounce", sent, _moment()).post(server)
     assert answer.status_code == 200, answer.text
