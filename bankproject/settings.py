@@ -339,9 +339,14 @@ ANYMAIL: dict[str, Any] = {
 # Each must be a whole user:password — a comma inside one would otherwise make two short ones.
 if "WEBHOOK_SECRET" in ANYMAIL:
     ANYMAIL["WEBHOOK_SECRET"] = [secret.strip() for secret in ANYMAIL["WEBHOOK_SECRET"].split(",")]
-    if not all(user and password for user, _, password in (s.partition(":") for s in ANYMAIL["WEBHOOK_SECRET"])):
+    # The password is what stands between the internet and suppressing anyone's address (SES: all
+    # there is; the webhook is not throttled): at least 16 characters, as anymail's docs advise.
+    if not all(
+        user and len(password) >= 16 for user, _, password in (s.partition(":") for s in ANYMAIL["WEBHOOK_SECRET"])
+    ):
         raise ImproperlyConfigured(
-            "ANYMAIL_WEBHOOK_SECRET: each comma-separated secret is user:password, neither empty (no comma inside one)"
+            "ANYMAIL_WEBHOOK_SECRET: each comma-separated secret is user:password, a user and a password of at least "
+            "16 characters (no comma inside one)"
         )
 # The tracking webhooks (/anymail/<esp>/tracking/) answer only behind ANYMAIL_WEBHOOK_SECRET
 # ("user:password", HTTP basic auth) — plus the provider's signature where it signs (Mailgun:
