@@ -68,6 +68,24 @@ def _too_large() -> JsonResponse:
     return JsonResponse({"detail": "The request body is too large.", "code": "request_too_large"}, status=413)
 
 
+class ApiHttpsOnly:
+    """Behind TLS (``DJANGO_HTTPS``), a request to ``/api/`` over plain HTTP is a ``403``, not the
+    pages' redirect: its password or bearer token has crossed the network in clear already, and a
+    client that follows a redirect would never learn it (ASVS 4.1.2). Before ``SecurityMiddleware``
+    (whose redirect it replaces for the API)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if settings.SECURE_SSL_REDIRECT and _api(request) and not request.is_secure():
+            return JsonResponse(
+                {"detail": "The API answers over HTTPS only: use an https:// address.", "code": "https_required"},
+                status=403,
+            )
+        return self.get_response(request)
+
+
 class ApiBodyLimit:
     """A body under ``/api/`` whose ``Content-Length`` is over ``DATA_UPLOAD_MAX_MEMORY_SIZE`` is a
     413 before anything reads it, in every mode (Django's error handlers, ``bad_request`` included,

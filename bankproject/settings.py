@@ -112,6 +112,7 @@ MIDDLEWARE = [
     "bankproject.middleware.DatabaseUnavailable",
     "bankproject.headers.ApiNoStore",
     "bankproject.middleware.AdminBadInput",
+    "bankproject.api_errors.ApiHttpsOnly",  # behind TLS: the API over plain HTTP is a 403, not a redirect
     "django.middleware.security.SecurityMiddleware",
     "bankproject.api_errors.ApiBodyLimit",  # a body too large for /api/: 413, in every mode
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -575,6 +576,10 @@ if HTTPS:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
+    # __Host-: the browser takes these cookies only over HTTPS, for this host, path / — no sibling
+    # subdomain or plain-HTTP page can plant or overwrite them (ASVS 3.3.1).
+    SESSION_COOKIE_NAME = "__Host-sessionid"
+    CSRF_COOKIE_NAME = "__Host-csrftoken"
     SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True

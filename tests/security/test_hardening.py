@@ -1,15 +1,18 @@
 """Deployment settings, passwords and headers."""
 
 import os
+import re
 import subprocess
 import sys
 
 import pytest
+import requests
 from django.conf import settings
 from django.contrib.auth import authenticate
 from django.contrib.auth.hashers import Argon2PasswordHasher, make_password
 from django.test import Client, RequestFactory
 
+from conftest import database_url, free_port, wait_for
 from users.models import User
 
 pytestmark = pytest.mark.django_db
@@ -102,3 +105,67 @@ def test_admin_is_for_staff_only(client):
     user = User.objects.create_user(username="u", email="u@example.com", password="pw", full_name="U")
     client.force_login(user)
     assert client.get("/admin/").status_code == 302
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_behind_tls_the_cookies_are_host_only_and_the_api_refuses_plain_http(tmp_path):
+    """gunicorn as deployed behind a TLS proxy (``DJANGO_HTTPS=true``, one proxy): a browser's
+    cookies carry ``__Host-`` (no subdomain or plain-HTTP page can plant them), and a password sent
+    to the API over plain HTTP is refused for all to see rather than redirected (reviews)."""
+    User.objects.create_user(
+        username="ada", email="ada@example.com", password="correct horse battery staple", is_email_verified=True
+    )
+    port, log_path = free_port(), tmp_path / "web.log"
+    env = os.environ | {
+        "DJANGO_SETTINGS_MODULE": "bankproject.settings_test",
+        "DATABASE_URL": database_url(),
+        "DJANGO_HTTPS": "true",
+        "DJANGO_NUM_PROXIES": "1",
+        "MFA_REQUIRED_ROLES": "none",
+    }
+    with log_path.open("wb") as log:
+        web = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "bankproject.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
+            cwd=settings.BASE_DIR,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    base, tls = f"http://127.0.0.1:{port}", {"X-Forwarded-Proto": "https"}
+    try:
+
+        def up() -> bool:
+            if web.poll() is not None:
+                pytest.fail(f"gunicorn exited: {log_path.read_text()[-2000:]}")
+            try:
+                return requests.get(f"{base}/healthz", timeout=5).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        wait_for(up, timeout=60, what="gunicorn")
+        browser = requests.Session()
+        form = browser.get(f"{base}/login/", headers=tls, timeout=10)
+        assert form.status_code == 200
+        assert "__Host-csrftoken=" in form.headers["Set-Cookie"] and "Secure" in form.headers["Set-Cookie"]
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text).group(1)
+        fields = {"csrfmiddlewaretoken": token, "username": "ada", "password": "correct horse battery staple"}
+        origin = {"Origin": f"https://127.0.0.1:{port}", "Referer": f"https://127.0.0.1:{port}/login/"}
+        cookie = {"Cookie": f"__Host-csrftoken={browser.cookies['__Host-csrftoken']}"}
+        logged_in = requests.post(
+            f"{base}/login/", data=fields, headers=tls | origin | cookie, timeout=10, allow_redirects=False
+        )
+        assert logged_in.status_code == 302, logged_in.text[:500]
+        session_cookie = logged_in.headers["Set-Cookie"]
+        assert "__Host-sessionid=" in session_cookie and "Secure" in session_cookie and "Path=/" in session_cookie
+        assert "Domain=" not in session_cookie and "max-age=31536000" in logged_in.headers["Strict-Transport-Security"]
+
+        credentials = {"username": "ada", "password": "correct horse battery staple"}
+        in_clear = requests.post(f"{base}/api/tokens/", json=credentials, timeout=10, allow_redirects=False)
+        assert in_clear.status_code == 403 and in_clear.json()["code"] == "https_required"
+        assert requests.post(f"{base}/api/tokens/", json=credentials, headers=tls, timeout=10).status_code == 200
+        page_in_clear = requests.get(f"{base}/login/", timeout=10, allow_redirects=False)
+        assert page_in_clear.status_code == 301 and page_in_clear.headers["Location"].startswith("https://")
+    finally:
+        web.terminate()
+        web.wait(timeout=30)
