@@ -8,7 +8,7 @@ import ipaddress
 import logging
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -33,8 +33,14 @@ logger = logging.getLogger(__name__)
 # Set on a request whose password was really checked (the failure then counts; see users.receivers).
 PASSWORD_TRIED = "_users_password_tried"  # noqa: S105 - an attribute name
 
-# How often a session's "last used" is written while its access tokens are in use.
+# How often a session's "last used" is written while it is in use: a minute at most, a quarter of
+# SESSION_IDLE_TIMEOUT under a short one (written once a minute, a 20 s timeout ended sessions in use).
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def last_used_due(last_used_at: datetime, now: datetime) -> bool:
+    """Whether a session used at ``now`` should have its ``last_used_at`` written."""
+    return now - last_used_at > min(LAST_USED_RESOLUTION, timedelta(seconds=settings.SESSION_IDLE_TIMEOUT / 4))
 
 
 def find_user(login: str) -> User | None:
@@ -287,7 +293,7 @@ class SessionJWTAuthentication(JWTAuthentication):
         if session.kind != LoginSession.Kind.API:  # a browser session's id is no bearer credential
             raise AuthenticationFailed("This session has ended; log in again.", code="session_ended")
         now = timezone.now()
-        if now - session.last_used_at > LAST_USED_RESOLUTION:
+        if last_used_due(session.last_used_at, now):
             LoginSession.objects.filter(pk=session.pk).update(last_used_at=now)
         session.user.login_session = session  # type: ignore[attr-defined]  # for "current" and sign-out
         context.signed_in(session.user, session.pk)

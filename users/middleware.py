@@ -19,7 +19,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from users import context, policies
-from users.auth import LAST_USED_RESOLUTION, client_ip
+from users.auth import client_ip, last_used_due
 from users.mfa import flows as mfa
 from users.models import LoginSession
 from users.receivers import BROWSER_SESSION_KEY
@@ -68,7 +68,7 @@ def _check_browser_session(request: HttpRequest) -> None:
         logout(request)  # flushes the Django session; request.user becomes anonymous
         return
     now = timezone.now()
-    if now - row.last_used_at > LAST_USED_RESOLUTION:
+    if last_used_due(row.last_used_at, now):
         LoginSession.objects.filter(pk=row.pk).update(last_used_at=now)
     context.signed_in(user, row.pk)
 

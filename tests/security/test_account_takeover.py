@@ -8,6 +8,7 @@ would notice: the answer, the mail that arrives, whether a session still works.
 from __future__ import annotations
 
 import re
+import time
 from datetime import timedelta
 
 import pytest
@@ -341,6 +342,21 @@ def test_a_browser_log_in_is_a_session_the_owner_can_see_and_end(stack, ada):
     gone = browser.get("/account/")
     assert gone.status_code == 302 and "/login/" in gone.headers["Location"]
     assert [s["kind"] for s in api.call("GET", "/api/sessions/").json()] == ["api"]
+
+
+def test_a_session_in_use_outlives_a_short_idle_timeout_browser_and_api_alike(stack, settings, ada):
+    """A session's "last used" was written once a minute: under a 20 s timeout a session used every 5 s ended at
+    20 s (a review). Time passing is what is under test here, hence the one short sleep."""
+    settings.SESSION_IDLE_TIMEOUT = 10  # "last used" written when over 2.5 s old
+    browser, api = Browser(stack), Api(stack)
+    assert browser.log_in("ada").status_code == 302
+    assert api.log_in("ada").status_code == 200
+    LoginSession.objects.filter(user=ada).update(last_used_at=timezone.now() - timedelta(seconds=6))
+    assert browser.get("/account/").status_code == 200
+    assert api.call("GET", "/api/users/me/").status_code == 200
+    time.sleep(5)  # 11 s since the row's "last used", 5 s since the last request
+    assert browser.get("/account/").status_code == 200
+    assert api.call("GET", "/api/users/me/").status_code == 200
 
 
 def test_sessions_end_after_the_idle_timeout_browser_and_api_alike(stack, settings, ada):
