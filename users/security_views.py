@@ -110,6 +110,14 @@ def _auto_id(which: str, passkey_id: object = None) -> str:
     return f"id_{which}{passkey_id or ''}_%s"
 
 
+def _current_session(request: HttpRequest) -> uuid.UUID | None:
+    """This browser's session row."""
+    try:
+        return uuid.UUID(str(request.session.get(BROWSER_SESSION_KEY)))
+    except ValueError:
+        return None
+
+
 def _page(request: HttpRequest, *, status: int = 200, **extra: Any) -> HttpResponse:
     user = _user(request)
     state = mfa.status(user=user)
@@ -181,9 +189,13 @@ def security(request: HttpRequest) -> HttpResponse:
         return _totp_confirm(request, user)
     if which == "passkey_finish":
         return _passkey_finish(request, user)
-    if which == "session_revoke":
+    if which in ("session_revoke", "sessions_end_others"):
         if _enrolling(user):
             return redirect("account-security")  # the page says why
+        if which == "sessions_end_others":
+            ended = sessions.sessions_end_others(user=user, current_session_id=_current_session(request))
+            messages.success(request, f"Every other session is logged out ({ended}).")
+            return redirect("account-security")
         return _session_revoke(request, user)
     form_class = STEP_UP_FORMS.get(which)
     if form_class is None:

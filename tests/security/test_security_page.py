@@ -363,3 +363,41 @@ def test_a_change_the_page_refuses_anyway_never_spends_the_code_sent_with_it(sta
     assert not SecurityEvent.objects.filter(user=ada, kind="recovery_code_used").exists()
     fresh = post(browser, "recovery_codes", current_password=PASSWORD, code=codes[0])
     assert fresh.status_code == 200 and len(shown_codes(fresh)) == 10  # the code still worked
+
+
+def test_every_other_session_is_logged_out_from_the_page_or_the_api_and_nobody_elses(stack, ada, settings):
+    """After adding a factor (or seeing a device they don't know) the user can end every other
+    session at once — a session opened with the password alone before the factor existed included
+    (a review; ASVS 7.4.3)."""
+    first, second, browser = Api(stack), Api(stack), logged_in(stack)
+    assert first.log_in("ada").status_code == 200 and second.log_in("ada").status_code == 200
+    UserFactory(username="bob", email="bob@example.com", is_email_verified=True)
+    bob = Api(stack)
+    assert bob.log_in("bob").status_code == 200
+    assert 'id="sessions-end-others"' in browser.get(PAGE).text
+
+    assert post(browser, "sessions_end_others").status_code == 302
+    assert "Every other session is logged out (2)." in browser.get(PAGE).text
+    assert first.call("GET", "/api/users/me/").status_code == 401
+    assert second.call("GET", "/api/users/me/").status_code == 401
+    assert browser.get("/account/").status_code == 200 and bob.call("GET", "/api/users/me/").status_code == 200
+    assert 'id="sessions-end-others"' not in browser.get(PAGE).text  # nothing else to end
+
+    api = Api(stack)
+    assert api.log_in("ada").status_code == 200
+    ended = api.call("DELETE", "/api/sessions/")
+    assert ended.status_code == 200 and ended.json() == {"revoked": 1}
+    assert browser.get("/account/").status_code == 302  # the browser is logged out
+    assert api.call("GET", "/api/users/me/").status_code == 200  # the caller is not
+    assert api.call("DELETE", "/api/sessions/").json() == {"revoked": 0}
+    details = SecurityEvent.objects.filter(user=ada, kind="session_revoked").values_list("detail", flat=True)
+    assert sorted(details) == ["every other session (1)", "every other session (2)"]
+    assert bob.call("GET", "/api/users/me/").status_code == 200
+
+    assert Api(stack).call("DELETE", "/api/sessions/").status_code == 401
+    settings.MFA_REQUIRED_ROLES = ("staff", "banker")
+    UserFactory(username="bank", email="bank@example.com", role=User.Role.BANKER, is_email_verified=True)
+    banker = Api(stack)
+    assert banker.log_in("bank").status_code == 200
+    refused = banker.call("DELETE", "/api/sessions/")
+    assert refused.status_code == 403 and refused.json()["code"] == "mfa_enrollment_required"

@@ -1,5 +1,5 @@
-"""The user's sessions and security events: ``GET /api/sessions/``, ``DELETE /api/sessions/<id>/``,
-``GET /api/users/me/security-events/``."""
+"""The user's sessions and security events: ``GET /api/sessions/``, ``DELETE /api/sessions/``,
+``DELETE /api/sessions/<id>/``, ``GET /api/users/me/security-events/``."""
 
 from __future__ import annotations
 
@@ -31,8 +31,13 @@ class SessionOutputSerializer(serializers.ModelSerializer):
         return session.pk == self.context.get("current_id")
 
 
+class SessionsEndedSerializer(serializers.Serializer):
+    revoked = serializers.IntegerField(help_text="How many of your other sessions ended.")
+
+
 class SessionListApi(AuthenticatedApi):
-    """``GET /api/sessions/``: the user's live sessions, API and browser log-ins alike."""
+    """``GET /api/sessions/``: the user's live sessions, API and browser log-ins alike;
+    ``DELETE``: end them all but the one asking."""
 
     @extend_schema(
         operation_id="sessions",
@@ -44,6 +49,16 @@ class SessionListApi(AuthenticatedApi):
         live = LoginSession.objects.filter(user=user).live().order_by("-created_at")
         current = getattr(getattr(request.user, "login_session", None), "pk", None)
         return Response(SessionOutputSerializer(live, many=True, context={"current_id": current}).data)
+
+    @extend_schema(
+        operation_id="sessions_end_others",
+        summary="End every session but this one (API and browser log-ins; a browser at its next request)",
+        responses={200: SessionsEndedSerializer, 401: UNAUTHORISED, 403: ENROLLMENT_FORBIDDEN},
+    )
+    def delete(self, request: Request) -> Response:
+        current = getattr(getattr(request.user, "login_session", None), "pk", None)
+        ended = sessions.sessions_end_others(user=cast("User", request.user), current_session_id=current)
+        return Response({"revoked": ended})
 
 
 class SessionRevokeApi(AuthenticatedApi):

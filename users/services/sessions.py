@@ -165,6 +165,15 @@ def sessions_revoke_others(*, user: User, reason: str) -> int:
     return sessions_revoke(user=user, except_session_id=ctx.session_id if own else None, reason=reason)
 
 
+def sessions_end_others(*, user: User, current_session_id: uuid.UUID | None) -> int:
+    """The user ends every session but the one asking (after adding a factor, a device they don't
+    recognise in the list…): how many ended. One event, when any did."""
+    ended = sessions_revoke(user=user, except_session_id=current_session_id, reason="revoked by the user")
+    if ended:
+        events.event_record(user=user, kind=Kind.SESSION_REVOKED, detail=f"every other session ({ended})")
+    return ended
+
+
 def session_revoke(*, user: User, session_id: uuid.UUID) -> bool:
     """The user ends one of their own sessions. False if it is not theirs (or not live)."""
     revoked = bool(_revoke(LoginSession.objects.filter(pk=session_id, user=user).live(), "revoked by the user"))
