@@ -260,6 +260,9 @@ def reauthenticate_or_why(
         return "code", PROOF_MISSING
     except WrongProof:
         return "code", PROOF_WRONG
+    # A new session id after a re-authentication, as after a log-in (ASVS 7.2.4): a session id
+    # someone copied before it is good for nothing from here on (a review).
+    request.session.cycle_key()
     return None
 
 

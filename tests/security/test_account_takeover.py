@@ -560,3 +560,19 @@ def test_deactivating_an_account_ends_its_sessions_and_reactivating_revives_none
     ada.save()
     session.refresh_from_db()
     assert session.revoked_at is None
+
+
+def test_re_authenticating_on_a_page_gives_the_browser_a_new_session_id(stack, ada, settings):
+    """An address change re-authenticates (the current password) but kept the session id, which a
+    password change replaces (a review; ASVS 7.2.4): a copy of the id taken before it is now dead."""
+    browser = Browser(stack)
+    assert browser.log_in("ada").status_code == 302
+    copied = browser.http.cookies[settings.SESSION_COOKIE_NAME]
+    fields = {"form": "email", "email": "ada@new.example.org", "current_password": PASSWORD}
+    assert browser.post_form("/account/", fields).status_code == 302
+    assert browser.http.cookies[settings.SESSION_COOKIE_NAME] != copied
+    assert browser.get("/account/").status_code == 200  # the browser itself goes on
+    thief = requests.get(
+        f"{stack}/account/", cookies={settings.SESSION_COOKIE_NAME: copied}, timeout=10, allow_redirects=False
+    )
+    assert thief.status_code == 302 and "/login/" in thief.headers["Location"]
