@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
+import idna
 from django.contrib.auth.validators import ASCIIUsernameValidator
 from django.core.exceptions import ValidationError
 from django.utils.deconstruct import deconstructible
@@ -77,9 +78,13 @@ def normalize_email(value: str) -> str:
 def _public_domain(domain: str) -> str:
     if domain.startswith("[") or any(unicodedata.category(ch) in {"Cc", "Cf", "Cs", "Zl", "Zp"} for ch in domain):
         raise ValidationError(INVALID_EMAIL, code="invalid")
+    # IDNA2008 with UTS #46's non-transitional mapping, as browsers and mail systems resolve names
+    # today: "faß.de" is xn--fa-hia.de, not Python's IDNA 2003 "fass.de" — another registrable
+    # domain, whose owner would have got this person's links (a review); an A-label that decodes
+    # to nothing ("xn--zz") is refused.
     try:
-        ascii_domain = domain.rstrip(".").encode("idna").decode("ascii").lower()
-    except UnicodeError:
+        ascii_domain = idna.encode(domain.rstrip("."), uts46=True, transitional=False).decode("ascii").lower()
+    except (idna.IDNAError, UnicodeError):
         raise ValidationError(INVALID_EMAIL, code="invalid") from None
     labels = ascii_domain.split(".")
     if len(labels) < 2 or not all(_LABEL.match(label) for label in labels):

@@ -172,6 +172,24 @@ def test_addresses_at_no_public_domain_are_refused(address):
     assert _users() == 0
 
 
+@pytest.mark.parametrize(
+    ("typed", "stored"),
+    [("ada@faß.de", "ada@xn--fa-hia.de"), ("ada@Bücher.de", "ada@xn--bcher-kva.de"), ("ada@ς.gr", "ada@xn--3xa.gr")],
+)
+def test_an_international_domain_is_the_one_mail_systems_resolve(typed, stored):
+    """Python's IDNA 2003 codec turned "faß.de" into "fass.de" — another registrable domain, whose
+    owner would have got this person's links (a review): IDNA2008 as browsers and mail resolve it."""
+    answer = _signup(APIClient(), email=typed)
+    assert answer.status_code == 201 and answer.json()["email"] == stored
+
+
+@pytest.mark.parametrize("address", ["ada@xn--zz.com", "ada@xn--.com"])
+def test_an_a_label_that_decodes_to_nothing_is_refused(address):
+    answer = _signup(APIClient(), email=address)
+    assert answer.status_code == 400 and "email" in answer.json()
+    assert _users() == 0
+
+
 # 4. Cheap 500s ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("url", ["/api/users/", "/api/verify-email/", "/api/users/resend-verification/"])
 @pytest.mark.parametrize(
