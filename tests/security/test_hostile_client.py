@@ -323,7 +323,7 @@ def test_old_keys_can_be_kept_for_links_in_flight():
     assert done.stdout.strip().splitlines()[-1] == repr([old])
 
 
-def test_probes_and_scrapes_over_plain_http_are_answered_and_everything_else_is_redirected():
+def test_probes_and_scrapes_over_plain_http_are_answered_pages_redirected_the_api_refused():
     """A kubelet or Prometheus calls the process itself over HTTP: a redirect would pass a probe
     (3xx) and break a scrape. The production settings, through the whole middleware stack."""
     probe = (
@@ -338,7 +338,7 @@ def test_probes_and_scrapes_over_plain_http_are_answered_and_everything_else_is_
     healthz, readyz, metrics, operator, *others = ast.literal_eval(done.stdout.strip().splitlines()[-1])
     assert healthz == 200 and readyz in (200, 503) and metrics == 200
     assert operator == 404  # no METRICS_TOKEN: the operator's figures are not served at all
-    assert others == [301, 301, 301]
+    assert others == [301, 403, 301]  # the API over plain HTTP is refused, never redirected (test_hardening.py)
 
 
 def test_schema_and_swagger_are_off_in_production_unless_asked_for(client, settings):
