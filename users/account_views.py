@@ -79,7 +79,11 @@ class SecondStepLoginView(auth_views.LoginView):
             return super().form_valid(form)
         # A new session key before anything is kept: a key planted before the log-in is worth nothing.
         self.request.session.cycle_key()
-        token = mfa.login_token_issue(user=user)
+        try:
+            token = mfa.login_token_issue(user=user)
+        except InvalidToken:  # the password changed while it was being checked
+            form.add_error(None, form.get_invalid_login_error())
+            return self.form_invalid(form)
         pending = {"token_hash": mfa.login_token_hash(token), "next": self.get_success_url()}
         self.request.session[SECOND_STEP_KEY] = pending
         return redirect("login-verify")
@@ -230,6 +234,9 @@ def account(request: HttpRequest) -> HttpResponse:
             accounts.password_change(user=user, new_password=password_form.cleaned_data["new_password1"])
         except ValidationError as exc:
             password_form.add_error(None, exc)
+            return _account_page(request, status=400, password_form=password_form)
+        except WrongPassword:  # another change of the password won the race
+            password_form.add_error("old_password", "That is not your current password.")
             return _account_page(request, status=400, password_form=password_form)
         update_session_auth_hash(request, user)  # this browser stays logged in; every other session ends
         messages.success(request, "Your password is changed. Every other session was logged out.")

@@ -16,6 +16,7 @@ from rest_framework.response import Response
 
 from users import identity, policies
 from users.account_apis.common import (
+    CURRENT_PASSWORD_WRONG,
     ENROLLMENT_FORBIDDEN,
     STEP_UP_CREDENTIAL,
     UNAUTHORISED,
@@ -25,6 +26,7 @@ from users.account_apis.common import (
     step_up,
 )
 from users.apis import ERROR, FIELD_ERRORS, THROTTLED, StrictInputSerializer, _field
+from users.errors import WrongPassword
 from users.models import User
 from users.services import accounts
 from users.throttles import CustomerChangeThrottle
@@ -113,9 +115,12 @@ class MeApi(AuthenticatedApi):
             )
         ):
             return refused
-        user = accounts.profile_update(
-            user=user, full_name=data.get("full_name"), email=data.get("email"), password=data.get("password")
-        )
+        try:
+            user = accounts.profile_update(
+                user=user, full_name=data.get("full_name"), email=data.get("email"), password=data.get("password")
+            )
+        except WrongPassword:  # another change of the password won the race
+            raise ValidationError({"current_password": [CURRENT_PASSWORD_WRONG]}) from None
         return Response(UserOutputSerializer(user).data)
 
 

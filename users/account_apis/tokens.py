@@ -125,10 +125,14 @@ class TokenObtainApi(APIView):
         if user.pk is None:  # a sign-up's stand-in (users.auth): no account to log in to
             return detail_response(BAD_CREDENTIALS, "invalid_credentials", status.HTTP_401_UNAUTHORIZED)
         if mfa.has_factor(user=user):  # no session, no tokens, no user_logged_in: a proof is owed
+            try:
+                mfa_token = mfa.login_token_issue(user=user)
+            except InvalidToken:  # the password changed while it was being checked
+                return detail_response(BAD_CREDENTIALS, "invalid_credentials", status.HTTP_401_UNAUTHORIZED)
             body: dict[str, Any] = {
                 "detail": MFA_REQUIRED,
                 "code": "mfa_required",
-                "mfa_token": mfa.login_token_issue(user=user),
+                "mfa_token": mfa_token,
                 "methods": mfa.methods(user=user),
             }
             if mfa.PASSKEY in body["methods"]:

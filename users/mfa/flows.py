@@ -101,6 +101,14 @@ def _other_sessions_end(user: User, reason: str) -> None:
     sessions.sessions_revoke_others(user=user, reason=reason)
 
 
+def _factors_lock(user: User) -> None:
+    """Inside a transaction: one change of ``user``'s factors at a time (the user's row locked
+    first, always). Without it a set-up overwrote a device confirmed at the same moment, and
+    parallel regenerations each kept their ten codes (a race review). ``FOR NO KEY UPDATE``: a
+    security event's insert (its key share on the user, as a recovery code is used) never waits on it."""
+    User.objects.select_for_update(no_key=True).filter(pk=user.pk).exists()
+
+
 TOTP_ON = "TOTP is already on; turn it off first to set up another app."
 TOTP_OFF = "TOTP is not on."
 NO_FACTOR = "Recovery codes come with a second factor: set one up first."
@@ -121,13 +129,15 @@ def change_allowed(*, user: User, change: str) -> None:
 def totp_setup(*, user: User) -> TotpSetup:
     """A new secret, pending until ``totp_confirm``; replaces an earlier pending one (a passkey
     user may add an app beside it)."""
-    if _has_totp(user):
-        raise FactorStateError(TOTP_ON)
     secret = totp.secret_new()
-    TotpDevice.objects.update_or_create(
-        user=user,
-        defaults={"secret": crypto.encrypt(secret), "created_at": timezone.now(), "last_step": None},
-    )
+    with transaction.atomic():
+        _factors_lock(user)
+        if _has_totp(user):
+            raise FactorStateError(TOTP_ON)
+        TotpDevice.objects.update_or_create(
+            user=user,
+            defaults={"secret": crypto.encrypt(secret), "created_at": timezone.now(), "last_step": None},
+        )
     uri = totp.provisioning_uri(user=user, secret=secret)
     return TotpSetup(secret=secret, otpauth_uri=uri, qr_svg=totp.qr_svg(uri))
 
@@ -136,6 +146,7 @@ def totp_confirm(*, user: User, code: str) -> list[str]:
     """The first code from the app turns TOTP on; returns ten new recovery codes (shown once). Codes
     the user had (beside a passkey) stop working: a ``recovery_codes_regenerated`` event and notice."""
     with transaction.atomic():
+        _factors_lock(user)
         device = TotpDevice.objects.select_for_update().filter(user=user).first()
         if device is None or device.confirmed_at is not None:
             raise FactorStateError("There is no TOTP set-up waiting for a code; start the set-up again.")
@@ -159,6 +170,7 @@ def totp_confirm(*, user: User, code: str) -> list[str]:
 def totp_disable(*, user: User) -> None:
     """TOTP off (a notice is mailed); the recovery codes go with the last factor."""
     with transaction.atomic():
+        _factors_lock(user)
         if not TotpDevice.objects.filter(user=user).delete()[0]:
             raise FactorStateError(TOTP_OFF)
         if not has_factor(user=user):
@@ -173,6 +185,9 @@ def passkey_add(*, user: User, name: str, credential: dict[str, Any]) -> Passkey
     first = not has_factor(user=user)
     passkey = passkeys.register(user=user, name=name, credential=credential)
     with transaction.atomic():
+        _factors_lock(user)
+        # Two first passkeys at once: the one that locks first issues the codes, the other keeps them.
+        first = first and not recovery_codes.codes_left(user=user)
         codes = recovery_codes.codes_replace(user=user) if first else None
         events.event_record(user=user, kind=Event.PASSKEY_ADDED, detail=name, notify=True)
     return PasskeyAdded(passkey=passkey, recovery_codes=codes)
@@ -182,6 +197,7 @@ def passkey_remove(*, user: User, passkey_id: int) -> None:
     """Remove one of ``user``'s passkeys (``Passkey.DoesNotExist`` if it is not theirs): an event;
     the recovery codes go with the last factor."""
     with transaction.atomic():
+        _factors_lock(user)
         passkey = Passkey.objects.filter(user=user, pk=passkey_id).first()
         if passkey is None:
             raise Passkey.DoesNotExist
@@ -194,6 +210,7 @@ def passkey_remove(*, user: User, passkey_id: int) -> None:
 
 def recovery_codes_regenerate(*, user: User) -> list[str]:
     with transaction.atomic():
+        _factors_lock(user)
         if not has_factor(user=user):
             raise FactorStateError(NO_FACTOR)
         codes = recovery_codes.codes_replace(user=user)
@@ -205,6 +222,7 @@ def factors_reset_by_staff(*, user: User) -> bool:
     """Staff remove every factor of ``user`` (who lost them): an event naming the staff member (the
     request's actor) and a notice. False if the user had none."""
     with transaction.atomic():
+        _factors_lock(user)
         removed = TotpDevice.objects.filter(user=user).delete()[0]
         removed += Passkey.objects.filter(user=user).delete()[0]
         removed += recovery_codes.codes_delete(user=user)
@@ -252,13 +270,26 @@ def login_token_hash(token: str) -> str:
 def login_token_issue(*, user: User) -> str:
     """The password was right: an opaque token for ``POST /api/tokens/mfa/`` (only its hash kept).
     A user has at most ``LOGIN_TOKENS_LIVE`` at once (the oldest go first): the password alone must
-    not let anyone write rows without end."""
+    not let anyone write rows without end.
+
+    ``InvalidToken`` if the password changed since it was checked (a hash's time): under the lock on
+    the user, a change (a reset) either committed — the hash differs — or waits and then deletes this
+    token with the other half-done log-ins; a token issued after the reset had deleted them would
+    have outlived it (a race review)."""
     now = timezone.now()
-    newest = MfaLoginToken.objects.filter(user=user, expires_at__gte=now).order_by("-pk").values("pk")
-    # The user's dead ones, and the live ones beyond the newest LOGIN_TOKENS_LIVE - 1 (one statement).
-    MfaLoginToken.objects.filter(user=user).exclude(pk__in=newest[: LOGIN_TOKENS_LIVE - 1]).delete()
-    token = secrets.token_urlsafe(32)
-    MfaLoginToken.objects.create(token_hash=login_token_hash(token), user=user, expires_at=now + LOGIN_TOKEN_LIFETIME)
+    with transaction.atomic():
+        # FOR NO KEY UPDATE: a password change's UPDATE waits for it (and it for the change), while a
+        # redeem's security event (a key share on the user, under its token's row lock) does not.
+        mine = User.objects.select_for_update(no_key=True).filter(pk=user.pk, password=user.password, is_active=True)
+        if not mine.exists():
+            raise InvalidToken
+        newest = MfaLoginToken.objects.filter(user=user, expires_at__gte=now).order_by("-pk").values("pk")
+        # The user's dead ones, and the live ones beyond the newest LOGIN_TOKENS_LIVE - 1 (one statement).
+        MfaLoginToken.objects.filter(user=user).exclude(pk__in=newest[: LOGIN_TOKENS_LIVE - 1]).delete()
+        token = secrets.token_urlsafe(32)
+        MfaLoginToken.objects.create(
+            token_hash=login_token_hash(token), user=user, expires_at=now + LOGIN_TOKEN_LIFETIME
+        )
     return token
 
 

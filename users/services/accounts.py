@@ -25,7 +25,7 @@ from django.utils.encoding import force_str
 from django.utils.http import urlsafe_base64_decode
 
 from users import context, identity
-from users.errors import InvalidToken
+from users.errors import InvalidToken, WrongPassword
 from users.models import AddressRequest, EmailVerification, MfaLoginToken, OutboundEmail, SecurityEvent, User
 from users.services import address_requests, delivery, emails, events, links, sessions, signup
 
@@ -100,12 +100,19 @@ def _name_change(user: User, full_name: str, *, record: bool = True) -> bool:
 
 
 def password_change(*, user: User, new_password: str) -> None:
-    """Set a new password (Django's validators). What follows every password change — sessions
+    """Set a new password (Django's validators); ``WrongPassword`` if it changed since ``user`` was
+    read (another change won the race). What follows every password change — sessions
     revoked, a pending address change cancelled, the event and the notice — is
     ``password_changed_effects``, run by ``User.save()`` whoever saves a new password."""
     password_validation.validate_password(new_password, user=user)
-    user.set_password(new_password)  # sets password_changed_at
-    user.save(update_fields=["password", "password_changed_at"])
+    checked = user.password  # the hash the caller's re-authentication checked the current password against
+    with transaction.atomic():
+        # Ten parallel changes with one current password each passed their re-authentication and all
+        # saved (ten notices; one password won): the first to lock wins, the rest find another hash.
+        if not User.objects.select_for_update(no_key=True).filter(pk=user.pk, password=checked).exists():
+            raise WrongPassword
+        user.set_password(new_password)  # sets password_changed_at
+        user.save(update_fields=["password", "password_changed_at"])
 
 
 def password_changed_effects(*, user: User) -> None:
@@ -169,6 +176,8 @@ def email_change_request(*, user: User, new_email: str) -> None:
             # link already mailed (or still owed) stays, nobody is mailed again — whether the
             # address is free or taken (the requester can't tell them apart by what follows).
             return
+        if owner_id is None:
+            delivery.address_lock(address.lower())  # nobody's row to lock: two requests must not both pass
         new_link = owner_id is None and not delivery.recently_mailed(address.lower(), delivery.CHANGE_COOLDOWN)
         # The event names the address masked, as the notice below does: a notice sent late (a
         # retry, the sweep) tells of this request, not of whatever is pending by then.

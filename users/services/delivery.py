@@ -103,6 +103,15 @@ def recently_mailed(canonical: str, kinds: Sequence[str]) -> bool:
     return OutboundEmail.objects.to_address(canonical, since=since, kinds=kinds).exists()
 
 
+def address_lock(canonical: str) -> None:
+    """Inside a transaction: the lock ``recently_mailed`` needs for an address nobody owns (no user
+    row to lock): a PostgreSQL advisory lock on it until the commit. Ten accounts asking for one free
+    address at once each passed the cooldown (a race review). SQLite has one writer at a time."""
+    if db_connection.vendor == "postgresql":
+        with db_connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"address:{canonical}"])
+
+
 def supersede(emails_qs: OutboundEmailQuerySet, reason: str) -> int:
     """No longer wanted: rows nobody is sending now (pending, stale claims) and failed ones, so a
     later "retry failed" can't mail them either."""
