@@ -158,6 +158,9 @@ def test_a_bounce_reported_by_the_provider_suppresses_the_address_until_staff_li
     assert lifted.status_code == 302
     suppression.refresh_from_db()
     assert suppression.lifted_at is not None and suppression.lifted_by.username == "ops"
+    # The account's trail says so with the address masked, as every event names one (a review).
+    [event] = SecurityEvent.objects.filter(kind="address_suppression_lifted")
+    assert event.user.username == "ada" and event.detail == "a••@example.com"
     _past_the_cooldown("ada@example.com")
     assert resend(stack, "ada@example.com").status_code == 202
     wait_for(lambda: len(smtp_server.to("ada@example.com")) == 2, what="the verification email after the lift")

@@ -216,6 +216,8 @@ def suppression_lift(*, suppression: Suppression, by: User) -> bool:
         lifted = Suppression.objects.active().filter(pk=suppression.pk).update(lifted_at=timezone.now(), lifted_by=by)
         if lifted and (owner := User.objects.filter(email__iexact=suppression.address).first()) is not None:
             events.event_record(
-                user=owner, kind=SecurityEvent.Kind.ADDRESS_SUPPRESSION_LIFTED, detail=suppression.address
+                user=owner,
+                kind=SecurityEvent.Kind.ADDRESS_SUPPRESSION_LIFTED,
+                detail=emails.masked(suppression.address),
             )
     return bool(lifted)
