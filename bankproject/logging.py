@@ -68,6 +68,19 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+class RefusedWebhook(logging.Filter):
+    """A webhook call refused for its secret or signature (anymail's
+    ``AnymailWebhookValidationFailure``, which Django logs at ERROR with its chained tracebacks):
+    one WARNING line. Anyone on the internet can send one, and each wrote dozens of lines of
+    traceback (a review); the line (Django's: the exception's words) still says why, and the
+    request's line which webhook."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 class FieldsFormatter(logging.Formatter):
     """``2026-11-28 16:00:00,000 INFO tasks enqueued task type=... payload=...``"""
 

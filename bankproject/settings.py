@@ -624,6 +624,7 @@ LOGGING: dict[str, Any] = {
     "filters": {
         "request_id": {"()": "bankproject.request_id.RequestIdFilter"},
         "redact": {"()": "bankproject.logging.RedactSecrets"},
+        "refused_webhook": {"()": "bankproject.logging.RefusedWebhook"},
     },
     "formatters": {
         "text": {"()": "bankproject.logging.FieldsFormatter"},
@@ -645,6 +646,13 @@ LOGGING: dict[str, Any] = {
         "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
         # runserver's request lines: through our handler (and its redaction), not Django's own.
         "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        # A forged or unsigned call to a provider's webhook: one WARNING line, not an ERROR traceback.
+        "django.security.AnymailWebhookValidationFailure": {
+            "handlers": ["console"],
+            "level": "INFO",
+            "filters": ["refused_webhook"],
+            "propagate": False,
+        },
         "dramatiq": {"level": "INFO"},
         "apscheduler": {"level": "WARNING"},
     },

@@ -48,6 +48,8 @@ def web(tmp_path) -> Iterator[tuple[str, Path]]:
         "DJANGO_SETTINGS_MODULE": "bankproject.settings_test",
         "DATABASE_URL": database_url(),
         "THROTTLE_VERIFY": "4/min",
+        "ANYMAIL_WEBHOOK_SECRET": "feedback:a long webhook secret 7f3a",
+        "ANYMAIL_MAILGUN_WEBHOOK_SIGNING_KEY": "mailgun-signing-key-for-tests",
     }
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -223,3 +225,29 @@ def test_escaped_are_the_message_and_string_fields_not_the_traceback():
     # the fields belong to the message's line, before the traceback
     assert first.endswith(r"failed for x\x0ay\u2029z\x09w path='/p\\x0d\\x0a\\u2028q' attempts=3")
     assert traceback[0] == "Traceback (most recent call last):" and traceback[-1] == "ValueError: boom"
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_a_forged_webhook_call_is_one_warning_line_not_a_traceback(web):
+    """Anyone can post to a provider's webhook: each refused call wrote an ERROR with two chained
+    tracebacks (a review), a way to flood the log and bury what matters."""
+    url, web_log = web
+    forged = urllib.request.Request(
+        f"{url}/anymail/mailgun/tracking/",
+        data=b'{"signature": {}, "event-data": {}}',
+        headers={"Content-Type": "application/json", "Authorization": "Basic d3Jvbmc6d3Jvbmc="},
+        method="POST",
+    )
+    try:
+        urllib.request.urlopen(forged, timeout=10)
+    except urllib.error.HTTPError as error:
+        assert error.code == 400
+    else:
+        pytest.fail("a forged webhook call was accepted")
+    line = wait_for(
+        lambda: next((x for x in web_log.read_text().splitlines() if "AnymailWebhookValidationFailure" in x), None),
+        timeout=30,
+        what="the refused call's log line",
+    )
+    assert " WARNING " in f" {line} " and "Traceback" not in web_log.read_text()
