@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import django.middleware.common
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DataError, InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
@@ -16,6 +17,11 @@ logger = logging.getLogger(__name__)
 
 # How long a client should wait before retrying while the database is unreachable.
 DATABASE_RETRY_AFTER_S = 5
+
+
+UNSUPPORTED_CHARSET_JSON = (
+    b'{"detail": "The charset of this request is not a text encoding.", "code": "unsupported_charset"}'
+)
 
 
 def reject_undecodable_charsets(app: Callable) -> Callable:
@@ -30,11 +36,11 @@ def reject_undecodable_charsets(app: Callable) -> Callable:
         _, params = parse_header_parameters(environ.get("CONTENT_TYPE", ""))
         charset = params.get("charset")
         if charset and not _is_text_encoding(charset):
-            body = b"Bad request: unsupported charset\n"
-            start_response(
-                "400 Bad Request",
-                [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
-            )
+            if str(environ.get("PATH_INFO", "")).startswith("/api/"):  # the API's one error shape
+                body, kind = UNSUPPORTED_CHARSET_JSON, "application/json"
+            else:
+                body, kind = b"Bad request: unsupported charset\n", "text/plain; charset=utf-8"
+            start_response("400 Bad Request", [("Content-Type", kind), ("Content-Length", str(len(body)))])
             return [body]
         return app(environ, start_response)
 
@@ -107,3 +113,14 @@ def _is_outage(exception: Exception) -> bool:
     # psycopg's OperationalError covers refused connections, restarts and timeouts; a bad query
     # is a ProgrammingError or DataError, never an OperationalError.
     return cause is None or type(cause).__name__ in {"OperationalError", "InterfaceError"}
+
+
+class CommonMiddleware(django.middleware.common.CommonMiddleware):
+    """Django's, but a body sent to an ``/api/`` path without its final slash is a ``404`` (JSON),
+    not a redirect: a client that follows a ``301`` re-sends a POST or PATCH as a GET, its body
+    lost (and with ``DEBUG`` on Django answers such a request with a ``500``). A fuzz review."""
+
+    def should_redirect_with_slash(self, request: HttpRequest) -> bool:
+        if request.path_info.startswith("/api/") and request.method not in ("GET", "HEAD"):
+            return False
+        return super().should_redirect_with_slash(request)

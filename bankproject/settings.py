@@ -117,7 +117,7 @@ MIDDLEWARE = [
     "bankproject.api_errors.ApiBodyLimit",  # a body too large for /api/: 413, in every mode
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
+    "bankproject.middleware.CommonMiddleware",  # Django's, but no redirect of a body sent to /api/ without its slash
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",

@@ -233,8 +233,10 @@ def _wsgi(path: str, query: str = "", **environ: str) -> tuple[str, dict[str, st
 
 @pytest.mark.parametrize("path", ["/signup/", "/api/schema/", "/healthz", "/verify-email/"])
 def test_a_charset_that_is_not_a_text_encoding_is_a_400(path):
-    status, _, _ = _wsgi(path, "a=b", CONTENT_TYPE="text/plain; charset=rot13")
+    status, headers, body = _wsgi(path, "a=b", CONTENT_TYPE="text/plain; charset=rot13")
     assert status.startswith("400")
+    if path.startswith("/api/"):  # the API's error shape, as every other error there (a fuzz review)
+        assert headers["Content-Type"] == "application/json" and json.loads(body)["code"] == "unsupported_charset"
 
 
 def test_an_unknown_schema_version_is_a_400_and_no_header_carries_it():
@@ -394,3 +396,14 @@ def test_compose_requires_a_key_and_keeps_the_inbox_and_exporter_off_the_network
 def test_blank_and_repetitive_passwords_are_refused(password):
     response = _signup(APIClient(), password=password)
     assert response.status_code == 400 and set(response.json()) == {"password"}
+
+
+@pytest.mark.parametrize("method", ["POST", "PATCH", "PUT", "DELETE"])
+def test_a_body_sent_to_an_api_path_without_its_slash_is_a_json_404_not_a_redirect(method, settings):
+    """A 301 made a following client re-send its POST or PATCH as a GET, the body lost, and with
+    DEBUG on Django answered a 500 (a fuzz review). A GET is still sent to the slash."""
+    answer = APIClient().generic(method, "/api/users/me", "{}", content_type="application/json")
+    assert answer.status_code == 404 and answer.json()["code"] == "not_found"
+    assert APIClient().get("/api/users/me").status_code == 301
+    settings.DEBUG = True  # Django's own 404 page then, and no 500
+    assert APIClient().generic(method, "/api/users/me", "{}", content_type="application/json").status_code == 404
