@@ -111,6 +111,7 @@ MIDDLEWARE = [
     "bankproject.request_id.RequestIdMiddleware",
     "bankproject.middleware.DatabaseUnavailable",
     "bankproject.headers.ApiNoStore",
+    "bankproject.headers.BrowserPolicies",
     "bankproject.middleware.AdminBadInput",
     "bankproject.api_errors.ApiHttpsOnly",  # behind TLS: the API over plain HTTP is a 403, not a redirect
     "django.middleware.security.SecurityMiddleware",

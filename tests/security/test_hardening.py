@@ -99,6 +99,10 @@ def test_pages_carry_a_content_security_policy(client):
     assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
     assert "unsafe-inline" not in policy
     assert response["X-Frame-Options"] == "DENY"
+    # Features no page uses are refused, and no other site loads our answers (a review, ASVS 3.4).
+    for answer in (response, client.get("/api/users/me/"), client.get("/healthz")):
+        assert answer["Permissions-Policy"] == "camera=(), microphone=(), geolocation=(), payment=(), usb=()"
+        assert answer["Cross-Origin-Resource-Policy"] == "same-origin"
 
 
 def test_admin_is_for_staff_only(client):
