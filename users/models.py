@@ -163,12 +163,9 @@ class User(AbstractBaseUser, PermissionsMixin):
         # Deactivated (the admin's "active" unticked): its sessions end with it, or re-activating
         # the account would bring back every token and browser that was logged in (a review).
         fields = kwargs.get("update_fields")
-        deactivated = (
-            existing
-            and getattr(self, "_loaded_active", False)
-            and not self.is_active
-            and (fields is None or "is_active" in fields)
-        )
+        # Saved inactive, whatever it was loaded as (a deferred field, a refreshed instance): ending
+        # the sessions of an account that has none left costs one UPDATE that changes nothing.
+        deactivated = existing and not self.is_active and (fields is None or "is_active" in fields)
         if existing and (changed or deactivated):
             with transaction.atomic(using=kwargs.get("using") or self._state.db or "default"):
                 self._save(*args, **kwargs)
@@ -178,14 +175,6 @@ class User(AbstractBaseUser, PermissionsMixin):
                     account_deactivated.send(sender=User, user=self)
         else:
             self._save(*args, **kwargs)
-        if fields is None or "is_active" in fields:
-            self._loaded_active = self.is_active
-
-    @classmethod
-    def from_db(cls, db: str | None, field_names: Any, values: Any) -> User:
-        instance = super().from_db(db, field_names, values)
-        instance._loaded_active = instance.__dict__.get("is_active", False)  # deferred: unknown
-        return instance
 
     def _save(self, *args: Any, **kwargs: Any) -> None:
         if (

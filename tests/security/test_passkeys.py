@@ -363,3 +363,64 @@ def test_adding_an_app_beside_a_passkey_tells_the_owner_their_old_recovery_codes
     assert old.status_code == 401
     client, first = password_step(stack)
     assert client.call("POST", "/api/tokens/mfa/", {"mfa_token": first["mfa_token"], "code": new_codes[0]}).ok
+
+
+class _OffCurve(SoftAuthenticator):
+    def _cose_key(self) -> bytes:
+        import cbor2
+
+        return cbor2.dumps({1: 2, 3: -7, -1: 1, -2: (1).to_bytes(32, "big"), -3: (1).to_bytes(32, "big")})
+
+
+@pytest.mark.parametrize("device_kind", ["long id", "near the index limit", "off its curve", "a huge key"])
+def test_a_passkey_that_could_never_sign_or_be_indexed_is_refused_not_kept(stack, ada, device_kind):
+    """py_webauthn keeps what an attestation carries: an id past WebAuthn's 1023 bytes was kept (past
+    ~2.7 kB it was a 500), and a "key" off its curve or a megabyte long was kept as a second factor
+    that could never sign (a review)."""
+    api = Api(stack)
+    assert api.log_in("ada").status_code == 200
+    begun = api.call("POST", "/api/mfa/passkeys/begin/", {"current_password": PASSWORD})
+    device = _OffCurve(origin=stack) if device_kind == "off its curve" else SoftAuthenticator(origin=stack)
+    if device_kind == "long id":
+        device.credential_id = bytes(1024)
+    if device_kind == "near the index limit":
+        device.credential_id = bytes(3000)
+    if device_kind == "a huge key":
+        real = device._cose_key()
+        device._cose_key = lambda: _huge(real)  # type: ignore[method-assign]
+    added = api.call(
+        "POST", "/api/mfa/passkeys/", {"name": "odd", "credential": device.create(begun.json()["options"])}
+    )
+    assert added.status_code == 400, added.text
+    assert api.call("GET", "/api/mfa/").json()["passkeys"] == []
+
+
+def _huge(cose_key: bytes) -> bytes:
+    """The same ES256 key with a 5 kB field no key needs (COSE allows extra labels)."""
+    import cbor2
+
+    fields = cbor2.loads(cose_key)
+    return cbor2.dumps(fields | {-70000: bytes(5000)})
+
+
+def test_a_log_in_whose_passkey_is_removed_meanwhile_gets_no_session(stack, ada, monkeypatch):
+    """The assertion was checked while the passkey existed; its removal (which ends the other
+    sessions) committed before the session was made: the session outlived the passkey (a review)."""
+    from users.account_apis import tokens as token_views
+    from users.mfa import flows
+
+    api = Api(stack)
+    assert api.log_in("ada").status_code == 200
+    device, added = add_passkey(api, stack)
+    first_api, first = password_step(stack)
+    real = token_views.mfa.login_token_redeem
+
+    def redeem_while_the_owner_removes_it(**kwargs):
+        user = real(**kwargs)
+        flows.passkey_remove(user=User.objects.get(pk=ada.pk), passkey_id=added["id"])
+        return user
+
+    monkeypatch.setattr(token_views.mfa, "login_token_redeem", redeem_while_the_owner_removes_it)
+    answer = passkey_step(first_api, first, device.get(first["passkey_options"]))
+    assert answer.status_code == 401, answer.text
+    assert not LoginSession.objects.filter(user=ada).live().exists()  # the removal ended the others too

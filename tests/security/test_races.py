@@ -206,3 +206,27 @@ def test_parallel_password_changes_with_one_current_password_change_it_once(stac
     assert set(refused.json()) == {"current_password"}
     assert User.objects.get(pk=ada.pk).check_password(new[[a.status_code for a in answers].index(200)])
     assert SecurityEvent.objects.filter(user=ada, kind="password_changed").count() == 1
+
+
+def test_a_page_log_in_whose_app_is_turned_off_meanwhile_is_logged_out_at_once(stack, ada, monkeypatch):
+    """The code was checked while the app was on; turning it off (which ends the other sessions)
+    committed before the browser's session row was made: it outlived the factor (a review). Django
+    has logged the browser in by then; its row starts ended, so its next request logs it out."""
+    from users import account_views
+    from users.mfa import flows
+
+    _, app, _ = logged_in_with_factor(stack, ada)
+    browser = Browser(stack)
+    assert browser.log_in("ada").status_code == 302  # to the second step
+    real = account_views.mfa.login_token_redeem
+
+    def redeem_while_the_owner_turns_it_off(**kwargs):
+        user = real(**kwargs)
+        flows.totp_disable(user=User.objects.get(pk=ada.pk))
+        return user
+
+    monkeypatch.setattr(account_views.mfa, "login_token_redeem", redeem_while_the_owner_turns_it_off)
+    browser.post_form("/login/verify/", {"code": app.code()}, form_page="/login/verify/")
+    monkeypatch.undo()
+    assert browser.get("/account/").status_code == 302
+    assert not LoginSession.objects.filter(user=ada).live().exists()

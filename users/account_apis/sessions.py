@@ -54,6 +54,9 @@ class SessionListApi(AuthenticatedApi):
     @extend_schema(
         operation_id="sessions_end_others",
         summary="End every session but this one (API and browser log-ins; a browser at its next request)",
+        description="Every live session of yours but the one making the request ends: their tokens stop "
+        "working at once, a browser is logged out at its next request. `revoked` says how many; one "
+        "`session_revoked` event when any ended. No password needed: ending sessions only protects.",
         responses={200: SessionsEndedSerializer, 401: UNAUTHORISED, 403: ENROLLMENT_FORBIDDEN},
     )
     def delete(self, request: Request) -> Response:

@@ -68,7 +68,12 @@ class OwnersFirstDeleteMixin(admin.ModelAdmin):
 
     def _lock_owners(self, user_ids) -> None:
         """``user_ids``: a list, or a QuerySet of them (one statement either way)."""
-        list(User.objects.select_for_update().filter(pk__in=user_ids).order_by("pk").values_list("pk", flat=True))
+        list(
+            User.objects.select_for_update(no_key=True)
+            .filter(pk__in=user_ids)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
 
     def delete_model(self, request, obj):
         with transaction.atomic():

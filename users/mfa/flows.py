@@ -241,15 +241,19 @@ def proof_verify(
     issued for this ``ceremony`` (``passkeys.CEREMONIES``)."""
     if credential is not None:
         try:
-            passkeys.verify(credential=credential, user=user, ceremony=ceremony)
+            found = passkeys.verify(credential=credential, user=user, ceremony=ceremony)
         except WrongProof:
             return False
+        setattr(user, passkeys.PROVEN_BY, getattr(found, passkeys.PROVEN_BY))
         return True
     if not code:
         return False
     if totp.is_code(code):
         device = _totp_device(user)
-        return device is not None and totp.verify(device=device, code=code)
+        if device is None or not totp.verify(device=device, code=code):
+            return False
+        setattr(user, passkeys.PROVEN_BY, (passkeys.TOTP_PROOF, device.pk))
+        return True
     if not has_factor(user=user):
         return False
     with transaction.atomic():
@@ -257,6 +261,7 @@ def proof_verify(
             return False
         # Whoever typed it proves to be the owner (the log-in's second step included: nobody is logged in yet).
         events.event_record(user=user, kind=Event.RECOVERY_CODE_USED, actor=events.SELF, notify=True)
+    setattr(user, passkeys.PROVEN_BY, (passkeys.RECOVERY_PROOF, None))
     return True
 
 
@@ -321,7 +326,8 @@ def login_token_redeem(
     used, expired or dead; ``WrongProof`` (one more failure on the token) if the proof is wrong or
     replayed."""
     with transaction.atomic():
-        row = _alive(token, token_hash).select_for_update().select_related("user").first()
+        # The token's row alone ("of self"), as passkeys.verify: never the user's before a factor change's.
+        row = _alive(token, token_hash).select_for_update(of=("self",)).select_related("user").first()
         if row is None:
             raise InvalidToken
         right = proof_verify(user=row.user, ceremony=passkeys.Purpose.LOGIN, code=code, credential=credential)

@@ -30,6 +30,8 @@ from webauthn import (
     verify_registration_response,
 )
 from webauthn.helpers import (
+    decode_credential_public_key,
+    decoded_public_key_to_cryptography,
     parse_authentication_credential_json,
     parse_client_data_json,
     parse_registration_credential_json,
@@ -149,6 +151,10 @@ def registration_options(*, user: User) -> dict[str, Any]:
     return dict(json.loads(options_to_json(options)))
 
 
+CREDENTIAL_ID_MAX = 1023  # bytes (WebAuthn Level 3, credential ID)
+PUBLIC_KEY_MAX = 4096  # bytes of COSE key: RSA-4096 takes ~550, ML-DSA-87 ~2.6 k
+
+
 def register(*, user: User, name: str, credential: dict[str, Any]) -> Passkey:
     """Verify the authenticator's answer to ``registration_options`` and keep the passkey.
     ``WrongProof`` for a bad, replayed or foreign attestation, or a credential already known."""
@@ -165,6 +171,15 @@ def register(*, user: User, name: str, credential: dict[str, Any]) -> Passkey:
         verified = verify_registration_response(
             credential=parsed, expected_challenge=challenge, expected_rp_id=rp.id, expected_origin=rp.origin
         )
+    except MALFORMED:
+        raise WrongProof from None
+    # py_webauthn keeps what the attestation carries: a credential id past WebAuthn's 1023 bytes
+    # (past ~2.7 kB PostgreSQL's index refused it: a 500), and "keys" that are none — a point off its
+    # curve, a megabyte of COSE — which could never sign yet would count as a second factor (a review).
+    if len(verified.credential_id) > CREDENTIAL_ID_MAX or len(verified.credential_public_key) > PUBLIC_KEY_MAX:
+        raise WrongProof
+    try:
+        decoded_public_key_to_cryptography(decode_credential_public_key(verified.credential_public_key))
     except MALFORMED:
         raise WrongProof from None
     transports = [str(t.value) for t in (parsed.response.transports or [])]
@@ -249,7 +264,11 @@ def verify(*, credential: Any, user: User | None = None, ceremony: str | None = 
     if not _challenge_spend(purpose=purpose, challenge=challenge, user=user, token=token):  # spent, right or wrong
         raise WrongProof
     with transaction.atomic():
-        passkeys = Passkey.objects.select_for_update().select_related("user").filter(credential_id=parsed.raw_id)
+        # The passkey's row alone ("of self"): the user's row is locked user-first by a factor change
+        # (a removal deleting this passkey); locking both here, passkey first, deadlocked with it.
+        passkeys = (
+            Passkey.objects.select_for_update(of=("self",)).select_related("user").filter(credential_id=parsed.raw_id)
+        )
         passkey = (passkeys.filter(user=user) if token is None else passkeys).first()
         if passkey is None:
             raise WrongProof
@@ -266,7 +285,13 @@ def verify(*, credential: Any, user: User | None = None, ceremony: str | None = 
         except MALFORMED:
             raise WrongProof from None
         Passkey.objects.filter(pk=passkey.pk).update(sign_count=verified.new_sign_count, last_used_at=timezone.now())
+    setattr(passkey.user, PROVEN_BY, (PASSKEY_PROOF, passkey.pk))
     return passkey.user
+
+
+# What a log-in proved the second factor with, kept on the user it returns: the session that follows
+# checks, under the user's lock, that it still stands (``users.services.sessions``).
+PROVEN_BY, PASSKEY_PROOF, TOTP_PROOF, RECOVERY_PROOF = "_proven_by", "passkey", "totp", "recovery_code"
 
 
 def has_passkey(*, user: User) -> bool:

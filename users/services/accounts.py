@@ -163,7 +163,7 @@ def email_change_request(*, user: User, new_email: str) -> None:
         # The requester and the address's owner (told below) locked together, in pk order: two
         # people asking for each other's address at once would otherwise each hold one and wait
         # for the other (PostgreSQL aborts one: "deadlock detected").
-        both = User.objects.select_for_update().filter(pk__in=[user.pk, owner_id or user.pk]).order_by("pk")
+        both = User.objects.select_for_update(no_key=True).filter(pk__in=[user.pk, owner_id or user.pk]).order_by("pk")
         user = next(u for u in both if u.pk == user.pk)
         if address.lower() == user.email.lower():  # back to the current address: nothing pending
             User.objects.filter(pk=user.pk).update(pending_email="")
@@ -211,7 +211,7 @@ def email_change_apply(verification: EmailVerification) -> bool:
     """An address-change link was used (inside ``links.email_verify``'s transaction): the account
     switches to the new address, verified. False if the change was withdrawn or replaced; an
     address taken meanwhile by another account raises ``IntegrityError`` (the link is refused)."""
-    user = User.objects.select_for_update().get(pk=verification.user_id)
+    user = User.objects.select_for_update(no_key=True).get(pk=verification.user_id)
     if user.pending_email.lower() != verification.email.lower():
         return False
     old = user.email
@@ -246,7 +246,7 @@ def password_reset_for(*, canonical: str) -> None:
     """A recorded reset request, processed by the worker inside ``address_requests.request_process``'s
     transaction: a known, active account gets one email with a link (at most one per address per
     cooldown); an unknown address gets nothing."""
-    user = User.objects.select_for_update().filter(email_canonical=canonical, is_active=True).first()
+    user = User.objects.select_for_update(no_key=True).filter(email_canonical=canonical, is_active=True).first()
     if user is None or delivery.recently_mailed(canonical, delivery.RESET_COOLDOWN):
         return
     delivery.email_queue(
@@ -276,7 +276,7 @@ def password_reset_confirm(*, uid: str, token: str, new_password: str) -> User:
     user = password_reset_user(uid=uid, token=token)
     password_validation.validate_password(new_password, user=user)
     with transaction.atomic():
-        user = User.objects.select_for_update().get(pk=user.pk)
+        user = User.objects.select_for_update(no_key=True).get(pk=user.pk)
         if not default_token_generator.check_token(user, token):  # used by a concurrent request
             raise InvalidToken
         user.set_password(new_password)

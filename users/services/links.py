@@ -82,7 +82,9 @@ def email_verify(*, verification_id: int, code: str) -> User:
         with transaction.atomic():
             # The user first, as every flow that writes a user's links does (a resend, an address
             # change, a password change): the other order deadlocks with them.
-            User.objects.select_for_update().filter(pk=verification.user_id).values_list("pk", flat=True).first()
+            User.objects.select_for_update(no_key=True).filter(pk=verification.user_id).values_list(
+                "pk", flat=True
+            ).first()
             consumed = (
                 EmailVerification.objects.alive(now)
                 .filter(pk=verification.pk)

@@ -26,7 +26,7 @@ from rest_framework_simplejwt.utils import datetime_from_epoch
 
 from users import context
 from users.errors import InvalidToken
-from users.models import LoginSession, SecurityEvent, User
+from users.models import LoginSession, Passkey, SecurityEvent, TotpDevice, User
 from users.services import events
 from users.services.events import SELF, SYSTEM
 
@@ -71,15 +71,45 @@ def session_start(*, user: User, user_agent: str, client_ip: str | None) -> Toke
     the user the change either committed (the hash differs) or waits until this session exists (and
     revokes it)."""
     with transaction.atomic():
-        if not User.objects.select_for_update().filter(pk=user.pk, password=user.password, is_active=True).exists():
+        if not _proof_stands(user):
             raise InvalidToken
         session = _session_create(user=user, kind=LoginSession.Kind.API, user_agent=user_agent, client_ip=client_ip)
     return _issue(session)
 
 
 def browser_session_start(*, user: User, user_agent: str, client_ip: str | None) -> LoginSession:
-    """A new log-in in a browser (``/login/``, the admin's): the Django session will name this row."""
-    return _session_create(user=user, kind=LoginSession.Kind.BROWSER, user_agent=user_agent, client_ip=client_ip)
+    """A new log-in in a browser (``/login/``, the admin's): the Django session will name this row.
+    Django has logged the browser in by now: when the proof no longer stands (as ``session_start``
+    checks), the row starts ended, and the browser is logged out at its next request."""
+    with transaction.atomic():
+        stands = _proof_stands(user)
+        session = _session_create(user=user, kind=LoginSession.Kind.BROWSER, user_agent=user_agent, client_ip=client_ip)
+        if not stands:
+            _revoke(LoginSession.objects.filter(pk=session.pk), "its proof changed while the log-in was made")
+    return session
+
+
+def _proof_stands(user: User) -> bool:
+    """Inside a transaction: lock the user (as every password and factor change does, first) and say
+    whether what the log-in proved still holds — the password it checked (a change commits in the
+    hash's time, its revocation before this session exists) and the second factor it used
+    (``passkeys.PROVEN_BY``: a passkey or an app removed meanwhile, its sessions already ended, must
+    not leave this one — a review)."""
+    from users.mfa import passkeys  # the factors' package builds on this module
+
+    # FOR NO KEY UPDATE, as every password and factor change locks the user (it waits for them, they
+    # for it), while a security event's insert — its key share on the user — never waits on it.
+    locked = User.objects.select_for_update(no_key=True).filter(pk=user.pk, password=user.password, is_active=True)
+    if not locked.exists():
+        return False
+    kind, factor_id = getattr(user, passkeys.PROVEN_BY, None) or (None, 0)
+    if kind == passkeys.PASSKEY_PROOF:
+        return Passkey.objects.filter(pk=factor_id, user=user).exists()
+    if kind == passkeys.TOTP_PROOF:
+        return TotpDevice.objects.filter(pk=factor_id, user=user, confirmed_at__isnull=False).exists()
+    if kind == passkeys.RECOVERY_PROOF:  # recovery codes live only beside a factor
+        return Passkey.objects.filter(user=user).exists() or TotpDevice.objects.filter(user=user).exists()
+    return True
 
 
 def _session_create(*, user: User, kind: str, user_agent: str, client_ip: str | None) -> LoginSession:
@@ -114,7 +144,9 @@ def session_refresh(*, refresh: str) -> Tokens:
     session_id, jti = _decode(refresh)
     reused = False
     with transaction.atomic():
-        session = LoginSession.objects.select_for_update().select_related("user").filter(pk=session_id).first()
+        session = (
+            LoginSession.objects.select_for_update(of=("self",)).select_related("user").filter(pk=session_id).first()
+        )
         if session is None or not session.is_live or not session.user.is_active:
             raise InvalidToken
         if session.refresh_jti != jti:

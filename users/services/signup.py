@@ -91,7 +91,7 @@ def account_exists_notify(*, user_id: int) -> None:
     across processes and without the cache.
     """
     with transaction.atomic():
-        owner = User.objects.select_for_update().filter(pk=user_id).first()
+        owner = User.objects.select_for_update(no_key=True).filter(pk=user_id).first()
         if owner is None or delivery.recently_mailed(owner.email.lower(), delivery.NOTICE_COOLDOWN):
             return
         delivery.email_queue(kind=OutboundEmail.Kind.ACCOUNT_EXISTS, user=owner, recipient=owner.email)
@@ -101,7 +101,7 @@ def verification_resend(*, user: User) -> bool:
     """Send ``user`` a fresh link (older ones stop working). False if already verified, or if the
     address is suppressed: nothing would go out, and the link the person may have keeps working."""
     with transaction.atomic():
-        user = User.objects.select_for_update().get(pk=user.pk)
+        user = User.objects.select_for_update(no_key=True).get(pk=user.pk)
         return not user.is_email_verified and _link_anew(user)
 
 
@@ -118,7 +118,7 @@ def verification_resend_for(*, canonical: str) -> None:
     notices count); a new link replaces older unused ones. Unknown and already verified addresses
     get nothing, and so does a suppressed address (a new link would not go out, and superseding
     would kill the one the person has — anyone may ask for a resend)."""
-    user = User.objects.select_for_update().filter(email_canonical=canonical).first()
+    user = User.objects.select_for_update(no_key=True).filter(email_canonical=canonical).first()
     if user is None or user.is_email_verified or delivery.recently_mailed(canonical, delivery.LINK_COOLDOWN):
         return
     _link_anew(user)
