@@ -424,3 +424,21 @@ def test_a_log_in_whose_passkey_is_removed_meanwhile_gets_no_session(stack, ada,
     answer = passkey_step(first_api, first, device.get(first["passkey_options"]))
     assert answer.status_code == 401, answer.text
     assert not LoginSession.objects.filter(user=ada).live().exists()  # the removal ended the others too
+
+
+def test_a_user_handle_that_is_not_the_passkeys_owners_is_refused(stack, ada, settings):
+    """WebAuthn's step 6: the handle an authenticator gives names the credential's owner; any was
+    taken, the credential id alone deciding (a review). A handle given before a key rotation still
+    counts (a fallback key)."""
+    api = Api(stack)
+    assert api.log_in("ada").status_code == 200
+    device, _ = add_passkey(api, stack)
+    own = device.user_handle
+    device.user_handle = bytes(32)
+    assert discoverable_log_in(Api(stack), device).status_code == 401
+    device.user_handle = own
+    assert discoverable_log_in(Api(stack), device).status_code == 200
+
+    settings.SECRET_KEY_FALLBACKS = [settings.SECRET_KEY]
+    settings.SECRET_KEY = "a-new-secret-key-after-a-rotation-0123456789-abcdefghijklmnop"
+    assert discoverable_log_in(Api(stack), device).status_code == 200

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from django.utils.crypto import salted_hmac
+from django.utils.crypto import constant_time_compare, salted_hmac
 from webauthn import (
     generate_authentication_options,
     generate_registration_options,
@@ -85,6 +85,18 @@ def relying_party() -> RelyingParty:
 def _user_handle(user: User) -> bytes:
     """The WebAuthn user handle: stable per user, no personal data (an HMAC of the primary key)."""
     return salted_hmac("users.mfa.passkeys.user_handle", str(user.pk), algorithm="sha256").digest()
+
+
+def _is_user_handle(user: User, handle: bytes) -> bool:
+    """Whether an assertion's ``userHandle`` is ``user``'s, under the secret key or a fallback (a
+    passkey made before a key rotation keeps the handle it was given)."""
+    keys = [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]
+    return any(
+        constant_time_compare(
+            handle, salted_hmac("users.mfa.passkeys.user_handle", str(user.pk), secret=key, algorithm="sha256").digest()
+        )
+        for key in keys
+    )
 
 
 def _descriptors(user: User) -> list[PublicKeyCredentialDescriptor]:
@@ -271,6 +283,11 @@ def verify(*, credential: Any, user: User | None = None, ceremony: str | None = 
         )
         passkey = (passkeys.filter(user=user) if token is None else passkeys).first()
         if passkey is None:
+            raise WrongProof
+        # WebAuthn §7.2 step 6: a user handle, when the authenticator gives one, is the credential's
+        # owner's (a review: any handle was taken, the credential id alone deciding).
+        handle = parsed.response.user_handle
+        if handle is not None and not _is_user_handle(passkey.user, bytes(handle)):
             raise WrongProof
         try:
             verified = verify_authentication_response(
