@@ -442,3 +442,22 @@ def test_a_user_handle_that_is_not_the_passkeys_owners_is_refused(stack, ada, se
     settings.SECRET_KEY_FALLBACKS = [settings.SECRET_KEY]
     settings.SECRET_KEY = "a-new-secret-key-after-a-rotation-0123456789-abcdefghijklmnop"
     assert discoverable_log_in(Api(stack), device).status_code == 200
+
+
+def test_a_user_has_at_most_twenty_passkeys_and_is_told_before_any_proof_is_spent(stack, ada):
+    """Each passkey is a way in and rides in every log-in's options: no cap let one account keep
+    any number (a review)."""
+    from users.models import Passkey
+
+    api = Api(stack)
+    assert api.log_in("ada").status_code == 200
+    device, _ = add_passkey(api, stack)
+    for n in range(19):
+        Passkey.objects.create(user=ada, name=f"key {n}", credential_id=bytes([n]) * 16, public_key=b"k")
+    proof = {"current_password": PASSWORD, "credential": step_up(api, device)}
+    refused = api.call("POST", "/api/mfa/passkeys/begin/", proof)
+    assert refused.status_code == 400 and refused.json()["code"] == "mfa_state", refused.text
+    assert "20 passkeys" in refused.json()["detail"]
+    assert Passkey.objects.filter(user=ada).count() == 20
+    # The proof was not spent: the same assertion still serves another change.
+    assert api.call("PATCH", "/api/users/me/", {"email": "ada@new.example.org", **proof}).status_code == 200

@@ -256,7 +256,7 @@ class PasskeyBeginApi(MfaApi):
         },
     )
     def post(self, request: Request) -> Response:
-        if refused := self._step_up(request):
+        if refused := self._step_up(request, "passkey_begin"):
             return refused
         return Response({"options": passkeys.registration_options(user=self._user(request))})
 

@@ -124,6 +124,8 @@ def change_allowed(*, user: User, change: str) -> None:
         raise FactorStateError(TOTP_OFF)
     if change == "recovery_codes" and not has_factor(user=user):
         raise FactorStateError(NO_FACTOR)
+    if change == "passkey_begin" and Passkey.objects.filter(user=user).count() >= passkeys.PASSKEYS_MAX:
+        raise FactorStateError(passkeys.PASSKEYS_FULL)
 
 
 def totp_setup(*, user: User) -> TotpSetup:

@@ -163,6 +163,9 @@ def registration_options(*, user: User) -> dict[str, Any]:
     return dict(json.loads(options_to_json(options)))
 
 
+# Passkeys one user may have: each is a way in, listed in every log-in's options (a review: no cap).
+PASSKEYS_MAX = 20
+PASSKEYS_FULL = f"You have {PASSKEYS_MAX} passkeys: remove one you no longer use first."
 CREDENTIAL_ID_MAX = 1023  # bytes (WebAuthn Level 3, credential ID)
 PUBLIC_KEY_MAX = 4096  # bytes of COSE key: RSA-4096 takes ~550, ML-DSA-87 ~2.6 k
 
@@ -195,6 +198,8 @@ def register(*, user: User, name: str, credential: dict[str, Any]) -> Passkey:
     except MALFORMED:
         raise WrongProof from None
     transports = [str(t.value) for t in (parsed.response.transports or [])]
+    if Passkey.objects.filter(user=user).count() >= PASSKEYS_MAX:  # one registration challenge at a time
+        raise WrongProof
     try:
         with transaction.atomic():
             return Passkey.objects.create(
