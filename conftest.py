@@ -367,6 +367,39 @@ def database_url() -> str:
     return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
+@contextlib.contextmanager
+def gunicorn(log_path: Any, **env: str) -> Iterator[str]:
+    """gunicorn as deployed (./gunicorn.conf.py) on the test database, one worker, its stdout and
+    stderr in ``log_path``, ``env`` over this process's environment: its base URL once it answers
+    ``/healthz`` (polled through its start-up until a deadline); stopped on the way out."""
+    port = free_port()
+    environment = os.environ | {"DJANGO_SETTINGS_MODULE": "bankproject.settings_test", "DATABASE_URL": database_url()}
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "bankproject.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
+            cwd=settings.BASE_DIR,
+            env=environment | env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if process.poll() is not None:
+            with open(log_path) as log:
+                pytest.fail(f"gunicorn exited: {log.read()[-2000:]}")
+        with contextlib.closing(http.client.HTTPConnection("127.0.0.1", port, timeout=5)) as connection:
+            connection.request("GET", "/healthz")
+            return connection.getresponse().status == 200
+
+    try:
+        wait_for(up, timeout=60, what="gunicorn")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
 class WorkerProcess:
     """``python manage.py rundramatiq`` as operators run it, with its output in a file."""
 

@@ -12,7 +12,7 @@ from django.contrib.auth import authenticate
 from django.contrib.auth.hashers import Argon2PasswordHasher, make_password
 from django.test import Client, RequestFactory
 
-from conftest import database_url, free_port, wait_for
+from conftest import gunicorn
 from users.models import User
 
 pytestmark = pytest.mark.django_db
@@ -120,34 +120,9 @@ def test_behind_tls_the_cookies_are_host_only_and_the_api_refuses_plain_http(tmp
     User.objects.create_user(
         username="ada", email="ada@example.com", password="correct horse battery staple", is_email_verified=True
     )
-    port, log_path = free_port(), tmp_path / "web.log"
-    env = os.environ | {
-        "DJANGO_SETTINGS_MODULE": "bankproject.settings_test",
-        "DATABASE_URL": database_url(),
-        "DJANGO_HTTPS": "true",
-        "DJANGO_NUM_PROXIES": "1",
-        "MFA_REQUIRED_ROLES": "none",
-    }
-    with log_path.open("wb") as log:
-        web = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "bankproject.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
-            cwd=settings.BASE_DIR,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    base, tls = f"http://127.0.0.1:{port}", {"X-Forwarded-Proto": "https"}
-    try:
-
-        def up() -> bool:
-            if web.poll() is not None:
-                pytest.fail(f"gunicorn exited: {log_path.read_text()[-2000:]}")
-            try:
-                return requests.get(f"{base}/healthz", timeout=5).status_code == 200
-            except requests.ConnectionError:
-                return False
-
-        wait_for(up, timeout=60, what="gunicorn")
+    log_path = tmp_path / "web.log"
+    with gunicorn(log_path, DJANGO_HTTPS="true", DJANGO_NUM_PROXIES="1", MFA_REQUIRED_ROLES="none") as base:
+        port, tls = base.rpartition(":")[2], {"X-Forwarded-Proto": "https"}
         browser = requests.Session()
         form = browser.get(f"{base}/login/", headers=tls, timeout=10)
         assert form.status_code == 200
@@ -170,6 +145,3 @@ def test_behind_tls_the_cookies_are_host_only_and_the_api_refuses_plain_http(tmp
         assert requests.post(f"{base}/api/tokens/", json=credentials, headers=tls, timeout=10).status_code == 200
         page_in_clear = requests.get(f"{base}/login/", timeout=10, allow_redirects=False)
         assert page_in_clear.status_code == 301 and page_in_clear.headers["Location"].startswith("https://")
-    finally:
-        web.terminate()
-        web.wait(timeout=30)

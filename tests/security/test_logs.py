@@ -7,9 +7,7 @@ import io
 import json
 import logging
 import logging.config
-import os
 import socket
-import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -20,7 +18,7 @@ import pytest
 from django.conf import settings
 
 from bankproject.logging import FieldsFormatter, RedactSecrets
-from conftest import WorkerProcess, database_url, free_port, links_in, tampered, wait_for, worker_env
+from conftest import WorkerProcess, gunicorn, links_in, tampered, wait_for, worker_env
 
 
 def _get(url: str) -> int:
@@ -43,33 +41,14 @@ def _post_json(url: str, body: dict) -> int:
 @pytest.fixture
 def web(tmp_path) -> Iterator[tuple[str, Path]]:
     """gunicorn as deployed (./gunicorn.conf.py), its stdout and stderr in one file."""
-    port, log_path = free_port(), tmp_path / "web.log"
-    env = os.environ | {
-        "DJANGO_SETTINGS_MODULE": "bankproject.settings_test",
-        "DATABASE_URL": database_url(),
-        "THROTTLE_VERIFY": "4/min",
-        "ANYMAIL_WEBHOOK_SECRET": "feedback:a long webhook secret 7f3a",
-        "ANYMAIL_MAILGUN_WEBHOOK_SIGNING_KEY": "mailgun-signing-key-for-tests",
-    }
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "bankproject.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
-            cwd=settings.BASE_DIR,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        if process.poll() is not None:
-            pytest.fail(f"gunicorn exited: {log_path.read_text()[-2000:]}")
-        return _get(f"{url}/healthz") == 200
-
-    wait_for(up, timeout=60, what="gunicorn")
-    yield url, log_path
-    process.terminate()
-    process.wait(timeout=10)
+    log_path = tmp_path / "web.log"
+    with gunicorn(
+        log_path,
+        THROTTLE_VERIFY="4/min",
+        ANYMAIL_WEBHOOK_SECRET="feedback:a long webhook secret 7f3a",
+        ANYMAIL_MAILGUN_WEBHOOK_SIGNING_KEY="mailgun-signing-key-for-tests",
+    ) as url:
+        yield url, log_path
 
 
 @pytest.mark.integration
