@@ -82,21 +82,16 @@ def relying_party() -> RelyingParty:
     return RelyingParty(id=host, origin=f"{parts.scheme}://{parts.netloc}", name=settings.SITE_NAME)
 
 
-def _user_handle(user: User) -> bytes:
+def _user_handle(user: User, key: str | None = None) -> bytes:
     """The WebAuthn user handle: stable per user, no personal data (an HMAC of the primary key)."""
-    return salted_hmac("users.mfa.passkeys.user_handle", str(user.pk), algorithm="sha256").digest()
+    return salted_hmac("users.mfa.passkeys.user_handle", str(user.pk), secret=key, algorithm="sha256").digest()
 
 
 def _is_user_handle(user: User, handle: bytes) -> bool:
     """Whether an assertion's ``userHandle`` is ``user``'s, under the secret key or a fallback (a
     passkey made before a key rotation keeps the handle it was given)."""
     keys = [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]
-    return any(
-        constant_time_compare(
-            handle, salted_hmac("users.mfa.passkeys.user_handle", str(user.pk), secret=key, algorithm="sha256").digest()
-        )
-        for key in keys
-    )
+    return any(constant_time_compare(handle, _user_handle(user, key)) for key in keys)
 
 
 def _descriptors(user: User) -> list[PublicKeyCredentialDescriptor]:
