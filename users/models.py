@@ -28,6 +28,17 @@ from users.signals import account_deactivated, password_changed
 class UserManager(BaseUserManager["User"]):
     use_in_migrations = True
 
+    def lock(self, user: User, *, as_checked: bool = False) -> bool:
+        """Inside a transaction: lock ``user``'s row, the lock every change of a password, a factor or
+        a session takes first. ``FOR NO KEY UPDATE``: they wait for one another, while a security
+        event's insert (its key share on the user) never waits on it. With ``as_checked``: whether
+        the account is still active with the password hash ``user`` was read with (a change that
+        committed while a password was being checked shows here)."""
+        rows = self.select_for_update(no_key=True).filter(pk=user.pk)
+        if as_checked:
+            rows = rows.filter(password=user.password, is_active=True)
+        return rows.exists()
+
     def _create(self, username: str, email: str, password: str | None, **extra: Any) -> User:
         user = self.model(username=normalize_username(username), email=normalize_email(email), **extra)
         user.set_password(password)
@@ -160,11 +171,10 @@ class User(AbstractBaseUser, PermissionsMixin):
         changed = getattr(self, "_password", None) is not None or getattr(self, "_password_disabled", False)
         self._password_disabled = False
         existing = not self._state.adding and self.pk is not None
-        # Deactivated (the admin's "active" unticked): its sessions end with it, or re-activating
-        # the account would bring back every token and browser that was logged in (a review).
+        # Saved inactive (the admin's "active" unticked), however the instance was loaded: its sessions
+        # end, or re-activating it would bring back every token and browser that was logged in (a
+        # review). An account that has none left costs one UPDATE that changes nothing.
         fields = kwargs.get("update_fields")
-        # Saved inactive, whatever it was loaded as (a deferred field, a refreshed instance): ending
-        # the sessions of an account that has none left costs one UPDATE that changes nothing.
         deactivated = existing and not self.is_active and (fields is None or "is_active" in fields)
         if existing and (changed or deactivated):
             with transaction.atomic(using=kwargs.get("using") or self._state.db or "default"):

@@ -110,14 +110,6 @@ def _auto_id(which: str, passkey_id: object = None) -> str:
     return f"id_{which}{passkey_id or ''}_%s"
 
 
-def _current_session(request: HttpRequest) -> uuid.UUID | None:
-    """This browser's session row."""
-    try:
-        return uuid.UUID(str(request.session.get(BROWSER_SESSION_KEY)))
-    except ValueError:
-        return None
-
-
 def _page(request: HttpRequest, *, status: int = 200, **extra: Any) -> HttpResponse:
     user = _user(request)
     state = mfa.status(user=user)
@@ -193,7 +185,7 @@ def security(request: HttpRequest) -> HttpResponse:
         if _enrolling(user):
             return redirect("account-security")  # the page says why
         if which == "sessions_end_others":
-            ended = sessions.sessions_end_others(user=user, current_session_id=_current_session(request))
+            ended = sessions.sessions_end_others(user=user)
             messages.success(request, f"Every other session is logged out ({ended}).")
             return redirect("account-security")
         return _session_revoke(request, user)

@@ -60,8 +60,7 @@ class SessionListApi(AuthenticatedApi):
         responses={200: SessionsEndedSerializer, 401: UNAUTHORISED, 403: ENROLLMENT_FORBIDDEN},
     )
     def delete(self, request: Request) -> Response:
-        current = getattr(getattr(request.user, "login_session", None), "pk", None)
-        ended = sessions.sessions_end_others(user=cast("User", request.user), current_session_id=current)
+        ended = sessions.sessions_end_others(user=cast("User", request.user))
         return Response({"revoked": ended})
 
 

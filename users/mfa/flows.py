@@ -102,11 +102,10 @@ def _other_sessions_end(user: User, reason: str) -> None:
 
 
 def _factors_lock(user: User) -> None:
-    """Inside a transaction: one change of ``user``'s factors at a time (the user's row locked
-    first, always). Without it a set-up overwrote a device confirmed at the same moment, and
-    parallel regenerations each kept their ten codes (a race review). ``FOR NO KEY UPDATE``: a
-    security event's insert (its key share on the user, as a recovery code is used) never waits on it."""
-    User.objects.select_for_update(no_key=True).filter(pk=user.pk).exists()
+    """Inside a transaction: one change of ``user``'s factors at a time (``User.objects.lock``).
+    Without it a set-up overwrote a device confirmed at the same moment, and parallel regenerations
+    each kept their ten codes (a race review)."""
+    User.objects.lock(user)
 
 
 TOTP_ON = "TOTP is already on; turn it off first to set up another app."
@@ -267,6 +266,20 @@ def proof_verify(
     return True
 
 
+def proven_factor_stands(*, user: User) -> bool:
+    """Whether the second factor a log-in proved (``passkeys.PROVEN_BY``, set on ``user`` by the
+    proof) is still the user's: a passkey or an app removed while the log-in was made must not leave
+    it a session. True when no factor was proved (the password alone)."""
+    kind, factor_id = getattr(user, passkeys.PROVEN_BY, None) or (None, 0)
+    if kind == passkeys.PASSKEY_PROOF:
+        return Passkey.objects.filter(pk=factor_id, user=user).exists()
+    if kind == passkeys.TOTP_PROOF:
+        return TotpDevice.objects.filter(pk=factor_id, user=user, confirmed_at__isnull=False).exists()
+    if kind == passkeys.RECOVERY_PROOF:  # recovery codes live only beside a factor
+        return has_factor(user=user)
+    return True
+
+
 # --- The second step of a log-in ------------------------------------------------------------------------
 def login_token_hash(token: str) -> str:
     """What is stored of a log-in token (its SHA-256): a page keeps only this in its session, so
@@ -285,10 +298,7 @@ def login_token_issue(*, user: User) -> str:
     have outlived it (a race review)."""
     now = timezone.now()
     with transaction.atomic():
-        # FOR NO KEY UPDATE: a password change's UPDATE waits for it (and it for the change), while a
-        # redeem's security event (a key share on the user, under its token's row lock) does not.
-        mine = User.objects.select_for_update(no_key=True).filter(pk=user.pk, password=user.password, is_active=True)
-        if not mine.exists():
+        if not User.objects.lock(user, as_checked=True):
             raise InvalidToken
         newest = MfaLoginToken.objects.filter(user=user, expires_at__gte=now).order_by("-pk").values("pk")
         # The user's dead ones, and the live ones beyond the newest LOGIN_TOKENS_LIVE - 1 (one statement).

@@ -105,11 +105,10 @@ def password_change(*, user: User, new_password: str) -> None:
     revoked, a pending address change cancelled, the event and the notice — is
     ``password_changed_effects``, run by ``User.save()`` whoever saves a new password."""
     password_validation.validate_password(new_password, user=user)
-    checked = user.password  # the hash the caller's re-authentication checked the current password against
     with transaction.atomic():
         # Ten parallel changes with one current password each passed their re-authentication and all
         # saved (ten notices; one password won): the first to lock wins, the rest find another hash.
-        if not User.objects.select_for_update(no_key=True).filter(pk=user.pk, password=checked).exists():
+        if not User.objects.lock(user, as_checked=True):
             raise WrongPassword
         user.set_password(new_password)  # sets password_changed_at
         user.save(update_fields=["password", "password_changed_at"])

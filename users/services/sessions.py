@@ -26,7 +26,7 @@ from rest_framework_simplejwt.utils import datetime_from_epoch
 
 from users import context
 from users.errors import InvalidToken
-from users.models import LoginSession, Passkey, SecurityEvent, TotpDevice, User
+from users.models import LoginSession, SecurityEvent, User
 from users.services import events
 from users.services.events import SELF, SYSTEM
 
@@ -95,21 +95,9 @@ def _proof_stands(user: User) -> bool:
     hash's time, its revocation before this session exists) and the second factor it used
     (``passkeys.PROVEN_BY``: a passkey or an app removed meanwhile, its sessions already ended, must
     not leave this one — a review)."""
-    from users.mfa import passkeys  # the factors' package builds on this module
+    from users.mfa import flows  # the factors' package builds on this module
 
-    # FOR NO KEY UPDATE, as every password and factor change locks the user (it waits for them, they
-    # for it), while a security event's insert — its key share on the user — never waits on it.
-    locked = User.objects.select_for_update(no_key=True).filter(pk=user.pk, password=user.password, is_active=True)
-    if not locked.exists():
-        return False
-    kind, factor_id = getattr(user, passkeys.PROVEN_BY, None) or (None, 0)
-    if kind == passkeys.PASSKEY_PROOF:
-        return Passkey.objects.filter(pk=factor_id, user=user).exists()
-    if kind == passkeys.TOTP_PROOF:
-        return TotpDevice.objects.filter(pk=factor_id, user=user, confirmed_at__isnull=False).exists()
-    if kind == passkeys.RECOVERY_PROOF:  # recovery codes live only beside a factor
-        return Passkey.objects.filter(user=user).exists() or TotpDevice.objects.filter(user=user).exists()
-    return True
+    return User.objects.lock(user, as_checked=True) and flows.proven_factor_stands(user=user)
 
 
 def _session_create(*, user: User, kind: str, user_agent: str, client_ip: str | None) -> LoginSession:
@@ -197,10 +185,10 @@ def sessions_revoke_others(*, user: User, reason: str) -> int:
     return sessions_revoke(user=user, except_session_id=ctx.session_id if own else None, reason=reason)
 
 
-def sessions_end_others(*, user: User, current_session_id: uuid.UUID | None) -> int:
+def sessions_end_others(*, user: User) -> int:
     """The user ends every session but the one asking (after adding a factor, a device they don't
     recognise in the list…): how many ended. One event, when any did."""
-    ended = sessions_revoke(user=user, except_session_id=current_session_id, reason="revoked by the user")
+    ended = sessions_revoke_others(user=user, reason="revoked by the user")
     if ended:
         events.event_record(user=user, kind=Kind.SESSION_REVOKED, detail=f"every other session ({ended})")
     return ended
