@@ -32,7 +32,7 @@ from users.mfa import passkeys
 from users.models import LoginSession, Passkey, SecurityEvent, User
 from users.receivers import BROWSER_SESSION_KEY
 from users.services import sessions
-from users.throttles import AccountThrottle, throttle_wait
+from users.throttles import AccountThrottle, SessionEndThrottle, throttle_wait
 from users.views import too_many
 
 NO_SUCH_PASSKEY = "You have no such passkey."
@@ -173,15 +173,16 @@ def _step_up(request: HttpRequest, form: StepUpForm) -> bool:
 def security(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
         return _page(request)
-    if wait := throttle_wait(request, [AccountThrottle]):
+    which = request.POST.get("form", "")
+    ending_sessions = which in ("session_revoke", "sessions_end_others")
+    if wait := throttle_wait(request, [SessionEndThrottle if ending_sessions else AccountThrottle]):
         return too_many(request, wait)
     user = _user(request)
-    which = request.POST.get("form", "")
     if which == "totp_confirm":
         return _totp_confirm(request, user)
     if which == "passkey_finish":
         return _passkey_finish(request, user)
-    if which in ("session_revoke", "sessions_end_others"):
+    if ending_sessions:
         if _enrolling(user):
             return redirect("account-security")  # the page says why
         if which == "sessions_end_others":

@@ -278,6 +278,19 @@ class AccountThrottle(_WindowThrottle):
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
 
+class SessionEndThrottle(AccountThrottle):
+    """``THROTTLE_ACCOUNT`` per session, for listing and ending sessions: per user, a stolen token
+    spending the user's requests kept the owner from ending it (a review); each session has its own."""
+
+    def get_cache_key(self, request: Any, view: Any) -> str | None:
+        from users import context
+
+        session_id = context.current().session_id
+        if session_id is None:
+            return super().get_cache_key(request, view)
+        return self.cache_format % {"scope": self.scope, "ident": f"session-{session_id}"}
+
+
 class CustomerChangeThrottle(_WindowThrottle):
     """A banker's changes of one customer (``THROTTLE_CUSTOMER_CHANGE``), whichever banker: each
     mails the customer notices, so a banker (or a stolen banker's token) can't fill their inbox

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from conftest import message_text, wait_for
 from tests.security.test_account_takeover import PASSWORD, Api, Browser
-from tests.security.test_second_factor import Authenticator
+from tests.security.test_second_factor import Authenticator, enrol
 from users.models import LoginSession, Passkey, SecurityEvent, TotpDevice, User
 from users.tests.authenticator import SoftAuthenticator
 from users.tests.factories import UserFactory, with_totp
@@ -401,3 +401,31 @@ def test_every_other_session_is_logged_out_from_the_page_or_the_api_and_nobody_e
     assert banker.log_in("bank").status_code == 200
     refused = banker.call("DELETE", "/api/sessions/")
     assert refused.status_code == 403 and refused.json()["code"] == "mfa_enrollment_required"
+
+
+def test_a_stolen_token_spending_the_users_requests_cannot_stop_the_owner_ending_it(stack, ada, settings):
+    """The account limit counted per user: a thief's 60 cheap requests a minute answered the owner's
+    "log it out" with 429, on the API and the page (a review). Ending sessions counts per session;
+    ending every other one also ends a log-in still owing its second step."""
+    rates = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] | {"account": "3/min"}
+    settings.REST_FRAMEWORK = settings.REST_FRAMEWORK | {"DEFAULT_THROTTLE_RATES": rates}
+    thief, owner, browser = Api(stack), Api(stack), logged_in(stack)
+    assert thief.log_in("ada").status_code == 200 and owner.log_in("ada").status_code == 200
+    assert 429 in [thief.call("GET", "/api/users/me/").status_code for _ in range(4)]
+    assert owner.call("GET", "/api/users/me/").status_code == 429  # the rest of the account waits
+    assert owner.call("DELETE", f"/api/sessions/{thief.tokens['session_id']}/").status_code == 204
+    assert thief.call("GET", "/api/sessions/").status_code == 401
+    assert post(browser, "sessions_end_others").status_code == 302
+    assert owner.call("GET", "/api/sessions/").status_code == 401  # the page ended it too
+    assert browser.get("/account/").status_code == 200
+
+
+def test_ending_every_other_session_ends_a_log_in_still_owing_its_second_step(stack, ada):
+    api = Api(stack)
+    assert api.log_in("ada").status_code == 200
+    app, _ = enrol(api, ada)
+    pending = Api(stack).call("POST", "/api/tokens/", {"username": "ada", "password": PASSWORD}).json()
+    assert pending["code"] == "mfa_required"
+    assert api.call("DELETE", "/api/sessions/").json() == {"revoked": 0}
+    late = Api(stack).call("POST", "/api/tokens/mfa/", {"mfa_token": pending["mfa_token"], "code": app.code()})
+    assert late.status_code == 401

@@ -19,6 +19,7 @@ from users.account_apis.common import ENROLLMENT_FORBIDDEN, UNAUTHORISED, Authen
 from users.apis import ERROR, FIELD_ERRORS
 from users.models import LoginSession, SecurityEvent, User
 from users.services import sessions
+from users.throttles import SessionEndThrottle
 
 
 class SessionOutputSerializer(serializers.ModelSerializer):
@@ -39,6 +40,8 @@ class SessionsEndedSerializer(serializers.Serializer):
 class SessionListApi(AuthenticatedApi):
     """``GET /api/sessions/``: the user's live sessions, API and browser log-ins alike;
     ``DELETE``: end them all but the one asking."""
+
+    throttle_classes = [SessionEndThrottle]
 
     @extend_schema(
         operation_id="sessions",
@@ -66,6 +69,8 @@ class SessionListApi(AuthenticatedApi):
 
 class SessionRevokeApi(AuthenticatedApi):
     """``DELETE /api/sessions/<id>/``: end one of the user's sessions."""
+
+    throttle_classes = [SessionEndThrottle]
 
     @extend_schema(
         operation_id="session_revoke",

@@ -26,7 +26,7 @@ from rest_framework_simplejwt.utils import datetime_from_epoch
 
 from users import context
 from users.errors import InvalidToken
-from users.models import LoginSession, SecurityEvent, User
+from users.models import LoginSession, MfaLoginToken, SecurityEvent, User
 from users.services import events
 from users.services.events import SELF, SYSTEM
 
@@ -187,8 +187,11 @@ def sessions_revoke_others(*, user: User, reason: str) -> int:
 
 def sessions_end_others(*, user: User) -> int:
     """The user ends every session but the one asking (after adding a factor, a device they don't
-    recognise in the list…): how many ended. One event, when any did."""
+    recognise in the list…), and every log-in still owing its second step: how many sessions ended.
+    One event, when any did."""
     ended = sessions_revoke_others(user=user, reason="revoked by the user")
+    # A log-in half done (its second step still owed) would be the next session: it is done for too.
+    MfaLoginToken.objects.filter(user=user).delete()
     if ended:
         events.event_record(user=user, kind=Kind.SESSION_REVOKED, detail=f"every other session ({ended})")
     return ended
