@@ -13,6 +13,7 @@ import contextlib
 import threading
 from collections.abc import Callable
 from typing import Any
+from unittest import mock
 
 import pytest
 from django.contrib.auth import forms as auth_forms
@@ -39,17 +40,39 @@ def _meeting(parties: int = 2) -> Callable[[], None]:
     return meet
 
 
+ARRIVAL_TIMEOUT_S = 60  # how long the first API request waits for the others to reach the server
+
+
 def _at_once(*calls: Callable[[], Any]) -> list[Any]:
+    """Runs the API calls in threads, and holds each request at the very start of its view until
+    all of them have reached the server: the race is then always run with every request in flight
+    (a slow machine could otherwise let one finish before the next arrived, and a test of a lock
+    would pass whether or not the lock were there). The test fails if they never all arrive."""
+    from rest_framework.views import APIView
+
     results: list[Any] = [None] * len(calls)
+    arrival = threading.Barrier(len(calls))
+    overlapped: list[bool] = []
+    real_initial = APIView.initial
+
+    def initial_once_all_are_here(view: APIView, request: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            arrival.wait(timeout=ARRIVAL_TIMEOUT_S)
+            overlapped.append(True)
+        except threading.BrokenBarrierError:
+            overlapped.append(False)
+        real_initial(view, request, *args, **kwargs)
 
     def run(index: int, call: Callable[[], Any]) -> None:
         results[index] = call()
 
     threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    with mock.patch.object(APIView, "initial", initial_once_all_are_here):
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+    assert overlapped == [True] * len(calls), "the requests were never all in flight at once"
     return results
 
 
