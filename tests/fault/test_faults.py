@@ -162,17 +162,18 @@ def test_worker_killed_mid_task_before_smtp_is_redelivered_once(
 
 # 4 -----------------------------------------------------------------------------------------------
 def test_concurrent_deliveries_of_one_verification_make_one_smtp_call(signup_data, broker, start_worker, smtp_server):
-    smtp_server.data_delay = 0.5  # keeps the first send in flight while the duplicates arrive
+    smtp_server.data_gate = threading.Event()  # holds the first send in flight until a duplicate met it
     person = signup_data()
     _signup(person)
     verification = EmailVerification.objects.get(user__username=person["username"])
     for _ in range(7):
         send_verify_email.send(verification.pk)  # duplicates of the same delivery
     worker = start_worker(processes=2, threads=4)
+    wait_for(lambda: "being sent by another delivery" in worker.output(), what="a duplicate meeting the send in flight")
+    smtp_server.data_gate.set()
     _sent(1)
     broker.join("critical", timeout=60_000)
     assert worker.terminate() == 0
-    assert "being sent by another delivery" in worker.output()  # they really did overlap
     assert smtp_server.attempts == 1
     _exactly_once(smtp_server, [person])
 

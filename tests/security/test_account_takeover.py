@@ -8,13 +8,13 @@ would notice: the answer, the mail that arrives, whether a session still works.
 from __future__ import annotations
 
 import re
-import time
 from datetime import timedelta
 from urllib.parse import quote
 
 import pytest
 import requests
 from django.core.management import call_command
+from django.db.models import F
 from django.utils import timezone
 
 from bankproject import settings as shipped
@@ -347,15 +347,16 @@ def test_a_browser_log_in_is_a_session_the_owner_can_see_and_end(stack, ada):
 
 def test_a_session_in_use_outlives_a_short_idle_timeout_browser_and_api_alike(stack, settings, ada):
     """A session's "last used" was written once a minute: under a 20 s timeout a session used every 5 s ended at
-    20 s (a review). Time passing is what is under test here, hence the one short sleep."""
-    settings.SESSION_IDLE_TIMEOUT = 10  # "last used" written when over 2.5 s old
+    20 s (a review). The clock is moved by moving the rows back, not by sleeping."""
+    settings.SESSION_IDLE_TIMEOUT = 60  # "last used" written when over 15 s old (it was: over 60 s)
     browser, api = Browser(stack), Api(stack)
     assert browser.log_in("ada").status_code == 302
     assert api.log_in("ada").status_code == 200
-    LoginSession.objects.filter(user=ada).update(last_used_at=timezone.now() - timedelta(seconds=6))
-    assert browser.get("/account/").status_code == 200
+    LoginSession.objects.filter(user=ada).update(last_used_at=timezone.now() - timedelta(seconds=40))
+    assert browser.get("/account/").status_code == 200  # used: "last used" is now
     assert api.call("GET", "/api/users/me/").status_code == 200
-    time.sleep(5)  # 11 s since the row's "last used", 5 s since the last request
+    # 30 s later: idle for 30 s if those requests were written down, for 70 s if not.
+    LoginSession.objects.filter(user=ada).update(last_used_at=F("last_used_at") - timedelta(seconds=30))
     assert browser.get("/account/").status_code == 200
     assert api.call("GET", "/api/users/me/").status_code == 200
 
