@@ -381,8 +381,13 @@ class OutboundEmail(models.Model):
     def message_id(self) -> str:
         """Deterministic per email: a re-send is recognisably the same message (and mail systems
         fold the two); an HMAC, so nobody can forge the id of another person's email."""
-        domain = settings.DEFAULT_FROM_EMAIL.rpartition("@")[2] or "localhost"
-        return f"<{self.kind.replace('_', '-')}.{self.pk}.{self._message_id_mac(settings.SECRET_KEY)}@{domain}>"
+        mac = self._message_id_mac(settings.SECRET_KEY)
+        return f"<{self.kind.replace('_', '-')}.{self.pk}.{mac}@{self.message_id_domain()}>"
+
+    @staticmethod
+    def message_id_domain() -> str:
+        """The domain of every ``Message-ID`` the service writes: the sender's."""
+        return settings.DEFAULT_FROM_EMAIL.rpartition("@")[2] or "localhost"
 
     @property
     def feedback_ref(self) -> str:
@@ -396,8 +401,8 @@ class OutboundEmail(models.Model):
 
     def is_message_id(self, kind: str, mac: str) -> bool:
         """Whether a ``Message-ID``'s kind and HMAC name this email — under the current key or a
-        fallback (a provider reports on an email sent before a key rotation), whatever the domain
-        (``DEFAULT_FROM_EMAIL`` may have changed since)."""
+        fallback (a provider reports on an email sent before a key rotation). The domain is the
+        caller's to check (``users.services.feedback``)."""
         keys = [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]
         return kind == self.kind.replace("_", "-") and any(
             constant_time_compare(mac, self._message_id_mac(key)) for key in keys

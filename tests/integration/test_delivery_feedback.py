@@ -260,14 +260,20 @@ def test_a_report_on_an_email_sent_before_a_key_rotation_still_finds_it(stack, s
     other_kind = sent_as.replace("<password-reset.", "<verification.")  # the HMAC of another email's name
     settings.SECRET_KEY_FALLBACKS = [settings.SECRET_KEY]
     settings.SECRET_KEY = "the secret key after a rotation " + "7f3a" * 8
-    settings.DEFAULT_FROM_EMAIL = "Simple Bank <noreply@mail.bank.example>"  # the domain changed too
     assert email.message_id != sent_as
 
     assert post_event(stack, hard_bounce(other_kind, "ada@example.com")).status_code == 200
+    # The id matched exactly, as it was sent: another domain (cut short, or another host) is not ours.
+    domain = sent_as.rpartition("@")[2].rstrip(">")
+    for elsewhere in (sent_as.replace(f"@{domain}", f"@{domain[:-1]}"), sent_as.replace(f"@{domain}", "@evil.example")):
+        assert post_event(stack, hard_bounce(elsewhere, "ada@example.com")).status_code == 200
     assert not DeliveryEvent.objects.exists()
     assert post_event(stack, hard_bounce(sent_as, "ada@example.com")).status_code == 200
     email.refresh_from_db()
     assert email.state == "undeliverable" and Suppression.objects.active().filter(address="ada@example.com").exists()
+
+    assert post_event(stack, mailgun_event(sent_as.replace(f"@{domain}", f"@{domain.upper()}"), "ada@example.com"))
+    assert DeliveryEvent.objects.filter(email=email).count() == 2  # a domain is a domain in any case
 
     settings.SECRET_KEY_FALLBACKS = []  # once the old key is dropped, its ids name nothing
     Suppression.objects.all().delete()

@@ -3,7 +3,8 @@ own views (``/anymail/<esp>/tracking/``, signed or behind ``ANYMAIL_WEBHOOK_SECR
 as anymail's ``tracking`` signal (``tracking_event_record``).
 
 An event is tied to the email it is about by the email's ``Message-ID`` header, matched exactly
-(deterministic per email, an HMAC: ``OutboundEmail.message_id``) — as the provider echoes the header
+(deterministic per email, an HMAC: ``OutboundEmail.message_id``; under a fallback key too, and the
+sender's domain in any case) — as the provider echoes the header
 or the metadata an anymail backend sent with the email (``emails.FEEDBACK_METADATA``) — or by the
 provider's id recorded when it accepted the email. It is kept once (a replay — the same provider event id — changes
 nothing) and then:
@@ -38,7 +39,7 @@ logger = logging.getLogger(__name__)
 State = OutboundEmail.State
 SUPPRESSING = ("bounced", "rejected", "complained")
 # Our Message-ID: <kind.pk.mac@domain> (OutboundEmail.message_id).
-MESSAGE_ID = re.compile(r"^<?([a-z-]+)\.(\d{1,19})\.([0-9a-f]{24})@[^>]*>?$")
+MESSAGE_ID = re.compile(r"^<?([a-z-]+)\.(\d{1,19})\.([0-9a-f]{24})@([^>]*)>?$")
 
 
 def _event_key(esp_name: str, event: Any) -> str:
@@ -54,7 +55,7 @@ def _header_ids(event: Any) -> list[str]:
     """The Message-ID headers an event names: anymail's ``message_id`` when it is one (Mailgun),
     the headers of the sent mail where the provider echoes them (Amazon SES's ``mail``, Resend's
     ``data``), and the metadata sent with it (``emails.FEEDBACK_METADATA``: Postmark and Resend
-    echo it)."""
+    echo it; it has no domain, and is returned with ours)."""
     found = [event.message_id] if isinstance(event.message_id, str) else []
     raw = _mapping(event.esp_event)
     mail = _mapping(raw.get("mail"))
@@ -67,7 +68,7 @@ def _header_ids(event: Any) -> list[str]:
                 found.append(str(header.get("value", "")))
     ref = _mapping(getattr(event, "metadata", None)).get(emails.FEEDBACK_METADATA)
     if isinstance(ref, str):
-        found.append(f"{ref}@")  # the Message-ID without its domain (any domain matches)
+        found.append(f"{ref}@{OutboundEmail.message_id_domain()}")  # the Message-ID without its domain
     return found
 
 
@@ -90,7 +91,9 @@ def email_for(event: Any) -> OutboundEmail | None:
         match = MESSAGE_ID.match(header)
         if match is None:
             continue
-        kind, pk, mac = match.groups()
+        kind, pk, mac, domain = match.groups()
+        if domain.lower() != OutboundEmail.message_id_domain().lower():  # a domain is any case
+            continue
         email = OutboundEmail.objects.filter(pk=int(pk)).first()
         if email is not None and email.is_message_id(kind, mac):  # the HMAC matches: it is ours
             return email
