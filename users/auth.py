@@ -4,6 +4,7 @@ IP (one rule for throttles and lockout), and django-axes' hooks."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import ipaddress
 import logging
 from collections.abc import Iterator
@@ -173,7 +174,18 @@ def account_credentials(user: User) -> dict[str, str]:
 def lockout_username(request: HttpRequest, credentials: dict | None) -> str:
     """What django-axes counts failures against: the account named, however it was spelled —
     "Ada", "ada" and the account's address are one (an address with no account counts as itself,
-    so a lockout behaves the same whether or not the account exists)."""
+    so a lockout behaves the same whether or not the account exists). Never longer than django-axes
+    stores (255): a longer name — which no account has — counts as its digest."""
+    name = _lockout_name(request, credentials)
+    if len(name) > LOCKOUT_NAME_MAX_LENGTH:
+        return "sha256:" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
+    return name
+
+
+LOCKOUT_NAME_MAX_LENGTH = 255  # django-axes' AccessAttempt.username
+
+
+def _lockout_name(request: HttpRequest, credentials: dict | None) -> str:
     if isinstance(named := (credentials or {}).get(LOCKOUT_NAME), str):
         return named
     login = (credentials or {}).get("username")

@@ -6,6 +6,7 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth import password_validation
 from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm, SetPasswordForm
 
@@ -138,12 +139,25 @@ class LoginForm(AuthenticationForm):
         ),
     }
 
+    def clean_username(self) -> str:
+        identity.login_length_check(self.cleaned_data["username"])
+        return self.cleaned_data["username"]
+
     def confirm_login_allowed(self, user: User) -> None:
         super().confirm_login_allowed(user)
         if settings.ACCOUNT_LOGIN_REQUIRES_VERIFIED_EMAIL and not user.is_email_verified:
             raise forms.ValidationError(self.error_messages["email_not_verified"], code="email_not_verified")
         if user.pk is None:  # a sign-up's stand-in (users.auth): no account to log in to
             raise self.get_invalid_login_error()
+
+
+class AdminLoginForm(AdminAuthenticationForm):
+    """The admin's log-in form, refusing a name longer than any account's before the hash (its
+    ``max_length`` is only the input's attribute: Django sets it after the field is built)."""
+
+    def clean_username(self) -> str:
+        identity.login_length_check(self.cleaned_data["username"])
+        return self.cleaned_data["username"]
 
 
 class SecondStepForm(forms.Form):

@@ -139,6 +139,21 @@ def typed_login(value: str) -> str:
     return unicodedata.normalize("NFKC", value).strip()
 
 
+# No account's username (150) or address (254) is longer, as a log-in reads it.
+LOGIN_MAX_LENGTH = 254
+
+
+def login_length_check(value: str) -> None:
+    """``ValidationError`` (a field error) for a log-in name longer, as read (NFKC), than any
+    account's: one character can become 18 (U+FDFA), so a name within the field's limit could
+    overflow what the lockout stores — a 500 after a password hash, uncounted by any limit. Refused
+    before any hash."""
+    if len(typed_login(value)) > LOGIN_MAX_LENGTH:
+        raise ValidationError(
+            f"Ensure this value has at most {LOGIN_MAX_LENGTH} characters once read as typed.", code="max_length"
+        )
+
+
 def canonical_username(value: str) -> str:
     """What two spellings of one username share (``username_canonical``)."""
     return unicodedata.normalize("NFKC", value).lower() if isinstance(value, str) else ""

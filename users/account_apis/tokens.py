@@ -20,7 +20,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from users import reauth
+from users import identity, reauth
 from users.account_apis.common import UserOutputSerializer, credential_field, detail_response
 from users.apis import ERROR, FIELD_ERRORS, THROTTLED, StrictInputSerializer
 from users.auth import client_ip, lockout_response, proof_turn
@@ -68,7 +68,11 @@ class TokenObtainApi(APIView):
 
     @extend_schema_serializer(component_name="Login")
     class InputSerializer(StrictInputSerializer):
-        username = serializers.CharField(max_length=254, help_text="The username or the account's email address.")
+        username = serializers.CharField(
+            max_length=254,
+            validators=[identity.login_length_check],
+            help_text="The username or the account's email address.",
+        )
         password = serializers.CharField(max_length=settings.PASSWORD_MAX_LENGTH, trim_whitespace=False)
 
     @extend_schema(

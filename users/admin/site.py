@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth import REDIRECT_FIELD_NAME
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -12,6 +11,7 @@ from django.utils.translation import gettext
 from django.views.decorators.cache import never_cache
 
 from tasks.metrics import queue_stats
+from users.forms import AdminLoginForm
 from users.metrics import email_stats
 from users.models import (
     OutboundEmail,
@@ -65,7 +65,7 @@ def admin_login(request: HttpRequest, extra_context=None) -> HttpResponseBase:
     request.current_app = admin.site.name
     view = SecondStepLoginView.as_view(
         extra_context=context,
-        authentication_form=AdminAuthenticationForm,
+        authentication_form=AdminLoginForm,
         template_name=admin.site.login_template or "admin/login.html",
         next_page=reverse("admin:index"),
     )
