@@ -480,6 +480,42 @@ def test_odd_input_to_the_new_routes_is_a_4xx(stack, ada, settings):
     assert banker.call("GET", f"/api/users/me/security-events/?cursor={cursor}").status_code == 200
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "\ufdfa" * 20,  # 20 characters typed, 360 once read (NFKC): one expands to 18
+        "a" * 256,  # past the admin form's limit, which is only an attribute of its input
+        "\ufdfa" * 14 + "@example.com",
+    ],
+)
+def test_a_log_in_name_longer_than_any_accounts_is_a_field_error_before_any_hash(stack, ada, name):
+    """It was a 500 after the password hash (django-axes could not store the name), counted by no
+    limit: an anonymous client's free Argon2 hashes (a review). Now a field error, and the owner's
+    log-in is untouched."""
+    from axes.models import AccessAttempt
+
+    answer = Api(stack).call("POST", "/api/tokens/", {"username": name, "password": "x"})
+    assert answer.status_code == 400 and set(answer.json()) == {"username"}, answer.text
+    for path in ("/login/", "/admin/login/"):
+        page = Browser(stack).log_in(name, "x", path=path)
+        assert page.status_code in (200, 400) and "at most 254 characters" in page.text, (path, page.status_code)
+    assert not AccessAttempt.objects.exists()  # no password was checked: nothing to count
+    assert Api(stack).log_in("ada").status_code == 200
+
+
+def test_the_lockout_stores_any_name_it_is_given():
+    """Every route now refuses such names first; whatever reaches django-axes still fits its column."""
+    from django.test import RequestFactory
+
+    from users.auth import lockout_username
+
+    request = RequestFactory().post("/login/")
+    for name in ("\ufdfa" * 20, "x@" + "\ufdfa" * 20, "a" * 300):
+        stored = lockout_username(request, {"username": name})
+        assert len(stored) <= 255 and stored == lockout_username(request, {"username": name})
+    assert lockout_username(request, {"username": "Ada"}) == "ada"
+
+
 def test_staff_cannot_take_over_superusers_other_staff_or_raise_themselves(stack, settings):
     settings.MFA_REQUIRED_ROLES = ("none",)  # staff log in with the password alone here (enrolment: elsewhere)
     from django.contrib.auth.models import Permission
@@ -506,6 +542,73 @@ def test_staff_cannot_take_over_superusers_other_staff_or_raise_themselves(stack
     assert staff.post_form(f"/admin/users/user/{customer.pk}/password/", body).status_code == 302
     assert User.objects.get(pk=customer.pk).check_password(NEW_PASSWORD)
     assert User.objects.get(pk=root.pk).check_password(PASSWORD) and not User.objects.get(pk=ops.pk).is_superuser
+
+
+def test_staff_cannot_guess_a_links_nonce_or_a_sessions_token_id_through_the_admins_filters(stack, settings, ada):
+    """A changelist answers any lookup on its model's columns: ``?nonce__startswith=`` told, one
+    character at a time, the nonce of a link the page never shows (a review: 424 requests)."""
+    settings.MFA_REQUIRED_ROLES = ("none",)
+    from django.contrib.auth.models import Permission
+
+    from users.models import EmailVerification
+
+    clerk = UserFactory(username="clerk", is_staff=True, is_email_verified=True)
+    clerk.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_user", "view_emailverification", "view_loginsession"])
+    )
+    expires = timezone.now() + timedelta(days=1)
+    link = EmailVerification.objects.create(user=ada, email=ada.email, nonce="NXmM6Wu05lca", expires_at=expires)
+    Api(stack).log_in("ada")
+    jti = LoginSession.objects.get(user=ada).refresh_jti
+    staff = Browser(stack)
+    assert staff.log_in("clerk", path="/admin/login/").status_code == 302
+    probes = [
+        f"/admin/users/emailverification/?id={link.pk}&nonce__startswith={link.nonce[:3]}",
+        f"/admin/users/emailverification/?nonce={link.nonce}",
+        f"/admin/users/loginsession/?refresh_jti__startswith={jti[:2]}",
+        f"/admin/users/user/?loginsession__refresh_jti__startswith={jti[:2]}",
+        "/admin/users/user/?password__startswith=argon2",
+    ]
+    for probe in probes:
+        answer = staff.get(probe)
+        assert answer.status_code == 400 and "ada" not in answer.text, (probe, answer.status_code)
+    assert staff.get(f"/admin/users/emailverification/?id={link.pk}").status_code == 200  # plain filters still work
+
+
+def test_a_username_or_address_taken_in_another_case_is_a_form_error_in_the_admin(stack, settings):
+    """The constraints on the canonical username and address were checked by nobody before the
+    save: ``ROOT`` beside ``root``, or a taken address, was a 500 (a review)."""
+    settings.MFA_REQUIRED_ROLES = ("none",)
+    User.objects.create_superuser(username="root", email="root@example.com", password=PASSWORD, full_name="R")
+    carol = UserFactory(username="carol", email="carol@example.com", is_email_verified=True)
+    staff = Browser(stack)
+    assert staff.log_in("root", path="/admin/login/").status_code == 302
+
+    def errors(path: str, fields: dict[str, str]) -> list[str]:
+        """The form's errors, posted with the inlines' management forms as the page gives them."""
+        management = re.findall(
+            r'name="([\w-]+-(?:TOTAL|INITIAL|MIN_NUM|MAX_NUM)_FORMS)"[^>]*value="(\d*)"', staff.get(path).text
+        )
+        page = staff.post_form(path, {**dict(management), **fields})
+        assert page.status_code == 200, (path, page.status_code)  # the form again, not a 500 nor a save
+        return re.findall(r'<ul class="errorlist[^"]*"[^>]*><li>(.*?)</li>', page.text)
+
+    new = {"full_name": "New Person", "password1": NEW_PASSWORD, "password2": NEW_PASSWORD, "usable_password": "true"}
+    taken_name = errors("/admin/users/user/add/", {"username": "ROOT", "email": "new@example.com", **new})
+    assert taken_name == ["A user with that username already exists."]
+    taken_address = errors("/admin/users/user/add/", {"username": "newbie", "email": "Carol@Example.com", **new})
+    assert taken_address == ["A user with that email address already exists."]
+    assert User.objects.count() == 2
+    change = f"/admin/users/user/{carol.pk}/change/"
+    form = {
+        "username": "Root",
+        "email": carol.email,
+        "full_name": carol.full_name,
+        "role": carol.role,
+        "is_active": "on",
+    }
+    assert errors(change, form) == ["A user with that username already exists."]
+    assert User.objects.get(pk=carol.pk).username == "carol"
 
 
 # Error shapes ---------------------------------------------------------------------------------------------

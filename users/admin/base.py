@@ -13,6 +13,7 @@ from django.core.exceptions import ValidationError
 from django.core.paginator import Page, Paginator
 from django.db import DataError, connection, transaction
 from django.db.models import QuerySet
+from django.db.models.constants import LOOKUP_SEP
 from django.http import HttpRequest, HttpResponseBadRequest
 from django.utils.functional import cached_property
 from django.utils.html import format_html
@@ -106,6 +107,33 @@ class HistoryMixin(OwnersFirstDeleteMixin):
     def owed(self, obj) -> bool:
         """Whether the service still has to act on ``obj`` (it must not be deleted now)."""
         return False
+
+
+# Columns whose values are secrets (or half of one): never shown, and never a filter either — a
+# changelist answers any lookup on its model's own columns from the query string, so
+# ``?nonce__startswith=`` guessed a link's nonce a character at a time (a review).
+SECRET_COLUMNS = frozenset(
+    {
+        "password",
+        "nonce",
+        "refresh_jti",
+        "secret",
+        "code_hash",
+        "token_hash",
+        "challenge",
+        "credential_id",
+        "public_key",
+    }
+)
+
+
+class SecretLookupsRefusedMixin:
+    """A filter naming a secret column, anywhere in its path, is Django's "disallowed lookup" (400)."""
+
+    def lookup_allowed(self, lookup, value, request=None):
+        if any(part in SECRET_COLUMNS for part in lookup.split(LOOKUP_SEP)):
+            return False
+        return super().lookup_allowed(lookup, value, request)  # type: ignore[misc]
 
 
 class SelectionCheckMixin:

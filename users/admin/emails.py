@@ -17,6 +17,7 @@ from users.admin.base import (
     HistoryMixin,
     LargeTablePaginator,
     ReadOnlyInline,
+    SecretLookupsRefusedMixin,
     SelectionCheckMixin,
     ViewOnlyMixin,
 )
@@ -44,7 +45,7 @@ class DeliveryEventInline(ReadOnlyInline):
 
 
 @admin.register(OutboundEmail)
-class OutboundEmailAdmin(SelectionCheckMixin, HistoryMixin, FastListMixin, admin.ModelAdmin):
+class OutboundEmailAdmin(SecretLookupsRefusedMixin, SelectionCheckMixin, HistoryMixin, FastListMixin, admin.ModelAdmin):
     def owed(self, obj: OutboundEmail) -> bool:
         return obj.state in (OutboundEmail.State.PENDING, OutboundEmail.State.SENDING)
 
@@ -143,7 +144,7 @@ def _feedback_words(event: DeliveryEvent) -> str:
 
 
 @admin.register(Suppression)
-class SuppressionAdmin(SelectionCheckMixin, admin.ModelAdmin):
+class SuppressionAdmin(SecretLookupsRefusedMixin, SelectionCheckMixin, admin.ModelAdmin):
     """Addresses nothing is sent to after a bounce, rejection or complaint; staff lift them."""
 
     list_display = ["address", "reason", "created_at", "lifted_at", "lifted_by", "email_link"]
@@ -185,7 +186,7 @@ class SuppressionAdmin(SelectionCheckMixin, admin.ModelAdmin):
 
 
 @admin.register(EmailVerification)
-class EmailVerificationAdmin(SelectionCheckMixin, HistoryMixin, admin.ModelAdmin):
+class EmailVerificationAdmin(SecretLookupsRefusedMixin, SelectionCheckMixin, HistoryMixin, admin.ModelAdmin):
     list_display = ["id", "user", "email", "purpose", "state", "created_at", "expires_at", "verified_at"]
     list_filter = ["state", "purpose"]
     search_fields = ["email", "user__username"]
@@ -196,7 +197,9 @@ class EmailVerificationAdmin(SelectionCheckMixin, HistoryMixin, admin.ModelAdmin
 
 
 @admin.register(AddressRequest)
-class AddressRequestAdmin(ViewOnlyMixin, SelectionCheckMixin, FastListMixin, admin.ModelAdmin):
+class AddressRequestAdmin(
+    SecretLookupsRefusedMixin, ViewOnlyMixin, SelectionCheckMixin, FastListMixin, admin.ModelAdmin
+):
     """Password-reset and resend requests, read-only: whether the worker has looked each one up.
     The address is what a stranger typed into a public form; it shows on the request's own page
     only, and is not searchable. The sweep deletes requests after a week."""

@@ -10,6 +10,7 @@ from users import identity, policies
 from users.admin.base import (
     FastListMixin,
     LargeTablePaginator,
+    SecretLookupsRefusedMixin,
     SelectionCheckMixin,
     SuperuserBulkDeleteMixin,
     ViewOnlyMixin,
@@ -38,7 +39,9 @@ SESSION_FIELDS = (
 
 
 @admin.register(LoginSession)
-class LoginSessionAdmin(SelectionCheckMixin, SuperuserBulkDeleteMixin, FastListMixin, admin.ModelAdmin):
+class LoginSessionAdmin(
+    SecretLookupsRefusedMixin, SelectionCheckMixin, SuperuserBulkDeleteMixin, FastListMixin, admin.ModelAdmin
+):
     """Every user's log-in sessions; staff can block one (its refresh and access tokens stop working)."""
 
     list_display = ["id", "user", "kind", "created_at", "last_used_at", "expires_at", "client_ip", "status"]
@@ -99,7 +102,9 @@ class ActorFilter(admin.SimpleListFilter):
 
 
 @admin.register(SecurityEvent)
-class SecurityEventAdmin(ViewOnlyMixin, SelectionCheckMixin, FastListMixin, admin.ModelAdmin):
+class SecurityEventAdmin(
+    SecretLookupsRefusedMixin, ViewOnlyMixin, SelectionCheckMixin, FastListMixin, admin.ModelAdmin
+):
     """The security trail, read-only: nothing here adds, changes or deletes an event."""
 
     list_display = ["at", "kind", "user", "actor", "client_ip", "detail"]
