@@ -3,6 +3,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from email.utils import parseaddr
 from typing import Any, ClassVar
 
 from django.conf import settings
@@ -386,8 +387,9 @@ class OutboundEmail(models.Model):
 
     @staticmethod
     def message_id_domain() -> str:
-        """The domain of every ``Message-ID`` the service writes: the sender's."""
-        return settings.DEFAULT_FROM_EMAIL.rpartition("@")[2] or "localhost"
+        """The domain of every ``Message-ID`` the service writes: the sender's (``Simple Bank
+        <noreply@bank.example>`` as well as ``noreply@bank.example``)."""
+        return parseaddr(settings.DEFAULT_FROM_EMAIL)[1].rpartition("@")[2] or "localhost"
 
     @property
     def feedback_ref(self) -> str:

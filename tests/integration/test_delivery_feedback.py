@@ -253,7 +253,27 @@ def test_a_replay_an_unknown_message_and_a_bad_signature_change_nothing(stack):
     assert email.state == "sent"
 
 
+def test_a_sender_with_a_display_name_gives_ids_its_domain_and_events_find_them(stack, settings):
+    """``Simple Bank <noreply@…>`` is Django's usual sender: its domain was read as ``bank.example>``
+    (a review), so the ids ended ``>>`` and the metadata path matched nothing."""
+    from types import SimpleNamespace
+
+    from users.services import emails, feedback
+
+    settings.DEFAULT_FROM_EMAIL = "Simple Bank <noreply@mail.bank.example>"
+    ada = UserFactory(username="ada", email="ada@example.com")
+    email = _email(ada, kind="password_reset", state="sending")
+    assert email.message_id.endswith("@mail.bank.example>") and email.message_id.count(">") == 1
+    # Postmark's and Resend's way: the metadata sent with the email, no header, no provider id.
+    event = SimpleNamespace(message_id=None, esp_event={}, metadata={emails.FEEDBACK_METADATA: email.feedback_ref})
+    assert feedback.email_for(event) == email
+    assert post_event(stack, hard_bounce(email.message_id, "ada@example.com")).status_code == 200
+    email.refresh_from_db()
+    assert email.state == "undeliverable"
+
+
 def test_a_report_on_an_email_sent_before_a_key_rotation_still_finds_it(stack, settings):
+    settings.DEFAULT_FROM_EMAIL = "Simple Bank <noreply@mail.bank.example>"
     ada = UserFactory(username="ada", email="ada@example.com")
     email = _email(ada, kind="password_reset", state="sent", sent_at=timezone.now())
     sent_as = email.message_id
