@@ -130,9 +130,11 @@ class CreationForm(CanonicalUniqueMixin, AdminUserCreationForm):
         fields = ["username", "email", "full_name"]
 
     def clean_email(self) -> str:
-        email = self.cleaned_data["email"]
-        canonical = identity.canonical_email(email)
-        if canonical and self._others().filter(email_canonical=canonical).exists():
+        """Stored as sign-up stores it (``identity.normalize_email``: the domain as its IDNA
+        A-label): kept as typed, ``uni@bücher.de`` was another account than ``uni@xn--bcher-kva.de``
+        and could log in by neither (a review)."""
+        email = identity.normalize_email(self.cleaned_data["email"])
+        if self._others().filter(email_canonical=email.lower()).exists():
             raise ValidationError("A user with that email address already exists.", code="unique")
         return email
 

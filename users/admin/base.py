@@ -130,8 +130,11 @@ SECRET_COLUMNS = frozenset(
 class SecretLookupsRefusedMixin:
     """A filter naming a secret column, anywhere in its path, is Django's "disallowed lookup" (400)."""
 
+    # An admin's own columns that are no filter either (not secrets, but not to be searched).
+    unfiltered_columns: frozenset[str] = frozenset()
+
     def lookup_allowed(self, lookup, value, request=None):
-        if any(part in SECRET_COLUMNS for part in lookup.split(LOOKUP_SEP)):
+        if any(part in SECRET_COLUMNS or part in self.unfiltered_columns for part in lookup.split(LOOKUP_SEP)):
             return False
         return super().lookup_allowed(lookup, value, request)  # type: ignore[misc]
 

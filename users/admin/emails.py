@@ -202,8 +202,10 @@ class AddressRequestAdmin(
 ):
     """Password-reset and resend requests, read-only: whether the worker has looked each one up.
     The address is what a stranger typed into a public form; it shows on the request's own page
-    only, and is not searchable. The sweep deletes requests after a week."""
+    only, and is not searchable — nor a filter of the list (``?address=`` would tell whether a
+    given person asked for a reset). The sweep deletes requests after a week."""
 
+    unfiltered_columns = frozenset({"address"})
     list_display = ["id", "kind", "created_at", "dispatched_at", "processed_at"]
     list_filter = ["kind"]
     show_full_result_count = False
