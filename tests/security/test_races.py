@@ -64,8 +64,14 @@ def _at_once(*calls: Callable[[], Any]) -> list[Any]:
             overlapped.append(False)
         real_initial(view, request, *args, **kwargs)
 
+    failures: list[BaseException] = []
+
     def run(index: int, call: Callable[[], Any]) -> None:
-        results[index] = call()
+        try:
+            results[index] = call()
+        except BaseException as exc:  # a client timeout, say: raised below, not lost with the thread
+            failures.append(exc)
+            raise
 
     threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
     # Proofs of one account from one address take turns (users/proofs.py); on a loaded machine the
@@ -75,6 +81,8 @@ def _at_once(*calls: Callable[[], Any]) -> list[Any]:
             thread.start()
         for thread in threads:
             thread.join(timeout=120)
+    if failures:
+        raise failures[0]
     assert overlapped == [True] * len(calls), "the requests were never all in flight at once"
     return results
 
