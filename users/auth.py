@@ -135,9 +135,14 @@ def _ip_of(entry: str) -> str | None:
         candidates.append(entry.partition(":")[0])
     for candidate in candidates:
         try:
-            return str(ipaddress.ip_address(candidate))
+            address = ipaddress.ip_address(candidate)
         except ValueError:
             continue
+        if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+            # "fe80::1%eth0": a scope names a link of the sender's machine, meaningless here, and
+            # PostgreSQL's inet refuses it (a 500 after the password hash: a review).
+            address = ipaddress.IPv6Address(int(address))
+        return str(address)
     return None
 
 
@@ -191,6 +196,9 @@ def _lockout_name(request: HttpRequest, credentials: dict | None) -> str:
     login = (credentials or {}).get("username")
     if not isinstance(login, str):
         login = request.POST.get("username", "") if hasattr(request, "POST") else ""
+    # Every log-in refuses a name longer than this as typed, so nothing past it names an account;
+    # read whole, a 2.4 MB name cost a second of NFKC before the form refused it (a review).
+    login = login[: identity.LOGIN_MAX_LENGTH + 1]
     login = identity.typed_login(login)  # as the log-in forms read it before django-axes counts it
     if "@" not in login:
         return identity.canonical_username(login)

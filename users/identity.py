@@ -148,7 +148,7 @@ def login_length_check(value: str) -> None:
     account's: one character can become 18 (U+FDFA), so a name within the field's limit could
     overflow what the lockout stores — a 500 after a password hash, uncounted by any limit. Refused
     before any hash."""
-    if len(typed_login(value)) > LOGIN_MAX_LENGTH:
+    if len(value) > LOGIN_MAX_LENGTH or len(typed_login(value)) > LOGIN_MAX_LENGTH:
         raise ValidationError(
             f"Ensure this value has at most {LOGIN_MAX_LENGTH} characters once read as typed.", code="max_length"
         )
