@@ -735,7 +735,7 @@ def test_a_provider_id_postgresql_cannot_hold_is_an_unknown_message_not_a_500(se
     retries for hours (a review)."""
     provider = PROVIDERS[provider_key]
     email, sent = sent_email(provider)
-    for odd in ("\x00", "a" * 300):
+    for odd in ("\x00", "a" * 300, "\ud800x"):  # (a lone surrogate: a 500 too, retried for ever)
         answer = provider.build("bounce", replace(sent, provider_id=odd), _moment()).post(server)
         assert answer.status_code == 200, answer.text
     assert_unchanged(email)
@@ -842,6 +842,24 @@ def test_an_event_time_no_clock_holds_is_a_400_and_the_email_stays_readable(serv
     assert provider.build("bounce", sent, _moment()).post(server).status_code == 200  # a real one still counts
     email.refresh_from_db()
     assert email.state == "undeliverable"
+
+
+@pytest.mark.parametrize(
+    "offset",
+    [timedelta(hours=20), -timedelta(hours=23, minutes=59), timedelta(hours=16), timedelta(hours=5, seconds=30.5)],
+)
+def test_an_event_time_with_an_offset_postgresql_refuses_is_kept_as_the_same_instant(server, offset):
+    """Python reads offsets PostgreSQL refuses (±16 h and more, seconds): a real time so written
+    was a 500, which the provider sends again for ever (a review). Kept in UTC, the same instant."""
+    provider = PROVIDERS["postmark"]
+    email, sent = sent_email(provider)
+    at = _moment()
+    hook = provider.build("delivery", sent, at)
+    body = json.loads(hook.body)
+    body["DeliveredAt"] = at.astimezone(fixed_offset(offset)).isoformat()
+    assert replace(hook, body=json.dumps(body).encode()).post(server).status_code == 200
+    email.refresh_from_db()
+    assert email.delivered_at is not None and abs(email.delivered_at - at) < timedelta(milliseconds=1)
 
 
 @pytest.mark.parametrize("provider_key", ["amazon_ses", "postmark", "mailgun"])

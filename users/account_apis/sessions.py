@@ -99,14 +99,17 @@ class SecurityEventOutputSerializer(serializers.ModelSerializer):
 
 
 def _is_time(position: str) -> bool:
-    """A time PostgreSQL can compare with: Python reads offsets up to ±23:59, PostgreSQL refuses
-    past ±15:59 (a crafted cursor was a 500: a review)."""
+    """A time PostgreSQL can compare with: Python reads offsets up to ±23:59 and with seconds and
+    microseconds, PostgreSQL refuses past ±15:59 and anything finer than a minute (crafted cursors
+    were 500s: reviews)."""
     try:
         when = parse_datetime(position)
     except ValueError:
         return False
-    offset = when.utcoffset() if when is not None else None
-    return when is not None and (offset is None or abs(offset) < timedelta(hours=16))
+    if when is None:
+        return False
+    offset = when.utcoffset()
+    return offset is None or (abs(offset) < timedelta(hours=16) and offset % timedelta(minutes=1) == timedelta(0))
 
 
 class NewestFirst(CursorPagination):

@@ -72,6 +72,14 @@ def _header_ids(event: Any) -> list[str]:
     return found
 
 
+def _storable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in text
+
+
 def _mapping(value: object) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
@@ -81,8 +89,9 @@ def email_for(event: Any) -> OutboundEmail | None:
     provider_id = (
         event.message_id if isinstance(event.message_id, str | int) and not isinstance(event.message_id, bool) else None
     )
-    # An id PostgreSQL can't hold (a NUL) or we never recorded (longer than the column) is unknown.
-    if provider_id not in (None, "") and "\x00" not in str(provider_id) and len(str(provider_id)) <= 255:
+    # An id PostgreSQL can't hold (a NUL, a lone surrogate) or we never recorded (longer than the
+    # column) is unknown.
+    if provider_id not in (None, "") and _storable(str(provider_id)) and len(str(provider_id)) <= 255:
         email = OutboundEmail.objects.filter(provider_message_id=str(provider_id)).first()
         if email is not None:
             return email
@@ -118,7 +127,9 @@ EARLIEST_EVENT = datetime(2000, 1, 1, tzinfo=UTC)
 def event_time_check(event: Any) -> None:
     """``ValueError`` (the webhook's ``400``) for an event whose time no clock holds: PostgreSQL
     would keep a year before Christ that Python can't read back (every page of the email, and
-    every later event for it, would fail), or refuse an offset of a day."""
+    every later event for it, would fail). A time it holds is kept in UTC: PostgreSQL refuses an
+    offset of ±16 h or more, or one with seconds, which Python reads (500s, retried by the
+    provider for ever: a review)."""
     when = event.timestamp
     if when is None:
         return
@@ -128,6 +139,7 @@ def event_time_check(event: Any) -> None:
         raise ValueError("an event time out of range") from exc
     if not EARLIEST_EVENT <= utc <= timezone.now() + timedelta(days=1):
         raise ValueError("an event time out of range")
+    event.timestamp = utc
 
 
 def tracking_event_record(*, esp_name: str, event: Any) -> DeliveryEvent | None:
