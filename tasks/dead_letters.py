@@ -44,6 +44,13 @@ class Requeued:
     args: tuple = ()
 
 
+def redis_id(message: dramatiq.Message) -> str:
+    """The id a message is kept under in Redis: the Redis broker gives each enqueue its own
+    (``redis_message_id``), and dead-letters it under that one, not under ``message_id``. Keyed by
+    ``message_id``, every requeue found its letter "taken by someone else" (an operator's runbook)."""
+    return str(message.options.get("redis_message_id", message.message_id))
+
+
 def _keys(broker: RedisBroker, queue_name: str) -> tuple[str, str]:
     xq = f"{broker.namespace}:{xq_name(q_name(queue_name))}"
     return xq, f"{xq}.msgs"
@@ -106,7 +113,8 @@ def requeue(broker: RedisBroker, queue_name: str, message_ids: set[str] | None =
         message = entry.message
         if message_ids is not None and message.message_id not in message_ids:
             continue
-        if not broker.client.zrem(xq, message.message_id):
+        key = redis_id(message)
+        if not broker.client.zrem(xq, key):
             continue  # someone else took it meanwhile
         try:
             if handler := _handlers.get(message.actor_name):
@@ -116,8 +124,8 @@ def requeue(broker: RedisBroker, queue_name: str, message_ids: set[str] | None =
                 broker.enqueue(dataclasses.replace(message, options=options))  # copy() would merge options
                 how = "re-enqueued"
         except BaseException:
-            broker.client.zadd(xq, {message.message_id: entry.score})
+            broker.client.zadd(xq, {key: entry.score})
             raise
-        broker.client.hdel(msgs, message.message_id)
+        broker.client.hdel(msgs, key)
         done.append(Requeued(message.message_id, message.actor_name, how, tuple(message.args)))
     return done

@@ -4,6 +4,7 @@ never requeues, and that the confirmed POST does, saying what each one did."""
 from __future__ import annotations
 
 import dataclasses
+import uuid
 
 import dramatiq
 import pytest
@@ -28,10 +29,12 @@ TRACEBACK = (
 
 
 def bury(broker: RedisBroker, message: dramatiq.Message, died_ms: int = DIED_MS) -> dramatiq.Message:
-    """Put ``message`` among the dead letters of its queue, as Dramatiq's Redis broker does."""
+    """Put ``message`` among the dead letters of its queue, as Dramatiq's Redis broker does: under
+    the id it gave the enqueue (``redis_message_id``), not the message's own."""
+    message = message.copy(options={"redis_message_id": str(uuid.uuid4())})
     xq = f"{broker.namespace}:{message.queue_name}.XQ"
-    broker.client.zadd(xq, {message.message_id: died_ms})
-    broker.client.hset(f"{xq}.msgs", message.message_id, message.encode())
+    broker.client.zadd(xq, {message.options["redis_message_id"]: died_ms})
+    broker.client.hset(f"{xq}.msgs", message.options["redis_message_id"], message.encode())
     return message
 
 

@@ -1,5 +1,7 @@
 """Dead letters of an actor nobody registered a handler for are re-enqueued as they were (real Redis)."""
 
+import uuid
+
 import dramatiq
 import pytest
 from dramatiq.brokers.redis import RedisBroker
@@ -17,9 +19,8 @@ def test_a_dead_letter_without_a_handler_is_re_enqueued_with_its_retries_reset(r
         kwargs={},
         options={"retries": 3, "traceback": "boom"},
     )
+    message = _bury(redis_broker, message)
     xq = f"{redis_broker.namespace}:critical.XQ"
-    redis_broker.client.zadd(xq, {message.message_id: 1})
-    redis_broker.client.hset(f"{xq}.msgs", message.message_id, message.encode())
     assert [m.message_id for m in dead_letters.dead_letters(redis_broker, "critical")] == [message.message_id]
 
     [done] = dead_letters.requeue(redis_broker, "critical")
@@ -31,10 +32,13 @@ def test_a_dead_letter_without_a_handler_is_re_enqueued_with_its_retries_reset(r
     assert queued.args == (7,) and "retries" not in queued.options and "traceback" not in queued.options
 
 
-def _bury(broker: RedisBroker, message: dramatiq.Message, score: int = 1) -> None:
+def _bury(broker: RedisBroker, message: dramatiq.Message, score: int = 1) -> dramatiq.Message:
+    """As Dramatiq's Redis broker does: under the id it gave the enqueue, not the message's own."""
+    message = message.copy(options={"redis_message_id": str(uuid.uuid4())})
     xq = f"{broker.namespace}:critical.XQ"
-    broker.client.zadd(xq, {message.message_id: score})
-    broker.client.hset(f"{xq}.msgs", message.message_id, message.encode())
+    broker.client.zadd(xq, {message.options["redis_message_id"]: score})
+    broker.client.hset(f"{xq}.msgs", message.options["redis_message_id"], message.encode())
+    return message
 
 
 def test_a_dead_letter_whose_handler_fails_stays_dead_as_it_was(redis_broker: RedisBroker, monkeypatch):

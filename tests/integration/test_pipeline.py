@@ -5,7 +5,10 @@ in-process Dramatiq worker and a real SMTP server (aiosmtpd). Tests here need
 ``transaction=True``: the worker threads read what the web side committed.
 """
 
+import io
+
 import pytest
+from django.core.management import call_command
 from dramatiq import Message
 from rest_framework.test import APIClient
 
@@ -110,6 +113,17 @@ def test_smtp_550_fails_at_once_and_the_admin_says_why(api, client, signup_data,
     assert data["username"] in page and "failed" in page
     detail = client.get(f"/admin/users/outboundemail/{verification.pk}/change/").content.decode()
     assert "550 5.1.1" in detail
+
+    # The operator fixes the address's mailbox and requeues the dead letter, as the runbook says:
+    # the email goes through its row again, and the dead set is empty (it found nothing to requeue
+    # when it looked the letter up by the wrong id).
+    smtp_server.reject.clear()
+    out = io.StringIO()
+    call_command("requeue_dead_letters", stdout=out)
+    assert "1 dead letter(s) handled" in out.getvalue(), out.getvalue()
+    assert redis_broker.client.zcard(f"{redis_broker.namespace}:critical.XQ") == 0
+    wait_for(lambda: smtp_server.to(data["email"]), what="the email requeued from the dead letters")
+    assert len(smtp_server.to(data["email"])) == 1
 
 
 def test_retries_stop_and_the_verification_is_marked_failed(
