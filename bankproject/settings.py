@@ -227,6 +227,9 @@ SIMPLE_JWT: dict[str, Any] = {
 AXES_FAILURE_LIMIT = env_int("LOGIN_LOCKOUT_FAILURES", 5)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# An attempt refused during a lockout counts nothing: django-axes' default recorded it and restarted
+# the 15 minutes, so an app retrying a saved password kept its owner out for ever (a runbook walk).
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 # A success resets its pair's count — done by users.receivers.on_logged_in, by the account's own
 # lockout name: django-axes' reset reads the account's username as a typed log-in, and an older
 # username holding an "@" would clear the failures of whoever owns that address.

@@ -451,6 +451,23 @@ def test_refused_attempts_of_a_locked_pair_write_nothing(stack, settings, ada):
     assert SecurityEvent.objects.filter(kind="login_failed").count() == written
 
 
+def test_attempts_refused_during_a_lockout_do_not_make_it_last_longer(stack, settings, ada):
+    """django-axes restarted the cool-off at each refused attempt: an app retrying a saved
+    password kept its owner out for ever, where the docs promise the owner can wait (a review)."""
+    from axes.models import AccessAttempt
+
+    api = Api(stack)
+    for n in range(settings.AXES_FAILURE_LIMIT):
+        api.log_in("ada", f"guess {n}")
+    almost_over = timezone.now() - settings.AXES_COOLOFF_TIME + timedelta(seconds=10)
+    AccessAttempt.objects.update(attempt_time=almost_over)  # the lockout has 10 s left
+    assert [api.log_in("ada", "still wrong").status_code for _ in range(3)] == [429] * 3
+    [attempt] = AccessAttempt.objects.all()
+    assert attempt.attempt_time == almost_over and attempt.failures_since_start == settings.AXES_FAILURE_LIMIT
+    AccessAttempt.objects.update(attempt_time=F("attempt_time") - timedelta(seconds=11))  # 11 s later
+    assert api.log_in("ada").status_code == 200
+
+
 def test_forgetting_current_password_is_no_failed_log_in(stack, settings, ada):
     api = Api(stack)
     api.log_in("ada")
