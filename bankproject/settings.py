@@ -440,6 +440,7 @@ DRAMATIQ_BROKER: dict[str, Any] = {
         "users.worker_middleware.SmtpConnections",
         "users.worker_middleware.WarmUp",
         "tasks.middleware.StopOnce",  # a SIGTERM to the whole process group stops gracefully too
+        "tasks.middleware.WorkerRegistry",  # which heartbeats are workers' (manage.py worker_status)
     ],
 }
 # The worker's Prometheus exporter (messages, errors, retries, durations, in flight) on

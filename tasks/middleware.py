@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import sys
@@ -11,7 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import redis
 from dramatiq import Middleware
+from dramatiq.brokers.redis import RedisBroker
 
 logger = logging.getLogger(__name__)
 
@@ -85,3 +88,44 @@ class StopOnce(Middleware):
                 "Dramatiq's worker stop handler was not found: a SIGTERM sent to the whole process "
                 "group may kill worker processes instead of stopping them (see StopOnce)."
             )
+
+
+def workers_key(broker: RedisBroker) -> str:
+    """The set of the broker ids of worker processes (``WorkerRegistry``), beside Dramatiq's heartbeats."""
+    return f"{broker.namespace}:__workers__"
+
+
+class WorkerRegistry(Middleware):
+    """Names each worker process's broker id in Redis, so that ``manage.py worker_status`` counts
+    workers only. Dramatiq's heartbeat is written by every call to the broker, an enqueue from the
+    web or the scheduler included: with no worker running, the status said "1 live worker" after
+    a sign-up (an operator's runbook walk), and so did the compose healthcheck. Written again every
+    few seconds while the worker runs (a Redis restarted without persistence forgets it), removed
+    at a graceful stop; a killed worker's stays, and its heartbeat goes stale."""
+
+    REFRESH_S = 10.0
+
+    def __init__(self) -> None:
+        self._stops: dict[int, threading.Event] = {}
+
+    def after_worker_boot(self, broker: Any, worker: Any) -> None:
+        if not isinstance(broker, RedisBroker):
+            return
+        stop = self._stops[id(worker)] = threading.Event()
+        interval = min(self.REFRESH_S, broker.heartbeat_timeout / 4000)
+
+        def refresh() -> None:
+            while True:
+                with contextlib.suppress(redis.RedisError):  # Redis is down for now: the next round writes it
+                    broker.client.sadd(workers_key(broker), broker.broker_id)
+                if stop.wait(interval):
+                    return
+
+        threading.Thread(target=refresh, name="worker-registry", daemon=True).start()
+
+    def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        if (stop := self._stops.pop(id(worker), None)) is not None:
+            stop.set()
+        if isinstance(broker, RedisBroker):
+            with contextlib.suppress(redis.RedisError):
+                broker.client.srem(workers_key(broker), broker.broker_id)

@@ -6,7 +6,9 @@ import re
 import urllib.request
 from pathlib import Path
 
+import dramatiq
 import pytest
+import redis
 from django.conf import settings
 from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
@@ -16,6 +18,8 @@ from users.models import OutboundEmail
 from users.tasks import refresh_email_stats
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+PASSWORD = "correct horse battery staple"
 
 
 def _samples(text: str, name: str) -> dict[str, float]:
@@ -144,6 +148,24 @@ def test_malformed_request_ids_are_replaced(client):
 def test_worker_status_fails_when_no_worker_beats(redis_broker):
     redis_broker.client.delete(f"{redis_broker.namespace}:__heartbeats__")  # no worker ever ran here
     with pytest.raises(CommandError, match="no worker has beaten"):
+        call_command("worker_status", stdout=io.StringIO())
+
+
+@pytest.mark.usefixtures("no_throttling")
+def test_a_sign_up_with_no_worker_running_is_no_live_worker(redis_broker, client):
+    """Dramatiq's heartbeat is written by every broker call: the web's enqueue made worker_status
+    (and the compose healthcheck) report a live worker with none running (a runbook walk)."""
+    body = {"username": "nobody-works", "full_name": "No Body", "email": "nobody@example.com", "password": PASSWORD}
+    assert client.post("/api/users/", body, content_type="application/json").status_code == 201
+    assert redis_broker.client.zcard(f"{redis_broker.namespace}:__heartbeats__") >= 1  # the web's own beat
+    with pytest.raises(CommandError, match="no worker has beaten"):
+        call_command("worker_status", stdout=io.StringIO())
+
+
+def test_worker_status_says_in_one_line_that_redis_is_unreachable(monkeypatch):
+    broker = dramatiq.get_broker()
+    monkeypatch.setattr(broker, "client", redis.Redis(port=free_port(), socket_connect_timeout=1))
+    with pytest.raises(CommandError, match=r"^Redis unreachable: ConnectionError"):
         call_command("worker_status", stdout=io.StringIO())
 
 

@@ -2,15 +2,20 @@ import time
 from typing import cast
 
 import dramatiq
+import redis
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from dramatiq.brokers.redis import RedisBroker
 
+from tasks.middleware import workers_key
+
 
 class Command(BaseCommand):
     help = (
-        "Worker liveness from the broker's heartbeats: lists the worker consumers Redis has heard from "
-        "and exits 1 if none beat within --max-age seconds (default: the broker's heartbeat timeout)."
+        "Worker liveness: lists the worker processes' consumers whose broker heartbeat Redis has heard "
+        "and exits 1 if none beat within --max-age seconds (default: the broker's heartbeat timeout). "
+        "Web and scheduler processes write heartbeats too when they enqueue; only brokers a worker "
+        "registered (tasks.middleware.WorkerRegistry) count."
     )
 
     def add_arguments(self, parser):
@@ -21,14 +26,22 @@ class Command(BaseCommand):
         if not isinstance(broker, RedisBroker):
             raise CommandError("worker heartbeats can only be read from the Redis broker")
         limit = max_age if max_age is not None else broker.heartbeat_timeout / 1000
+        try:
+            beats = dict(
+                cast(
+                    "list[tuple[bytes, float]]",
+                    broker.client.zrange(f"{broker.namespace}:__heartbeats__", 0, -1, withscores=True),
+                )
+            )
+            workers = cast("set[bytes]", broker.client.smembers(workers_key(broker)))
+            if gone := [w for w in workers if w not in beats]:  # killed workers: Dramatiq dropped their beats
+                broker.client.srem(workers_key(broker), *gone)
+        except redis.RedisError as exc:
+            raise CommandError(f"Redis unreachable: {exc.__class__.__name__}: {exc}") from None
         now_ms = time.time() * 1000
-        beats = cast(
-            "list[tuple[bytes, float]]",
-            broker.client.zrange(f"{broker.namespace}:__heartbeats__", 0, -1, withscores=True),
-        )
         alive = 0
-        for worker_id, beat_ms in beats:
-            age = (now_ms - beat_ms) / 1000
+        for worker_id in sorted(w for w in workers if w in beats):
+            age = (now_ms - beats[worker_id]) / 1000
             alive += age <= limit
             self.stdout.write(f"{worker_id.decode()} last beat {age:.1f}s ago")
         self.stdout.write(f"{alive} live worker consumer(s) in namespace {settings.DRAMATIQ_NAMESPACE!r}")
