@@ -127,11 +127,12 @@ class OutboundEmailAdmin(SecretLookupsRefusedMixin, SelectionCheckMixin, History
 
     @admin.action(description="Retry failed emails (same link)", permissions=["retry"])
     def retry_failed(self, request: HttpRequest, queryset: QuerySet[OutboundEmail]) -> None:
+        selected = queryset.count()  # before the retry: on a list filtered by "failed" they leave it
         ids = list(queryset.filter(state=State.FAILED).values_list("pk", flat=True))
         retried = sum(delivery.email_retry(email_id=pk) for pk in ids)
         self.message_user(
             request,
-            f"Queued {retried} failed email(s) again; {queryset.count() - retried} skipped "
+            f"Queued {retried} failed email(s) again; {selected - retried} skipped "
             "(not failed, expired, or no longer wanted: the address changed or is verified).",
             messages.SUCCESS,
         )
