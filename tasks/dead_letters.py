@@ -60,6 +60,7 @@ def _keys(broker: RedisBroker, queue_name: str) -> tuple[str, str]:
 class DeadLetter:
     message: dramatiq.Message
     score: float  # when it was dead-lettered: its score in the XQ set, ms since the epoch
+    key: str = ""  # its member of the XQ set, as read (the broker's id of the enqueue: ``redis_id``)
 
     @property
     def died_at(self) -> datetime:
@@ -90,7 +91,7 @@ def dead_letter_entries(broker: RedisBroker, queue_name: str) -> list[DeadLetter
                 extra={"queue": queue_name, "message_id": message_id.decode(errors="replace")},
             )
             continue
-        entries.append(DeadLetter(message, score))
+        entries.append(DeadLetter(message, score, message_id.decode()))
     return entries
 
 
@@ -113,7 +114,7 @@ def requeue(broker: RedisBroker, queue_name: str, message_ids: set[str] | None =
         message = entry.message
         if message_ids is not None and message.message_id not in message_ids:
             continue
-        key = redis_id(message)
+        key = entry.key or redis_id(message)
         if not broker.client.zrem(xq, key):
             continue  # someone else took it meanwhile
         try:

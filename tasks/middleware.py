@@ -91,8 +91,15 @@ class StopOnce(Middleware):
 
 
 def workers_key(broker: RedisBroker) -> str:
-    """The set of the broker ids of worker processes (``WorkerRegistry``), beside Dramatiq's heartbeats."""
+    """The worker processes' broker ids, scored by when each last said it runs (``WorkerRegistry``),
+    beside Dramatiq's heartbeats."""
     return f"{broker.namespace}:__workers__"
+
+
+def registry_refresh_s(broker: RedisBroker) -> float:
+    """How often a worker writes its registration: often enough that three misses fit well inside
+    the broker's heartbeat timeout."""
+    return min(10.0, broker.heartbeat_timeout / 4000)
 
 
 class WorkerRegistry(Middleware):
@@ -100,32 +107,33 @@ class WorkerRegistry(Middleware):
     workers only. Dramatiq's heartbeat is written by every call to the broker, an enqueue from the
     web or the scheduler included: with no worker running, the status said "1 live worker" after
     a sign-up (an operator's runbook walk), and so did the compose healthcheck. Written again every
-    few seconds while the worker runs (a Redis restarted without persistence forgets it), removed
-    at a graceful stop; a killed worker's stays, and its heartbeat goes stale."""
-
-    REFRESH_S = 10.0
+    few seconds while the worker runs (a Redis restarted without persistence forgets it), with the
+    time, so a registration that stops being refreshed (a killed worker) ages out; removed at a
+    graceful stop, once the refreshing thread has ended (else its last write could land after)."""
 
     def __init__(self) -> None:
-        self._stops: dict[int, threading.Event] = {}
+        self._running: dict[int, tuple[threading.Event, threading.Thread]] = {}
 
     def after_worker_boot(self, broker: Any, worker: Any) -> None:
         if not isinstance(broker, RedisBroker):
             return
-        stop = self._stops[id(worker)] = threading.Event()
-        interval = min(self.REFRESH_S, broker.heartbeat_timeout / 4000)
+        stop, interval = threading.Event(), registry_refresh_s(broker)
 
         def refresh() -> None:
-            while True:
+            while not stop.is_set():
                 with contextlib.suppress(redis.RedisError):  # Redis is down for now: the next round writes it
-                    broker.client.sadd(workers_key(broker), broker.broker_id)
-                if stop.wait(interval):
-                    return
+                    broker.client.zadd(workers_key(broker), {broker.broker_id: time.time()})
+                stop.wait(interval)
 
-        threading.Thread(target=refresh, name="worker-registry", daemon=True).start()
+        thread = threading.Thread(target=refresh, name="worker-registry", daemon=True)
+        self._running[id(worker)] = (stop, thread)
+        thread.start()
 
     def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
-        if (stop := self._stops.pop(id(worker), None)) is not None:
+        if (running := self._running.pop(id(worker), None)) is not None:
+            stop, thread = running
             stop.set()
+            thread.join(timeout=10)
         if isinstance(broker, RedisBroker):
             with contextlib.suppress(redis.RedisError):
-                broker.client.srem(workers_key(broker), broker.broker_id)
+                broker.client.zrem(workers_key(broker), broker.broker_id)

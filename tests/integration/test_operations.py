@@ -3,6 +3,7 @@
 import io
 import json
 import re
+import time
 import urllib.request
 from pathlib import Path
 
@@ -133,7 +134,7 @@ def test_worker_metrics_and_one_request_id_from_signup_to_inbox(signup_data, smt
 
         out = io.StringIO()
         call_command("worker_status", stdout=out)  # the liveness signal the compose healthcheck reads
-        [live] = re.findall(r"^(\d+) live worker consumer\(s\)", out.getvalue(), flags=re.MULTILINE)
+        [live] = re.findall(r"^(\d+) live worker\(s\)", out.getvalue(), flags=re.MULTILINE)
         assert int(live) >= 1
         assert worker.terminate() == 0
     finally:
@@ -160,6 +161,38 @@ def test_a_sign_up_with_no_worker_running_is_no_live_worker(redis_broker, client
     assert redis_broker.client.zcard(f"{redis_broker.namespace}:__heartbeats__") >= 1  # the web's own beat
     with pytest.raises(CommandError, match="no worker has beaten"):
         call_command("worker_status", stdout=io.StringIO())
+
+
+def test_a_worker_stopped_at_once_leaves_no_registration_behind(redis_broker):
+    """Its registering thread could write after the stop had removed it (a review: 48 stale of 200
+    start-stops): worker_status then saw a live worker with none running."""
+    from tasks.middleware import workers_key
+
+    for _ in range(20):
+        worker = dramatiq.Worker(redis_broker, worker_timeout=50, worker_threads=1)
+        worker.start()
+        worker.stop(timeout=5_000)
+        assert redis_broker.client.zscore(workers_key(redis_broker), redis_broker.broker_id) is None
+
+
+def test_a_registration_nobody_refreshes_ages_out_whatever_the_heartbeats_say(redis_broker):
+    """A killed worker says nothing: its registration stops being refreshed and is dropped, even
+    if its broker id beats again (a process that reused it only to enqueue)."""
+    from tasks.middleware import registry_refresh_s, workers_key
+
+    now = time.time()
+    redis_broker.client.zadd(f"{redis_broker.namespace}:__heartbeats__", {"killed": now * 1000})
+    redis_broker.client.zadd(workers_key(redis_broker), {"killed": now - 3 * registry_refresh_s(redis_broker) - 1})
+    with pytest.raises(CommandError, match="no worker has beaten"):
+        call_command("worker_status", stdout=io.StringIO())
+    assert redis_broker.client.zcard(workers_key(redis_broker)) == 0
+    # One that registered and has not fetched yet is starting, not dead: kept for its first beat.
+    redis_broker.client.zadd(workers_key(redis_broker), {"booting": now})
+    out = io.StringIO()
+    with pytest.raises(CommandError):
+        call_command("worker_status", stdout=out)
+    assert "booting starting: no beat yet" in out.getvalue()
+    assert redis_broker.client.zscore(workers_key(redis_broker), "booting") is not None
 
 
 def test_worker_status_says_in_one_line_that_redis_is_unreachable(monkeypatch):

@@ -7,12 +7,12 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from dramatiq.brokers.redis import RedisBroker
 
-from tasks.middleware import workers_key
+from tasks.middleware import registry_refresh_s, workers_key
 
 
 class Command(BaseCommand):
     help = (
-        "Worker liveness: lists the worker processes' consumers whose broker heartbeat Redis has heard "
+        "Worker liveness: lists the worker processes whose broker heartbeat Redis has heard "
         "and exits 1 if none beat within --max-age seconds (default: the broker's heartbeat timeout). "
         "Web and scheduler processes write heartbeats too when they enqueue; only brokers a worker "
         "registered (tasks.middleware.WorkerRegistry) count."
@@ -26,24 +26,28 @@ class Command(BaseCommand):
         if not isinstance(broker, RedisBroker):
             raise CommandError("worker heartbeats can only be read from the Redis broker")
         limit = max_age if max_age is not None else broker.heartbeat_timeout / 1000
+        # A registration not refreshed for three rounds is a worker that died without saying so.
+        registered_since = time.time() - 3 * registry_refresh_s(broker)
         try:
+            broker.client.zremrangebyscore(workers_key(broker), "-inf", registered_since)
+            workers = cast("list[bytes]", broker.client.zrange(workers_key(broker), 0, -1))
             beats = dict(
                 cast(
                     "list[tuple[bytes, float]]",
                     broker.client.zrange(f"{broker.namespace}:__heartbeats__", 0, -1, withscores=True),
                 )
             )
-            workers = cast("set[bytes]", broker.client.smembers(workers_key(broker)))
-            if gone := [w for w in workers if w not in beats]:  # killed workers: Dramatiq dropped their beats
-                broker.client.srem(workers_key(broker), *gone)
         except redis.RedisError as exc:
             raise CommandError(f"Redis unreachable: {exc.__class__.__name__}: {exc}") from None
         now_ms = time.time() * 1000
         alive = 0
-        for worker_id in sorted(w for w in workers if w in beats):
+        for worker_id in sorted(workers):
+            if worker_id not in beats:  # registered, and has not fetched yet (it is booting)
+                self.stdout.write(f"{worker_id.decode()} starting: no beat yet")
+                continue
             age = (now_ms - beats[worker_id]) / 1000
             alive += age <= limit
             self.stdout.write(f"{worker_id.decode()} last beat {age:.1f}s ago")
-        self.stdout.write(f"{alive} live worker consumer(s) in namespace {settings.DRAMATIQ_NAMESPACE!r}")
+        self.stdout.write(f"{alive} live worker(s) in namespace {settings.DRAMATIQ_NAMESPACE!r}")
         if not alive:
             raise CommandError(f"no worker has beaten in the last {limit:.0f}s")
