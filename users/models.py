@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from email.utils import parseaddr
 from typing import Any, ClassVar
 
+import idna
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
 from django.contrib.auth.models import PermissionsMixin
@@ -389,7 +390,13 @@ class OutboundEmail(models.Model):
     def message_id_domain() -> str:
         """The domain of every ``Message-ID`` the service writes: the sender's (``Simple Bank
         <noreply@bank.example>`` as well as ``noreply@bank.example``)."""
-        return parseaddr(settings.DEFAULT_FROM_EMAIL)[1].rpartition("@")[2] or "localhost"
+        _, at, domain = parseaddr(settings.DEFAULT_FROM_EMAIL)[1].rpartition("@")
+        if not at or not domain:  # a sender with no domain ("noreply")
+            return "localhost"
+        try:  # an international domain as its A-label, as Django writes it in From: (a header is ASCII)
+            return idna.encode(domain.rstrip("."), uts46=True, transitional=False).decode("ascii").lower()
+        except (idna.IDNAError, UnicodeError):  # none IDNA takes: its ASCII, else ours
+            return domain.encode("ascii", "ignore").decode().lower() or "localhost"
 
     @property
     def feedback_ref(self) -> str:

@@ -849,7 +849,7 @@ def test_an_event_time_no_clock_holds_is_a_400_and_the_email_stays_readable(serv
     [timedelta(hours=20), -timedelta(hours=23, minutes=59), timedelta(hours=16), timedelta(hours=5, seconds=30.5)],
 )
 def test_an_event_time_with_an_offset_postgresql_refuses_is_kept_as_the_same_instant(server, offset):
-    """Python reads offsets PostgreSQL refuses (±16 h and more, seconds): a real time so written
+    """Python reads offsets PostgreSQL refuses (±16 h and more, fractions of a second): a time so written
     was a 500, which the provider sends again for ever (a review). Kept in UTC, the same instant."""
     provider = PROVIDERS["postmark"]
     email, sent = sent_email(provider)

@@ -497,7 +497,8 @@ def test_odd_input_to_the_new_routes_is_a_4xx(stack, ada, settings):
     assert banker.call("PATCH", "/api/users/a%00b/", {"full_name": "X Y"}).status_code == 404
     # An offset Python reads and PostgreSQL refuses (past ±15:59) was a 500 (a review).
     odd = ("notadate", "2020-13-45", "\x00", "x" * 40, "2024-01-01T00:00:00-16:00", "2024-01-01T00:00:00+23:59")
-    odd += ("2024-01-01T00:00:00+05:30:30.123456", "2024-01-01T00:00:00-05:30:30")  # finer than a minute
+    # Fractions of a second in the offset were a 500; whole seconds are refused too (no cursor has them).
+    odd += ("2024-01-01T00:00:00+05:30:30.123456", "2024-01-01T00:00:00-05:30:30")
     for position in odd:
         cursor = quote(base64.b64encode(f"o=0&r=0&p={position}".encode()).decode())
         answer = banker.call("GET", f"/api/users/me/security-events/?cursor={cursor}")

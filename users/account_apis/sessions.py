@@ -99,9 +99,9 @@ class SecurityEventOutputSerializer(serializers.ModelSerializer):
 
 
 def _is_time(position: str) -> bool:
-    """A time PostgreSQL can compare with: Python reads offsets up to ±23:59 and with seconds and
-    microseconds, PostgreSQL refuses past ±15:59 and anything finer than a minute (crafted cursors
-    were 500s: reviews)."""
+    """A time PostgreSQL can compare with: Python reads offsets up to ±23:59 and with fractions of a
+    second, PostgreSQL refuses past ±15:59 and the fractions (crafted cursors were 500s: reviews).
+    Only whole minutes pass: the server writes cursors with none finer."""
     try:
         when = parse_datetime(position)
     except ValueError:

@@ -128,8 +128,8 @@ def event_time_check(event: Any) -> None:
     """``ValueError`` (the webhook's ``400``) for an event whose time no clock holds: PostgreSQL
     would keep a year before Christ that Python can't read back (every page of the email, and
     every later event for it, would fail). A time it holds is kept in UTC: PostgreSQL refuses an
-    offset of ±16 h or more, or one with seconds, which Python reads (500s, retried by the
-    provider for ever: a review)."""
+    offset of ±16 h or more, or one with a fraction of a second, which Python reads (500s, retried
+    by the provider for ever: a review)."""
     when = event.timestamp
     if when is None:
         return

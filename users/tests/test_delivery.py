@@ -51,6 +51,23 @@ def test_send_renders_multipart_email_with_one_link_and_marks_sent():
     assert email.state == State.SENT and email.sent_at and email.attempts == 1
 
 
+@pytest.mark.parametrize(
+    ("sender", "domain"),
+    [
+        ("noreply@bank.example", "bank.example"),
+        ("Simple Bank <noreply@Bank.Example>", "bank.example"),
+        ("Bänk <noreply@bänk.example>", "xn--bnk-qla.example"),  # an encoded header was no Message-ID
+        ("noreply", "localhost"),
+    ],
+)
+def test_the_message_id_carries_the_senders_domain_as_mail_headers_need_it(settings, sender, domain):
+    settings.DEFAULT_FROM_EMAIL = sender
+    email = email_of(create_verification())
+    assert email.message_id.isascii() and email.message_id.endswith(f"@{domain}>") and email.message_id.count(">") == 1
+    message = emails.build(email)
+    assert message.message()["Message-ID"] == email.message_id
+
+
 def test_every_email_names_the_bank_by_site_name(settings):
     """SITE_NAME is the bank's name in emails too (the contract): subject, text and HTML."""
     settings.SITE_NAME = "Smith & Sons"
