@@ -145,6 +145,11 @@ class UserUpdateApi(AuthenticatedApi):
                 "`code` `mfa_enrollment_required`: a banker without a second factor (`MFA_REQUIRED_ROLES`).",
             ),
             404: OpenApiResponse(ERROR, description="No such user (asked by a banker)."),
+            405: OpenApiResponse(
+                ERROR,
+                description="`resend-verification`: the path of `POST /api/users/resend-verification/`, a "
+                "name no account can have.",
+            ),
             429: THROTTLED,
         },
     )
