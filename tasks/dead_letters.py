@@ -44,13 +44,6 @@ class Requeued:
     args: tuple = ()
 
 
-def redis_id(message: dramatiq.Message) -> str:
-    """The id a message is kept under in Redis: the Redis broker gives each enqueue its own
-    (``redis_message_id``), and dead-letters it under that one, not under ``message_id``. Keyed by
-    ``message_id``, every requeue found its letter "taken by someone else" (an operator's runbook)."""
-    return str(message.options.get("redis_message_id", message.message_id))
-
-
 def _keys(broker: RedisBroker, queue_name: str) -> tuple[str, str]:
     xq = f"{broker.namespace}:{xq_name(q_name(queue_name))}"
     return xq, f"{xq}.msgs"
@@ -60,7 +53,10 @@ def _keys(broker: RedisBroker, queue_name: str) -> tuple[str, str]:
 class DeadLetter:
     message: dramatiq.Message
     score: float  # when it was dead-lettered: its score in the XQ set, ms since the epoch
-    key: str = ""  # its member of the XQ set, as read (the broker's id of the enqueue: ``redis_id``)
+    # Its member of the XQ set, as read: the id the Redis broker gave the enqueue
+    # (``redis_message_id``), not ``message_id`` — keyed by that, every requeue found its letter
+    # "taken by someone else" (an operator's runbook).
+    key: str
 
     @property
     def died_at(self) -> datetime:
@@ -80,7 +76,7 @@ def dead_letter_entries(broker: RedisBroker, queue_name: str) -> list[DeadLetter
     scored = cast("list[tuple[bytes, float]]", broker.client.zrange(xq, 0, -1, withscores=True))
     raw = cast("list[bytes | None]", broker.client.hmget(msgs, [i for i, _ in scored]) if scored else [])
     entries = []
-    for (message_id, score), data in zip(scored, raw, strict=True):
+    for (key, score), data in zip(scored, raw, strict=True):
         if data is None:  # expired between the two reads
             continue
         try:
@@ -88,10 +84,10 @@ def dead_letter_entries(broker: RedisBroker, queue_name: str) -> list[DeadLetter
         except DecodeError:
             logger.warning(
                 "dead letter does not decode",
-                extra={"queue": queue_name, "message_id": message_id.decode(errors="replace")},
+                extra={"queue": queue_name, "message_id": key.decode(errors="replace")},
             )
             continue
-        entries.append(DeadLetter(message, score, message_id.decode()))
+        entries.append(DeadLetter(message, score, key.decode()))
     return entries
 
 
@@ -114,8 +110,7 @@ def requeue(broker: RedisBroker, queue_name: str, message_ids: set[str] | None =
         message = entry.message
         if message_ids is not None and message.message_id not in message_ids:
             continue
-        key = entry.key or redis_id(message)
-        if not broker.client.zrem(xq, key):
+        if not broker.client.zrem(xq, entry.key):
             continue  # someone else took it meanwhile
         try:
             if handler := _handlers.get(message.actor_name):
@@ -125,8 +120,8 @@ def requeue(broker: RedisBroker, queue_name: str, message_ids: set[str] | None =
                 broker.enqueue(dataclasses.replace(message, options=options))  # copy() would merge options
                 how = "re-enqueued"
         except BaseException:
-            broker.client.zadd(xq, {key: entry.score})
+            broker.client.zadd(xq, {entry.key: entry.score})
             raise
-        broker.client.hdel(msgs, key)
+        broker.client.hdel(msgs, entry.key)
         done.append(Requeued(message.message_id, message.actor_name, how, tuple(message.args)))
     return done
