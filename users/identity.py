@@ -75,15 +75,20 @@ def normalize_email(value: str) -> str:
     return address
 
 
+def a_label(domain: str) -> str:
+    """A domain as mail systems and browsers resolve it, lower-case ASCII: IDNA2008 with UTS #46's
+    non-transitional mapping — "faß.de" is xn--fa-hia.de, not Python's IDNA 2003 "fass.de", another
+    registrable domain, whose owner would have got this person's links (a review). Raises
+    ``idna.IDNAError`` or ``UnicodeError`` for a name IDNA refuses (an A-label that decodes to
+    nothing, "xn--zz")."""
+    return idna.encode(domain.rstrip("."), uts46=True, transitional=False).decode("ascii").lower()
+
+
 def _public_domain(domain: str) -> str:
     if domain.startswith("[") or any(unicodedata.category(ch) in {"Cc", "Cf", "Cs", "Zl", "Zp"} for ch in domain):
         raise ValidationError(INVALID_EMAIL, code="invalid")
-    # IDNA2008 with UTS #46's non-transitional mapping, as browsers and mail systems resolve names
-    # today: "faß.de" is xn--fa-hia.de, not Python's IDNA 2003 "fass.de" — another registrable
-    # domain, whose owner would have got this person's links (a review); an A-label that decodes
-    # to nothing ("xn--zz") is refused.
     try:
-        ascii_domain = idna.encode(domain.rstrip("."), uts46=True, transitional=False).decode("ascii").lower()
+        ascii_domain = a_label(domain)
     except (idna.IDNAError, UnicodeError):
         raise ValidationError(INVALID_EMAIL, code="invalid") from None
     labels = ascii_domain.split(".")

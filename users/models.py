@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -20,6 +21,7 @@ from users.identity import (
     EmailAddressValidator,
     FullNameValidator,
     UsernameValidator,
+    a_label,
     canonical_username,
     normalize_email,
     normalize_username,
@@ -390,13 +392,7 @@ class OutboundEmail(models.Model):
     def message_id_domain() -> str:
         """The domain of every ``Message-ID`` the service writes: the sender's (``Simple Bank
         <noreply@bank.example>`` as well as ``noreply@bank.example``)."""
-        _, at, domain = parseaddr(settings.DEFAULT_FROM_EMAIL)[1].rpartition("@")
-        if not at or not domain:  # a sender with no domain ("noreply")
-            return "localhost"
-        try:  # an international domain as its A-label, as Django writes it in From: (a header is ASCII)
-            return idna.encode(domain.rstrip("."), uts46=True, transitional=False).decode("ascii").lower()
-        except (idna.IDNAError, UnicodeError):  # none IDNA takes: its ASCII, else ours
-            return domain.encode("ascii", "ignore").decode().lower() or "localhost"
+        return _sender_domain(settings.DEFAULT_FROM_EMAIL)
 
     @property
     def feedback_ref(self) -> str:
@@ -416,6 +412,18 @@ class OutboundEmail(models.Model):
         return kind == self.kind.replace("_", "-") and any(
             constant_time_compare(mac, self._message_id_mac(key)) for key in keys
         )
+
+
+@functools.lru_cache(maxsize=8)
+def _sender_domain(sender: str) -> str:
+    """``OutboundEmail.message_id_domain``, worked out once per sender rather than per email."""
+    _, at, domain = parseaddr(sender)[1].rpartition("@")
+    if not at or not domain:  # a sender with no domain ("noreply")
+        return "localhost"
+    try:  # an international domain as its A-label, as Django writes it in From: (a header is ASCII)
+        return a_label(domain)
+    except (idna.IDNAError, UnicodeError):  # none IDNA takes: its ASCII, else ours
+        return domain.encode("ascii", "ignore").decode().lower() or "localhost"
 
 
 class DeliveryEvent(models.Model):

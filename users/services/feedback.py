@@ -72,14 +72,6 @@ def _header_ids(event: Any) -> list[str]:
     return found
 
 
-def _storable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return "\x00" not in text
-
-
 def _mapping(value: object) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
@@ -89,9 +81,9 @@ def email_for(event: Any) -> OutboundEmail | None:
     provider_id = (
         event.message_id if isinstance(event.message_id, str | int) and not isinstance(event.message_id, bool) else None
     )
-    # An id PostgreSQL can't hold (a NUL, a lone surrogate) or we never recorded (longer than the
-    # column) is unknown.
-    if provider_id not in (None, "") and _storable(str(provider_id)) and len(str(provider_id)) <= 255:
+    # An id we could never have recorded — one PostgreSQL can't hold (a NUL, a lone surrogate), a
+    # control character, longer than the column — is unknown, and never reaches the query.
+    if provider_id not in (None, "") and _text(provider_id, 255) == str(provider_id):
         email = OutboundEmail.objects.filter(provider_message_id=str(provider_id)).first()
         if email is not None:
             return email
