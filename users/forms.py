@@ -123,7 +123,18 @@ class ResendVerificationForm(forms.Form):
         return identity.normalize_email(self.cleaned_data["email"])
 
 
-class LoginForm(AuthenticationForm):
+class LoginLengthMixin:
+    """A log-in name longer than any account's is a field error before the hash
+    (``identity.login_length_check``)."""
+
+    cleaned_data: dict[str, Any]
+
+    def clean_username(self) -> str:
+        identity.login_length_check(self.cleaned_data["username"])
+        return self.cleaned_data["username"]
+
+
+class LoginForm(LoginLengthMixin, AuthenticationForm):
     """Django's log-in form, by username or address, with one error for any wrong pair."""
 
     username = forms.CharField(
@@ -139,10 +150,6 @@ class LoginForm(AuthenticationForm):
         ),
     }
 
-    def clean_username(self) -> str:
-        identity.login_length_check(self.cleaned_data["username"])
-        return self.cleaned_data["username"]
-
     def confirm_login_allowed(self, user: User) -> None:
         super().confirm_login_allowed(user)
         if settings.ACCOUNT_LOGIN_REQUIRES_VERIFIED_EMAIL and not user.is_email_verified:
@@ -151,13 +158,9 @@ class LoginForm(AuthenticationForm):
             raise self.get_invalid_login_error()
 
 
-class AdminLoginForm(AdminAuthenticationForm):
-    """The admin's log-in form, refusing a name longer than any account's before the hash (its
-    ``max_length`` is only the input's attribute: Django sets it after the field is built)."""
-
-    def clean_username(self) -> str:
-        identity.login_length_check(self.cleaned_data["username"])
-        return self.cleaned_data["username"]
+class AdminLoginForm(LoginLengthMixin, AdminAuthenticationForm):
+    """The admin's log-in form (its ``max_length`` is only the input's attribute: Django sets it
+    after the field is built)."""
 
 
 class SecondStepForm(forms.Form):

@@ -273,3 +273,19 @@ def test_an_action_on_a_malformed_filter_is_refused_never_a_500(staff_client, ch
     answer = staff_client.post(changelist, {"action": action, "_selected_action": [selected], "index": "0"})
     assert answer.status_code == 302 and answer["Location"].endswith("?e=1")
     assert LoginSession.objects.get(user=customer).blocked_at is None
+
+
+def test_every_admin_of_a_model_with_a_secret_column_refuses_it_as_a_filter():
+    """A changelist answers any lookup on its model's own columns (``?nonce__startswith=`` guessed a
+    link's nonce): an admin added later is held to the rule too."""
+    from django.contrib import admin
+
+    from users.admin.base import SECRET_COLUMNS
+
+    guarded = []
+    for model, model_admin in admin.site._registry.items():
+        secret = SECRET_COLUMNS & {f.name for f in model._meta.get_fields()}
+        for column in secret:
+            assert not model_admin.lookup_allowed(f"{column}__startswith", "a", None), (model, column)
+        guarded += [(model._meta.model_name, column) for column in secret]
+    assert ("emailverification", "nonce") in guarded and ("loginsession", "refresh_jti") in guarded
