@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import ipaddress
 import logging
+import math
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timedelta
@@ -183,8 +184,13 @@ def lockout_username(request: HttpRequest, credentials: dict | None) -> str:
     stores (255): a longer name — which no account has — counts as its digest."""
     name = _lockout_name(request, credentials)
     if len(name) > LOCKOUT_NAME_MAX_LENGTH:
-        return "sha256:" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
+        name = "sha256:" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
+    with contextlib.suppress(AttributeError):  # the pair a lockout answer works out its end for
+        setattr(getattr(request, "_request", request), LOCKOUT_CHECKED, name)
     return name
+
+
+LOCKOUT_CHECKED = "_users_lockout_checked"  # on the request: the name django-axes last counted for it
 
 
 LOCKOUT_NAME_MAX_LENGTH = 255  # django-axes' AccessAttempt.username
@@ -283,7 +289,7 @@ def lockout_response(
     """django-axes' answer to a locked-out log-in: 429 with Retry-After, JSON on the API. A request
     that only waited too long for its turn (``proof_turn``) is told to try again in a second."""
     busy = proof_busy(request)
-    wait = 1 if busy else int(settings.AXES_COOLOFF_TIME.total_seconds())
+    wait = 1 if busy else seconds_locked(request, credentials)
     # A reset is the way out only where a password was typed to log in: not at a second step (the
     # password was right), a reset itself, or a step-up.
     hint = request.path_info in RESET_HINT_PATHS
@@ -296,6 +302,32 @@ def lockout_response(
         response = render(request, "users/too_many_requests.html", context, status=429)
     response["Retry-After"] = str(wait)
     return response
+
+
+def seconds_locked(request: HttpRequest, credentials: dict | None = None) -> int:
+    """How long the pair this request was refused for stays locked: until enough of its failures
+    are older than the cool-off for the rest to be under the limit. Refused attempts do not extend
+    it (``AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT``), so it is not the whole cool-off again;
+    the whole cool-off where the pair is unknown, which is never less than the truth."""
+    from axes.models import AccessAttempt  # type: ignore[import-untyped]
+
+    cool_off = settings.AXES_COOLOFF_TIME
+    name = lockout_username(request, credentials) if credentials else getattr(request, LOCKOUT_CHECKED, None)
+    if name is None:
+        return int(cool_off.total_seconds())
+    now = timezone.now()
+    network = getattr(request, "axes_ip_address", None) or client_network(request)
+    failures = (
+        AccessAttempt.objects.filter(username=name, ip_address=network, attempt_time__gte=now - cool_off)
+        .order_by("-attempt_time")  # one row per user agent: counted newest first, as they will age out
+        .values_list("attempt_time", "failures_since_start")
+    )
+    counted = 0
+    for attempt_time, failures_since_start in failures:
+        counted += failures_since_start
+        if counted >= settings.AXES_FAILURE_LIMIT:  # the lock lasts until this row is older than the cool-off
+            return max(1, math.ceil((attempt_time + cool_off - now).total_seconds()))
+    return 1  # the lock ended between the check and this answer
 
 
 class SessionJWTAuthentication(JWTAuthentication):

@@ -468,6 +468,43 @@ def test_attempts_refused_during_a_lockout_do_not_make_it_last_longer(stack, set
     assert api.log_in("ada").status_code == 200
 
 
+def test_a_locked_out_answer_says_how_long_the_lock_really_has_left(stack, settings, ada):
+    """Refused attempts no longer extend a lockout, so "come back in 15 minutes" was wrong as soon as
+    the lock had run a while: Retry-After and the page say what is left (a review)."""
+    from axes.models import AccessAttempt
+
+    api, browser = Api(stack), Browser(stack)
+    for n in range(settings.AXES_FAILURE_LIMIT):
+        api.log_in("ada", f"guess {n}")
+    AccessAttempt.objects.update(attempt_time=F("attempt_time") - timedelta(minutes=10))
+    left = (settings.AXES_COOLOFF_TIME - timedelta(minutes=10)).total_seconds()
+    locked = api.log_in("ada")
+    assert locked.status_code == 429 and left - 60 < int(locked.headers["Retry-After"]) <= left
+    page = browser.log_in("ada")
+    assert page.status_code == 429 and left - 60 < int(page.headers["Retry-After"]) <= left
+    assert f"Please wait {round(left / 60)} minutes" in page.text
+
+
+def test_a_lockout_from_failures_in_two_browsers_ends_when_enough_of_them_are_old(stack, settings, ada):
+    """django-axes keeps a row per user agent and sums them: the lock ends when the oldest rows that
+    make up the limit age out, not at the newest failure's cool-off."""
+    from axes.models import AccessAttempt
+
+    first, second = Api(stack), Api(stack)
+    first.http.headers["User-Agent"], second.http.headers["User-Agent"] = "first browser", "second browser"
+    older = settings.AXES_FAILURE_LIMIT - 2
+    for n in range(older):
+        first.log_in("ada", f"guess {n}")
+    AccessAttempt.objects.update(attempt_time=F("attempt_time") - timedelta(minutes=10))
+    for n in range(2):
+        second.log_in("ada", f"guess {n}")
+    newer = AccessAttempt.objects.filter(user_agent="second browser")
+    newer.update(attempt_time=F("attempt_time") - timedelta(minutes=2))
+    left = (settings.AXES_COOLOFF_TIME - timedelta(minutes=10)).total_seconds()  # when the first browser's age out
+    locked = second.log_in("ada")
+    assert locked.status_code == 429 and left - 60 < int(locked.headers["Retry-After"]) <= left
+
+
 def test_forgetting_current_password_is_no_failed_log_in(stack, settings, ada):
     api = Api(stack)
     api.log_in("ada")
