@@ -158,3 +158,28 @@ def test_a_bench_row_lands_in_the_runs_table_wherever_it_is():
     runs = next(n for n, line in enumerate(lines) if line.startswith("## Runs"))
     assert runs < at and not any(line.startswith("## ") for line in lines[runs + 1 : at])  # in Runs itself
     assert lines.index("## Scale run (appended later)") > at
+
+
+PROMQL = re.compile(r"\b(increase|rate|irate|delta|idelta|deriv)\((\w+)")
+FOR_COUNTERS = {"increase", "rate", "irate"}  # a counter only rises; delta/deriv are a gauge's
+
+
+def test_every_promql_example_suits_its_metrics_type():
+    """``increase()`` of a gauge reads every fall (dead letters requeued) as a counter reset and
+    adds the whole value back: an alert copied from the docs fires on a requeue (a review)."""
+    from tasks.metrics import QueueCollector
+    from users.metrics import EmailCollector
+
+    types = {
+        metric.name: metric.type
+        for collector in (QueueCollector(), EmailCollector())
+        for metric in collector.describe()
+    }
+    assert types["simplebank_dead_letters"] == "gauge"
+    wrong = []
+    for doc in DOCS:
+        for function, metric in PROMQL.findall(doc.read_text()):
+            counter = metric.endswith("_total") or types.get(metric) == "counter"
+            if (function in FOR_COUNTERS) != counter:
+                wrong.append(f"{doc.name}: {function}({metric})")
+    assert wrong == []
