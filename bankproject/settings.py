@@ -1,7 +1,9 @@
 """Settings for simplebank users, read from the environment in one place.
 
 Every variable the service reads is parsed here (each is a row of docs/configuration.md). Defaults are
-safe for development; with ``DJANGO_DEBUG=false`` insecure values are refused at start-up.
+safe for development; an empty value is the default; a value that would weaken or break the service
+(out of range, a malformed URL or rate) is refused at start-up naming the variable, and with
+``DJANGO_DEBUG=false`` so is a weak secret key.
 """
 
 from __future__ import annotations
@@ -37,14 +39,35 @@ def env_bool(name: str, default: bool) -> bool:
     raise ImproperlyConfigured(f"{name} must be true or false, not {raw!r}")
 
 
-def env_int(name: str, default: int) -> int:
+def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """An integer, empty for the default; outside ``minimum``..``maximum`` it is refused, never used
+    (a lockout of 0 minutes was no lockout, -1 trusted proxies believed the client's own entry)."""
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise ImproperlyConfigured(f"{name} must be an integer, not {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {value}")
+    if maximum is not None and value > maximum:
+        raise ImproperlyConfigured(f"{name} must be at most {maximum}, not {value}")
+    return value
+
+
+_RATE_PERIODS = {"s", "sec", "second", "m", "min", "minute", "h", "hour", "d", "day"}
+_RATE_PERIODS |= {f"{period}s" for period in _RATE_PERIODS if len(period) > 1}  # "minutes" too
+
+
+def env_rate(name: str, default: str) -> str:
+    """A DRF throttle rate, ``<requests>/<period>`` (``20/min``), checked here: DRF reads it only at
+    the first request it limits, where a typo was a 500 on every log-in."""
+    raw = os.environ.get(name, "").strip() or default
+    count, _, period = raw.partition("/")
+    if not count.isdigit() or int(count) < 1 or period not in _RATE_PERIODS:
+        raise ImproperlyConfigured(f"{name} must be a rate like 20/min (s, min, hour or day), not {raw!r}")
+    return raw
 
 
 def env_list(name: str, default: str) -> list[str]:
@@ -161,7 +184,7 @@ DATABASE_URL = os.environ.get("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite
 DATABASES: dict[str, Any] = {
     "default": dj_database_url.parse(
         DATABASE_URL,
-        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0),
         conn_health_checks=env_bool("DATABASE_CONN_HEALTH_CHECKS", True),
     )
 }
@@ -197,13 +220,13 @@ LOGIN_REDIRECT_URL = "/account/"
 LOGOUT_REDIRECT_URL = "/login/"
 # A right password for an unverified address gets 403 email_not_verified instead of tokens.
 ACCOUNT_LOGIN_REQUIRES_VERIFIED_EMAIL = env_bool("ACCOUNT_LOGIN_REQUIRES_VERIFIED_EMAIL", True)
-ACCESS_TOKEN_LIFETIME = env_int("ACCESS_TOKEN_LIFETIME", 900)
-REFRESH_TOKEN_LIFETIME = env_int("REFRESH_TOKEN_LIFETIME", 86400)
-PASSWORD_RESET_TIMEOUT = env_int("PASSWORD_RESET_TIMEOUT", 3600)
+ACCESS_TOKEN_LIFETIME = env_int("ACCESS_TOKEN_LIFETIME", 900, minimum=1)
+REFRESH_TOKEN_LIFETIME = env_int("REFRESH_TOKEN_LIFETIME", 86400, minimum=1)
+PASSWORD_RESET_TIMEOUT = env_int("PASSWORD_RESET_TIMEOUT", 3600, minimum=1)
 # A session (API or browser) with no request for this long has ended; REFRESH_TOKEN_LIFETIME bounds
 # it in any case. Browser sessions are session rows too (users/middleware.py), so the cookie lives
 # as long as an API log-in at most.
-SESSION_IDLE_TIMEOUT = env_int("SESSION_IDLE_TIMEOUT", 900)
+SESSION_IDLE_TIMEOUT = env_int("SESSION_IDLE_TIMEOUT", 900, minimum=1)
 SESSION_COOKIE_AGE = REFRESH_TOKEN_LIFETIME
 # djangorestframework-simplejwt signs and checks the tokens (HS256 under the SECRET_KEY); the
 # session row behind each token is ours (users/services/sessions.py).
@@ -224,8 +247,8 @@ SIMPLE_JWT: dict[str, Any] = {
 # current_password counts as a failed log-in); a success resets the count. There is no account-wide
 # block: the owner logging in from an address that has not failed is never refused. The per-IP
 # rate limit (THROTTLE_LOGIN) counts failed log-ins only.
-AXES_FAILURE_LIMIT = env_int("LOGIN_LOCKOUT_FAILURES", 5)
-AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15))
+AXES_FAILURE_LIMIT = env_int("LOGIN_LOCKOUT_FAILURES", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1, maximum=366 * 24 * 60))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 # An attempt refused during a lockout counts nothing: django-axes' default recorded it and restarted
 # the 15 minutes, so an app retrying a saved password kept its owner out for ever (a runbook walk).
@@ -262,10 +285,15 @@ AXES_SENSITIVE_PARAMETERS = [
 SITE_NAME = os.environ.get("SITE_NAME", "Simple Bank")
 # Who must have a second factor before using the API (but for log-in, refresh, log-out, /api/mfa/
 # and GET /api/users/me/): any of "staff", "banker", "depositor"; "all"; "none".
-MFA_REQUIRED_ROLES = tuple(role.lower() for role in env_list("MFA_REQUIRED_ROLES", "staff,banker"))
+# Empty is the default, as for every other variable: an empty list required a factor of nobody.
+MFA_REQUIRED_ROLES = tuple(role.lower() for role in env_list("MFA_REQUIRED_ROLES", "") or ["staff", "banker"])
 _MFA_ROLES = {"staff", "banker", "depositor", "all", "none"}
 if unknown_roles := sorted(set(MFA_REQUIRED_ROLES) - _MFA_ROLES):
     raise ImproperlyConfigured(f"MFA_REQUIRED_ROLES: unknown role(s) {unknown_roles}; use {sorted(_MFA_ROLES)}")
+if "none" in MFA_REQUIRED_ROLES and len(MFA_REQUIRED_ROLES) > 1:
+    raise ImproperlyConfigured(
+        f"MFA_REQUIRED_ROLES: 'none' cannot stand with other roles: {','.join(MFA_REQUIRED_ROLES)}"
+    )
 # The key of the second factor's secrets at rest (any string; HKDF derives the Fernet key): TOTP
 # secrets are encrypted and recovery codes keyed-hashed under it. Empty: DJANGO_SECRET_KEY. Set it
 # in production, so that DJANGO_SECRET_KEY rotates without touching anyone's second factor. Every
@@ -275,12 +303,28 @@ MFA_ENCRYPTION_KEY = os.environ.get("MFA_ENCRYPTION_KEY", "")
 MFA_ENCRYPTION_KEY_FALLBACKS = env_list("MFA_ENCRYPTION_KEY_FALLBACKS", "")
 
 # --- Email verification -------------------------------------------------------------------------
-SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
+SITE_URL = (os.environ.get("SITE_URL", "").strip() or "http://127.0.0.1:8000").rstrip("/")
+
+
+def _refuse_odd_site_url(url: str) -> None:
+    """Links, passkeys' relying party and origin are built from it: an origin, nothing more."""
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises for a port that is no number
+    except ValueError:
+        parts = parts._replace(netloc="")
+    if parts.scheme not in {"http", "https"} or not parts.hostname or parts.username is not None:
+        raise ImproperlyConfigured(f"SITE_URL must be an http(s) origin like https://bank.example.com, not {url!r}")
+    if parts.path or parts.query or parts.fragment:
+        raise ImproperlyConfigured(f"SITE_URL is an origin without a path, query or fragment, not {url!r}")
+
+
+_refuse_odd_site_url(SITE_URL)
 EMAIL_VERIFICATION_MAX_AGE = env_int("EMAIL_VERIFICATION_MAX_AGE", 86400)
 VERIFY_EMAIL_REDISPATCH_AFTER = env_int("VERIFY_EMAIL_REDISPATCH_AFTER", 120)
 # An account never verified (and never logged in) is deleted this long after its sign-up, and a
 # username reserved by a sign-up answer is freed at the same age (users/services/signup.py).
-UNVERIFIED_ACCOUNT_MAX_AGE = env_int("UNVERIFIED_ACCOUNT_MAX_AGE", 7 * 86400)
+UNVERIFIED_ACCOUNT_MAX_AGE = env_int("UNVERIFIED_ACCOUNT_MAX_AGE", 7 * 86400, minimum=1)
 # A claimed ("sending") verification whose worker died is claimable again after this many seconds
 # (longer than the actor's 120 s time limit, so a live send is never taken over).
 VERIFY_EMAIL_CLAIM_TIMEOUT = env_int("VERIFY_EMAIL_CLAIM_TIMEOUT", 180)
@@ -309,7 +353,7 @@ EMAIL_BACKEND = os.environ.get(
 if EMAIL_BACKEND == "django.core.mail.backends.smtp.EmailBackend":
     EMAIL_BACKEND = "bankproject.smtp.EmailBackend"
 EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
-EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1, maximum=65535)
 EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
 EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
 # STARTTLS (usually port 587) or implicit TLS from the first byte (usually port 465); at most one.
@@ -379,16 +423,29 @@ if EMAIL_SSL_CAFILE:
             f"EMAIL_SSL_CAFILE={EMAIL_SSL_CAFILE!r} holds no usable CA certificate: {exc}"
         ) from None
 # Never let a hung SMTP server hold a worker thread forever; a timeout is a transient error.
-EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 30)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 30, minimum=1)
 # Each worker thread keeps its SMTP connection open between emails (see users/mail.py): one idle
 # this many seconds is checked with a NOOP before use, and it is renewed after so many messages.
-EMAIL_CONNECTION_IDLE_CHECK = env_int("EMAIL_CONNECTION_IDLE_CHECK", 1)
-EMAIL_CONNECTION_MAX_MESSAGES = env_int("EMAIL_CONNECTION_MAX_MESSAGES", 100)
+EMAIL_CONNECTION_IDLE_CHECK = env_int("EMAIL_CONNECTION_IDLE_CHECK", 1, minimum=0)
+EMAIL_CONNECTION_MAX_MESSAGES = env_int("EMAIL_CONNECTION_MAX_MESSAGES", 100, minimum=1)
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "noreply@localhost")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
 # --- Dramatiq on Redis --------------------------------------------------------------------------
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+REDIS_URL = os.environ.get("REDIS_URL", "").strip() or "redis://127.0.0.1:6379/0"
+
+
+def _refuse_odd_redis_url(name: str, url: str) -> None:
+    """redis-py refuses these only when it first connects (a traceback naming no variable), and
+    reads a database that is no number as database 0."""
+    parts = urlsplit(url)
+    if parts.scheme not in {"redis", "rediss", "unix"} or (parts.scheme != "unix" and not parts.hostname):
+        raise ImproperlyConfigured(f"{name} must be a redis://, rediss:// or unix:// URL, not {url!r}")
+    if parts.scheme != "unix" and parts.path.strip("/") and not parts.path.strip("/").isdigit():
+        raise ImproperlyConfigured(f"{name}: the database after the host is a number, not {parts.path!r}")
+
+
+_refuse_odd_redis_url("REDIS_URL", REDIS_URL)
 # Keys are prefixed with this namespace; tests use their own so they never eat a dev's messages.
 DRAMATIQ_NAMESPACE = os.environ.get("DRAMATIQ_NAMESPACE", "dramatiq")
 
@@ -487,7 +544,9 @@ METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 #   that request is counted in its process; the next one connects to the master the sentinels name.
 #   (Its replica pool would serve plain ``cache.get``s; the throttles read and write on the master.)
 # - else REDIS_URL.
-CACHE_URL = os.environ.get("CACHE_URL", "")
+CACHE_URL = os.environ.get("CACHE_URL", "").strip()
+if CACHE_URL:
+    _refuse_odd_redis_url("CACHE_URL", CACHE_URL)
 _cache_options: dict[str, Any] = {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 2}  # fail fast in a request
 if REDIS_SENTINELS and not CACHE_URL:
     try:
@@ -529,20 +588,20 @@ REST_FRAMEWORK: dict[str, Any] = {
     "UNAUTHENTICATED_USER": None,
     # Rates per client IP (and per address for resend), counted in the shared cache.
     "DEFAULT_THROTTLE_RATES": {
-        "signup": os.environ.get("THROTTLE_SIGNUP", "20/min"),
-        "verify": os.environ.get("THROTTLE_VERIFY", "30/min"),
-        "resend": os.environ.get("THROTTLE_RESEND", "30/min"),
-        "resend_address": os.environ.get("THROTTLE_RESEND_ADDRESS", "30/hour"),
-        "login": os.environ.get("THROTTLE_LOGIN", "20/min"),
-        "refresh": os.environ.get("THROTTLE_REFRESH", "60/min"),
-        "passkey_options": os.environ.get("THROTTLE_PASSKEY_OPTIONS", "30/min"),
-        "password_reset": os.environ.get("THROTTLE_PASSWORD_RESET", "10/min"),
-        "password_reset_address": os.environ.get("THROTTLE_PASSWORD_RESET_ADDRESS", "10/hour"),
-        "account": os.environ.get("THROTTLE_ACCOUNT", "60/min"),
-        "customer_change": os.environ.get("THROTTLE_CUSTOMER_CHANGE", "10/hour"),
+        "signup": env_rate("THROTTLE_SIGNUP", "20/min"),
+        "verify": env_rate("THROTTLE_VERIFY", "30/min"),
+        "resend": env_rate("THROTTLE_RESEND", "30/min"),
+        "resend_address": env_rate("THROTTLE_RESEND_ADDRESS", "30/hour"),
+        "login": env_rate("THROTTLE_LOGIN", "20/min"),
+        "refresh": env_rate("THROTTLE_REFRESH", "60/min"),
+        "passkey_options": env_rate("THROTTLE_PASSKEY_OPTIONS", "30/min"),
+        "password_reset": env_rate("THROTTLE_PASSWORD_RESET", "10/min"),
+        "password_reset_address": env_rate("THROTTLE_PASSWORD_RESET_ADDRESS", "10/hour"),
+        "account": env_rate("THROTTLE_ACCOUNT", "60/min"),
+        "customer_change": env_rate("THROTTLE_CUSTOMER_CHANGE", "10/hour"),
     },
     # The client IP is REMOTE_ADDR; X-Forwarded-For counts only behind this many trusted proxies.
-    "NUM_PROXIES": env_int("DJANGO_NUM_PROXIES", 0),
+    "NUM_PROXIES": env_int("DJANGO_NUM_PROXIES", 0, minimum=0),
 }
 
 # --- I18N, static -------------------------------------------------------------------------------
@@ -585,7 +644,7 @@ if HTTPS:
     # subdomain or plain-HTTP page can plant or overwrite them (ASVS 3.3.1).
     SESSION_COOKIE_NAME = "__Host-sessionid"
     CSRF_COOKIE_NAME = "__Host-csrftoken"
-    SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 31536000)
+    SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 31536000, minimum=0)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
 
@@ -620,7 +679,9 @@ CONTENT_SECURITY_POLICY = {
 }
 
 # --- Logging ------------------------------------------------------------------------------------
-LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+LOG_LEVEL = (os.environ.get("LOG_LEVEL", "").strip() or "INFO").upper()  # "debug" as well as "DEBUG"
+if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+    raise ImproperlyConfigured(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {LOG_LEVEL!r}")
 # "json": one JSON object per line (for log shippers); anything else: human-readable lines.
 LOG_FORMAT = os.environ.get("LOG_FORMAT", "text")
 LOGGING: dict[str, Any] = {

@@ -145,3 +145,57 @@ def test_behind_tls_the_cookies_are_host_only_and_the_api_refuses_plain_http(tmp
         assert requests.post(f"{base}/api/tokens/", json=credentials, headers=tls, timeout=10).status_code == 200
         page_in_clear = requests.get(f"{base}/login/", timeout=10, allow_redirects=False)
         assert page_in_clear.status_code == 301 and page_in_clear.headers["Location"].startswith("https://")
+
+
+STRONG_KEY = "k8#vW2!pQz7$Lm4@Tx9&Rb6^Yc3*Nd5(Gh1)Jf0-Ks8+Ue2=Vo7"  # a test's key
+
+
+def _production_settings(**env: str) -> subprocess.CompletedProcess:
+    """Production settings read in a fresh process, as at start-up, with ``env`` on top."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "EMAIL_"))}
+    environment |= {"DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": STRONG_KEY, "DATABASE_URL": "sqlite:///:memory:"}
+    code = "import bankproject.settings as s; print(s.MFA_REQUIRED_ROLES, s.LOG_LEVEL, s.SITE_URL)"
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=settings.BASE_DIR, env=environment | env, capture_output=True, text=True
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DJANGO_NUM_PROXIES", "-1"),  # believed the client's own X-Forwarded-For entry; one entry was a 500
+        ("LOGIN_LOCKOUT_MINUTES", "0"),  # no lockout at all
+        ("LOGIN_LOCKOUT_MINUTES", "-15"),  # no lockout, and every failure deleted every account's
+        ("LOGIN_LOCKOUT_MINUTES", "2000000000"),  # every log-in a 500 (a date out of range)
+        ("LOGIN_LOCKOUT_FAILURES", "0"),  # everyone locked out for ever
+        ("MFA_REQUIRED_ROLES", "none,staff"),  # "none" won
+        ("THROTTLE_LOGIN", "20"),  # every log-in a 500
+        ("THROTTLE_LOGIN", "20/fortnight"),
+        ("THROTTLE_SIGNUP", "0/min"),  # every sign-up refused
+        ("SITE_URL", "bank.example.com"),  # links without a scheme, a passkey origin of "://"
+        ("SITE_URL", "https://bank.example.com/app"),  # links under a path nothing serves
+        ("SITE_URL", "https://bank.example.com?x=1"),
+        ("SITE_URL", "https://user:secret@bank.example.com"),  # credentials in every link
+        ("CACHE_URL", "localhost:6379"),  # every log-in a 500
+        ("REDIS_URL", "localhost:6379"),
+        ("REDIS_URL", "redis://127.0.0.1:6379/abc"),  # read as database 0
+        ("DJANGO_HSTS_SECONDS", "-5"),  # an invalid header browsers ignore: no HSTS
+        ("UNVERIFIED_ACCOUNT_MAX_AGE", "0"),  # the purge would delete every sign-up at once
+        ("SESSION_IDLE_TIMEOUT", "0"),
+        ("ACCESS_TOKEN_LIFETIME", "-1"),
+        ("EMAIL_PORT", "70000"),
+        ("LOG_LEVEL", "verbose"),
+    ],
+)
+def test_production_refuses_to_start_with_a_value_that_would_weaken_or_break_it(name, value):
+    """Each of these started (``check --deploy`` clean) and then ran insecurely or answered 500s
+    (a review): now the start-up stops with one line naming the variable."""
+    done = _production_settings(**{name: value})
+    last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
+    assert done.returncode != 0 and "ImproperlyConfigured" in last and name in last, done.stderr[-500:]
+
+
+def test_empty_values_are_the_defaults_and_a_lower_case_log_level_is_read():
+    done = _production_settings(MFA_REQUIRED_ROLES="", LOG_LEVEL="debug", SITE_URL="https://bank.example.com/")
+    assert done.returncode == 0, done.stderr[-500:]
+    assert done.stdout.split("\n")[0] == "('staff', 'banker') DEBUG https://bank.example.com"
