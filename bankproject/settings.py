@@ -149,6 +149,8 @@ MIDDLEWARE = [
     "csp.middleware.CSPMiddleware",
     # django-axes: turns a locked-out log-in (web, admin) into its 429 page; the API answers its own.
     "axes.middleware.AxesMiddleware",
+    # A page form refused for a lockout (a step-up, a reset's second factor) answers 429 + Retry-After.
+    "users.middleware.LockedOutMiddleware",
     # Who is asking and from where, for security events; browser sessions are session rows.
     "users.middleware.SecurityContextMiddleware",
     # A log-in's place in the per-address failure limit, given back unless it failed.

@@ -260,7 +260,7 @@ def reauthenticate_or_why(
             request=request, user=cast("User", request.user), password=password, code=code, credential=credential
         )
     except LockedOut:
-        return "old_password", locked_out_words(request)
+        return "old_password", locked_out_words(request, reset_hint=False)  # a step-up: no password was typed to log in
     except WrongPassword:
         return "old_password", "That is not your current password."
     except ProofMissing:

@@ -272,11 +272,36 @@ RESET_HINT_PATHS = frozenset({"/login/", "/api/tokens/"})  # staff (/admin/login
 
 
 def locked_out_words(request: HttpRequest, *, reset_hint: bool = True) -> str:
-    """What a person is told for a ``LockedOut``: "busy" after a wait for the turn, else the lockout
-    (with the way out, where resetting the password is one)."""
+    """What a person is told for a ``LockedOut``: "busy" after a wait for the turn, else the lockout,
+    how long it has left, and the way out where resetting the password is one. The request keeps the
+    wait: a page that shows these words in its form answers ``429`` with it as ``Retry-After``
+    (``users.middleware.LockedOutMiddleware``), as the log-in's own answer does."""
+    wait = locked_wait(request)
     if proof_busy(request):
         return BUSY
-    return "Too many failed log-ins. Try again later" + (", or reset your password." if reset_hint else ".")
+    return f"Too many failed log-ins. Try again in {wait_words(wait)}" + (
+        ", or reset your password." if reset_hint else "."
+    )
+
+
+def locked_wait(request: HttpRequest, credentials: dict | None = None) -> int:
+    """Seconds until this locked-out request may be tried again (1 after a wait for the turn), worked
+    out once per request."""
+    real = getattr(request, "_request", request)  # DRF's Request wraps it
+    if (wait := getattr(real, LOCKED_WAIT, None)) is None:
+        wait = 1 if proof_busy(request) else seconds_locked(request, credentials)
+        setattr(real, LOCKED_WAIT, wait)
+    return int(wait)
+
+
+LOCKED_WAIT = "_users_locked_wait"  # on a request refused for a lockout: the seconds it has left
+
+
+def wait_words(seconds: int) -> str:
+    """A wait as a person reads it, never shorter than it is: whole minutes from two on, rounded up."""
+    if seconds >= 120:
+        return f"{math.ceil(seconds / 60)} minutes"
+    return f"{seconds} second{'' if seconds == 1 else 's'}"
 
 
 def lockout_response(
@@ -289,7 +314,7 @@ def lockout_response(
     """django-axes' answer to a locked-out log-in: 429 with Retry-After, JSON on the API. A request
     that only waited too long for its turn (``proof_turn``) is told to try again in a second."""
     busy = proof_busy(request)
-    wait = 1 if busy else seconds_locked(request, credentials)
+    wait = locked_wait(request, credentials)
     # A reset is the way out only where a password was typed to log in: not at a second step (the
     # password was right), a reset itself, or a step-up.
     hint = request.path_info in RESET_HINT_PATHS
@@ -298,7 +323,11 @@ def lockout_response(
         detail = locked_out_words(request, reset_hint=hint)
         response = JsonResponse({"detail": detail, "code": "throttled" if busy else "locked_out"}, status=429)
     else:  # the page links the way out instead of naming it
-        context = {"wait": wait, "detail": locked_out_words(request, reset_hint=False), "reset_hint": hint and not busy}
+        context = {
+            "wait": wait_words(wait),
+            "detail": locked_out_words(request, reset_hint=False),
+            "reset_hint": hint and not busy,
+        }
         response = render(request, "users/too_many_requests.html", context, status=429)
     response["Retry-After"] = str(wait)
     return response

@@ -19,7 +19,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from users import context, policies
-from users.auth import client_ip, last_used_due
+from users.auth import LOCKED_WAIT, client_ip, last_used_due
 from users.mfa import flows as mfa
 from users.models import LoginSession
 from users.receivers import BROWSER_SESSION_KEY
@@ -38,6 +38,23 @@ class LoginPlaceMiddleware:
             return self.get_response(request)
         finally:
             login_place_settle(request)
+
+
+class LockedOutMiddleware:
+    """A page whose form was refused because the account and address are locked (a step-up's
+    password, a TOTP confirmation, a reset's second factor) answers ``429`` with ``Retry-After``, as
+    the log-in does, not ``400`` as for a wrong password: the form says how long is left
+    (``users.auth.locked_out_words``), and so do the status and the header."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if response.status_code == 400 and (wait := getattr(request, LOCKED_WAIT, None)) is not None:
+            response.status_code = 429
+            response["Retry-After"] = str(wait)
+        return response
 
 
 class SecurityContextMiddleware:

@@ -8,6 +8,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
+from users.auth import wait_words
 from users.errors import InvalidLink
 from users.forms import ResendVerificationForm, SignupForm, VerifyEmailForm
 from users.services import links
@@ -16,7 +17,7 @@ from users.throttles import ResendAddressThrottle, ResendThrottle, SignupThrottl
 
 
 def too_many(request: HttpRequest, wait: int) -> HttpResponse:
-    response = render(request, "users/too_many_requests.html", {"wait": wait}, status=429)
+    response = render(request, "users/too_many_requests.html", {"wait": wait_words(wait)}, status=429)
     response["Retry-After"] = str(wait)
     return response
 

@@ -485,6 +485,26 @@ def test_a_locked_out_answer_says_how_long_the_lock_really_has_left(stack, setti
     assert f"Please wait {round(left / 60)} minutes" in page.text
 
 
+def test_a_step_up_on_a_page_refused_for_a_lockout_answers_429_with_what_is_left(stack, settings, ada):
+    """After the failure that locked the pair, the account page's step-up answered 400 with "try
+    again later, or reset your password" and no Retry-After: the lockout's own answer, 429, says how
+    long, and a step-up is no log-in a reset would let through (a review)."""
+    from axes.models import AccessAttempt
+
+    browser = Browser(stack)
+    assert browser.log_in("ada").status_code == 302
+    fields = {"form": "email", "email": "ada@new.example.org"}
+    for n in range(settings.AXES_FAILURE_LIMIT):
+        browser.post_form("/account/", fields | {"current_password": f"guess {n}"})
+    AccessAttempt.objects.update(attempt_time=F("attempt_time") - timedelta(minutes=10))
+    left = (settings.AXES_COOLOFF_TIME - timedelta(minutes=10)).total_seconds()
+    locked = browser.post_form("/account/", fields | {"current_password": PASSWORD})
+    assert locked.status_code == 429 and left - 60 < int(locked.headers["Retry-After"]) <= left
+    assert f"Too many failed log-ins. Try again in {round(left / 60)} minutes." in locked.text
+    assert "reset your password" not in locked.text
+    assert User.objects.get(pk=ada.pk).email == "ada@example.com"
+
+
 def test_a_lockout_from_failures_in_two_browsers_ends_when_enough_of_them_are_old(stack, settings, ada):
     """django-axes keeps a row per user agent and sums them: the lock ends when the oldest rows that
     make up the limit age out, not at the newest failure's cool-off."""

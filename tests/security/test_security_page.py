@@ -334,7 +334,8 @@ def test_guessing_the_first_code_of_a_set_up_locks_out_and_an_old_set_up_expires
     for _ in range(settings.AXES_FAILURE_LIMIT):
         post(browser, "totp_confirm", code=wrong)
     locked = post(browser, "totp_confirm", code=app.now())
-    assert locked.status_code == 400 and "Too many failed log-ins" in locked.text
+    assert locked.status_code == 429 and "Too many failed log-ins. Try again in 15 minutes." in locked.text
+    assert 840 < int(locked.headers["Retry-After"]) <= 900
     assert not TotpDevice.objects.filter(user=ada, confirmed_at__isnull=False).exists()
 
     bob = UserFactory(username="bob", email="bob@example.com", is_email_verified=True)
