@@ -302,6 +302,8 @@ if "none" in MFA_REQUIRED_ROLES and len(MFA_REQUIRED_ROLES) > 1:
 # older key still reads (MFA_ENCRYPTION_KEY_FALLBACKS, then DJANGO_SECRET_KEY and its fallbacks);
 # `manage.py rotate_mfa_secrets` re-encrypts the TOTP secrets under the current one.
 MFA_ENCRYPTION_KEY = os.environ.get("MFA_ENCRYPTION_KEY", "")
+if MFA_ENCRYPTION_KEY and not DEBUG:  # it guards every TOTP secret: as strong as the secret key
+    _refuse_weak_key("MFA_ENCRYPTION_KEY", MFA_ENCRYPTION_KEY)
 MFA_ENCRYPTION_KEY_FALLBACKS = env_list("MFA_ENCRYPTION_KEY_FALLBACKS", "")
 
 # --- Email verification -------------------------------------------------------------------------

@@ -1,5 +1,8 @@
+from email.utils import parseaddr
+
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
+from django.utils.module_loading import import_string
 
 from tasks import retry_policy
 
@@ -40,6 +43,26 @@ def retries_fit_in_link_lifetime(app_configs, **kwargs):
                 f"may take ({longest_send_ms / 1000:.0f}s): a slow send's claim could be taken over and the "
                 "email sent twice.",
                 id="tasks.W004",
+            )
+        )
+    return errors
+
+
+@register()
+def mail_can_be_sent(app_configs, **kwargs):
+    """The web answers a sign-up 201 whatever these say; only the worker's sends would fail, each
+    email retried for hours before anyone looked (a review)."""
+    errors: list[CheckMessage] = []
+    try:
+        import_string(settings.EMAIL_BACKEND)
+    except ImportError as exc:
+        errors.append(Error(f"EMAIL_BACKEND={settings.EMAIL_BACKEND!r} cannot be imported: {exc}", id="tasks.E005"))
+    if "@" not in parseaddr(settings.DEFAULT_FROM_EMAIL)[1]:
+        errors.append(
+            Error(
+                f"DEFAULT_FROM_EMAIL={settings.DEFAULT_FROM_EMAIL!r} holds no address "
+                "(e.g. noreply@bank.example.com or 'Simple Bank <noreply@bank.example.com>').",
+                id="tasks.E006",
             )
         )
     return errors

@@ -185,6 +185,7 @@ def _production_settings(**env: str) -> subprocess.CompletedProcess:
         ("ACCESS_TOKEN_LIFETIME", "-1"),
         ("EMAIL_PORT", "70000"),
         ("LOG_LEVEL", "verbose"),
+        ("MFA_ENCRYPTION_KEY", "x"),  # every TOTP secret under a one-letter key
     ],
 )
 def test_production_refuses_to_start_with_a_value_that_would_weaken_or_break_it(name, value):
@@ -199,3 +200,17 @@ def test_empty_values_are_the_defaults_and_a_lower_case_log_level_is_read():
     done = _production_settings(MFA_REQUIRED_ROLES="", LOG_LEVEL="debug", SITE_URL="https://bank.example.com/")
     assert done.returncode == 0, done.stderr[-500:]
     assert done.stdout.split("\n")[0] == "('staff', 'banker') DEBUG https://bank.example.com"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("EMAIL_BACKEND", "nonexistent.Backend"), ("DEFAULT_FROM_EMAIL", "not-an-address")]
+)
+def test_a_mail_setting_no_email_could_go_out_with_fails_the_system_check(name, value):
+    """Sign-up answered 201 with these, and every email retried for hours in the worker (a review)."""
+    done = _manage("check", DJANGO_DEBUG="false", DJANGO_SECRET_KEY=STRONG_KEY, **{name: value})
+    assert done.returncode != 0 and name in done.stderr, done.stderr[-500:]
+
+
+def test_the_systemd_web_unit_runs_the_system_checks_before_gunicorn_which_runs_none():
+    unit = (settings.BASE_DIR / "deploy" / "systemd" / "simplebank-web.service").read_text()
+    assert "ExecStartPre=/srv/simplebank/.venv/bin/python manage.py check --deploy --fail-level ERROR" in unit
