@@ -14,13 +14,27 @@ its escape codes (tests/security/test_logs.py sends them to a real gunicorn).
 
 import logging
 import os
+import sys
 
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
 access_log_format = '%(h)s - %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss "%(a)s" request_id=%({x-request-id}o)s'
 
 
 def on_starting(server):
-    """In the master, before the workers fork (they inherit the filter)."""
+    """In the master, before the workers fork (they inherit the filter). The settings are read here
+    first: a value they refuse stops gunicorn with one line naming it, where each worker printed a
+    traceback and "Worker failed to boot" (and systemd restarted it every 5 s)."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bankproject.settings")
+    try:
+        from django.conf import settings
+
+        settings.INSTALLED_APPS  # noqa: B018 - reads the environment
+    except ImproperlyConfigured as exc:
+        server.log.error("refusing to start: %s", exc)
+        sys.exit(1)
+
     from bankproject.logging import RedactSecrets
 
     for name in ("gunicorn.error", "gunicorn.access"):

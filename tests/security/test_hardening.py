@@ -214,3 +214,25 @@ def test_a_mail_setting_no_email_could_go_out_with_fails_the_system_check(name, 
 def test_the_systemd_web_unit_runs_the_system_checks_before_gunicorn_which_runs_none():
     unit = (settings.BASE_DIR / "deploy" / "systemd" / "simplebank-web.service").read_text()
     assert "ExecStartPre=/srv/simplebank/.venv/bin/python manage.py check --deploy --fail-level ERROR" in unit
+
+
+def test_a_refused_setting_stops_manage_py_and_gunicorn_with_one_line_naming_it():
+    """A refusal was the last line of a 30 to 70 line traceback, and under gunicorn one per worker
+    followed by "Worker failed to boot" (a review)."""
+    refused = "refusing to start: DJANGO_NUM_PROXIES must be at least 0, not -1"
+    done = _manage("check", DJANGO_DEBUG="false", DJANGO_SECRET_KEY=STRONG_KEY, DJANGO_NUM_PROXIES="-1")
+    assert done.returncode == 1 and done.stderr.strip() == refused, done.stderr[-500:]
+
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+    environment |= {"DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": STRONG_KEY, "DJANGO_NUM_PROXIES": "-1"}
+    environment |= {"DATABASE_URL": "sqlite:///:memory:"}
+    served = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "bankproject.wsgi", "--bind", "127.0.0.1:0", "--workers", "1"],
+        cwd=settings.BASE_DIR,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert served.returncode == 1 and refused in served.stderr, served.stderr[-2000:]
+    assert "Traceback" not in served.stderr and "Worker failed to boot" not in served.stderr
