@@ -14,25 +14,40 @@ its escape codes (tests/security/test_logs.py sends them to a real gunicorn).
 
 import logging
 import os
+import subprocess
 import sys
 
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
 access_log_format = '%(h)s - %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss "%(a)s" request_id=%({x-request-id}o)s'
 
 
+_READ_SETTINGS = """
+import sys
+from django.core.exceptions import ImproperlyConfigured
+from django.conf import settings
+try:
+    settings.INSTALLED_APPS
+except ImproperlyConfigured as exc:
+    sys.exit(str(exc))
+"""
+
+
 def on_starting(server):
     """In the master, before the workers fork (they inherit the filter). The settings are read here
     first: a value they refuse stops gunicorn with one line naming it, where each worker printed a
     traceback and "Worker failed to boot" (and systemd restarted it every 5 s)."""
-    from django.core.exceptions import ImproperlyConfigured
-
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bankproject.settings")
-    try:
-        from django.conf import settings
-
-        settings.INSTALLED_APPS  # noqa: B018 - reads the environment
-    except ImproperlyConfigured as exc:
-        server.log.error("refusing to start: %s", exc)
+    # In a child: the master itself keeps no settings, so a reload (SIGHUP) still reads them afresh.
+    read = subprocess.run(  # noqa: S603 - this interpreter, a fixed program
+        [sys.executable, "-c", _READ_SETTINGS],
+        cwd=os.path.dirname(os.path.abspath(__file__)),
+        env={"DJANGO_SETTINGS_MODULE": "bankproject.settings"} | dict(os.environ),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if read.returncode != 0:
+        lines = read.stderr.strip().splitlines() or ["the settings could not be read"]
+        server.log.error("refusing to start: %s", lines[-1])
         sys.exit(1)
 
     from bankproject.logging import RedactSecrets

@@ -24,12 +24,17 @@ from django.core.exceptions import ImproperlyConfigured
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 _TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def env_str(name: str, default: str) -> str:
+    """A string; empty (compose's ``${X:-}``, a bare ``X=`` in a .env file) is the default."""
+    return os.environ.get(name, "").strip() or default
 
 
 def env_bool(name: str, default: bool) -> bool:
     raw = os.environ.get(name)
-    if raw is None:
+    if raw is None or raw.strip() == "":  # empty is the default: DJANGO_HTTPS= read as false turned HTTPS off
         return default
     value = raw.strip().lower()
     if value in _TRUE:
@@ -56,22 +61,20 @@ def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int
     return value
 
 
-_RATE_PERIODS = {"s", "sec", "second", "m", "min", "minute", "h", "hour", "d", "day"}
-_RATE_PERIODS |= {f"{period}s" for period in _RATE_PERIODS if len(period) > 1}  # "minutes" too
-
-
 def env_rate(name: str, default: str) -> str:
     """A DRF throttle rate, ``<requests>/<period>`` (``20/min``), checked here: DRF reads it only at
-    the first request it limits, where a typo was a 500 on every log-in."""
-    raw = os.environ.get(name, "").strip() or default
+    the first request it limits, where a typo was a 500 on every log-in. DRF reads the period's
+    first letter (s, m, h or d: ``min``, ``hr``, ``hours`` alike), and so does this check."""
+    raw = env_str(name, default)
     count, _, period = raw.partition("/")
-    if not count.isdigit() or int(count) < 1 or period not in _RATE_PERIODS:
-        raise ImproperlyConfigured(f"{name} must be a rate like 20/min (s, min, hour or day), not {raw!r}")
-    return raw
+    count, period = count.strip(), period.strip()
+    if not count.isdigit() or int(count) < 1 or period[:1] not in {"s", "m", "h", "d"} or not period.isalpha():
+        raise ImproperlyConfigured(f"{name} must be a rate like 20/min (per s, min, hour or day), not {raw!r}")
+    return f"{int(count)}/{period}"
 
 
 def env_list(name: str, default: str) -> list[str]:
-    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+    return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
 
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
@@ -182,7 +185,7 @@ WSGI_APPLICATION = "bankproject.wsgi.application"
 ASGI_APPLICATION = "bankproject.asgi.application"
 
 # --- Database -----------------------------------------------------------------------------------
-DATABASE_URL = os.environ.get("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
 DATABASES: dict[str, Any] = {
     "default": dj_database_url.parse(
         DATABASE_URL,
@@ -284,7 +287,7 @@ AXES_SENSITIVE_PARAMETERS = [
 
 # --- Second factor (users/mfa/) ------------------------------------------------------------------
 # The issuer an authenticator app shows next to the account (the otpauth:// URI).
-SITE_NAME = os.environ.get("SITE_NAME", "Simple Bank")
+SITE_NAME = env_str("SITE_NAME", "Simple Bank")
 # Who must have a second factor before using the API (but for log-in, refresh, log-out, /api/mfa/
 # and GET /api/users/me/): any of "staff", "banker", "depositor"; "all"; "none".
 # Empty is the default, as for every other variable: an empty list required a factor of nobody.
@@ -296,14 +299,19 @@ if "none" in MFA_REQUIRED_ROLES and len(MFA_REQUIRED_ROLES) > 1:
     raise ImproperlyConfigured(
         f"MFA_REQUIRED_ROLES: 'none' cannot stand with other roles: {','.join(MFA_REQUIRED_ROLES)}"
     )
-# The key of the second factor's secrets at rest (any string; HKDF derives the Fernet key): TOTP
-# secrets are encrypted and recovery codes keyed-hashed under it. Empty: DJANGO_SECRET_KEY. Set it
-# in production, so that DJANGO_SECRET_KEY rotates without touching anyone's second factor. Every
-# older key still reads (MFA_ENCRYPTION_KEY_FALLBACKS, then DJANGO_SECRET_KEY and its fallbacks);
-# `manage.py rotate_mfa_secrets` re-encrypts the TOTP secrets under the current one.
+# The key of the second factor's secrets at rest (outside debugging at least 32 characters; HKDF
+# derives the Fernet key): TOTP secrets are encrypted and recovery codes keyed-hashed under it.
+# Empty: DJANGO_SECRET_KEY. Set it in production, so that DJANGO_SECRET_KEY rotates without touching
+# anyone's second factor. Every older key still reads (MFA_ENCRYPTION_KEY_FALLBACKS, then
+# DJANGO_SECRET_KEY and its fallbacks); `manage.py rotate_mfa_secrets` re-encrypts the TOTP secrets
+# under the current one.
 MFA_ENCRYPTION_KEY = os.environ.get("MFA_ENCRYPTION_KEY", "")
-if MFA_ENCRYPTION_KEY and not DEBUG:  # it guards every TOTP secret: as strong as the secret key
-    _refuse_weak_key("MFA_ENCRYPTION_KEY", MFA_ENCRYPTION_KEY)
+if MFA_ENCRYPTION_KEY and not DEBUG and (len(MFA_ENCRYPTION_KEY) < 32 or len(set(MFA_ENCRYPTION_KEY)) < 5):
+    # It guards every TOTP secret; replacing it outright would make them all unreadable.
+    raise ImproperlyConfigured(
+        "MFA_ENCRYPTION_KEY must be at least 32 characters with 5 different ones: move this one to "
+        "MFA_ENCRYPTION_KEY_FALLBACKS, set a new one, then run manage.py rotate_mfa_secrets."
+    )
 MFA_ENCRYPTION_KEY_FALLBACKS = env_list("MFA_ENCRYPTION_KEY_FALLBACKS", "")
 
 # --- Email verification -------------------------------------------------------------------------
@@ -311,43 +319,47 @@ SITE_URL = (os.environ.get("SITE_URL", "").strip() or "http://127.0.0.1:8000").r
 
 
 def _refuse_odd_site_url(url: str) -> None:
-    """Links, passkeys' relying party and origin are built from it: an origin, nothing more."""
-    parts = urlsplit(url)
+    """Links, passkeys' relying party and origin are built from it: an origin, nothing more, spelled
+    as a browser spells it (lower case, no default port), or the WebAuthn origin would not match."""
     try:
-        parts.port  # noqa: B018 - raises for a port that is no number
-    except ValueError:
-        parts = parts._replace(netloc="")
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:  # an unclosed [ or a port that is no number
+        parts, port = urlsplit(""), None
     if parts.scheme not in {"http", "https"} or not parts.hostname or parts.username is not None:
         raise ImproperlyConfigured(f"SITE_URL must be an http(s) origin like https://bank.example.com, not {url!r}")
-    if parts.path or parts.query or parts.fragment:
+    if any(mark in url for mark in "?#") or parts.path:
         raise ImproperlyConfigured(f"SITE_URL is an origin without a path, query or fragment, not {url!r}")
+    default_port = {"http": 80, "https": 443}[parts.scheme]
+    if url != url.lower() or port in {0, default_port} or parts.netloc.endswith(":"):
+        raise ImproperlyConfigured(f"SITE_URL as a browser writes the origin (lower case, no default port): {url!r}")
 
 
 _refuse_odd_site_url(SITE_URL)
-EMAIL_VERIFICATION_MAX_AGE = env_int("EMAIL_VERIFICATION_MAX_AGE", 86400)
-VERIFY_EMAIL_REDISPATCH_AFTER = env_int("VERIFY_EMAIL_REDISPATCH_AFTER", 120)
+EMAIL_VERIFICATION_MAX_AGE = env_int("EMAIL_VERIFICATION_MAX_AGE", 86400, minimum=1)
+VERIFY_EMAIL_REDISPATCH_AFTER = env_int("VERIFY_EMAIL_REDISPATCH_AFTER", 120, minimum=0)
 # An account never verified (and never logged in) is deleted this long after its sign-up, and a
 # username reserved by a sign-up answer is freed at the same age (users/services/signup.py).
 UNVERIFIED_ACCOUNT_MAX_AGE = env_int("UNVERIFIED_ACCOUNT_MAX_AGE", 7 * 86400, minimum=1)
 # A claimed ("sending") verification whose worker died is claimable again after this many seconds
 # (longer than the actor's 120 s time limit, so a live send is never taken over).
-VERIFY_EMAIL_CLAIM_TIMEOUT = env_int("VERIFY_EMAIL_CLAIM_TIMEOUT", 180)
+VERIFY_EMAIL_CLAIM_TIMEOUT = env_int("VERIFY_EMAIL_CLAIM_TIMEOUT", 180, minimum=1)
 # A pending verification that failed before waits for a Dramatiq retry (backoff at most 15 min);
 # if none has come this long after the last attempt, the retry was lost and the sweep sends again.
-VERIFY_EMAIL_RETRY_STALL_AFTER = env_int("VERIFY_EMAIL_RETRY_STALL_AFTER", 20 * 60)
+VERIFY_EMAIL_RETRY_STALL_AFTER = env_int("VERIFY_EMAIL_RETRY_STALL_AFTER", 20 * 60, minimum=1)
 # Dramatiq retries of send_verify_email: exponential backoff from MIN (plus up to 2x jitter),
 # capped at MAX. A system check keeps the whole schedule inside EMAIL_VERIFICATION_MAX_AGE.
-VERIFY_EMAIL_MAX_RETRIES = env_int("VERIFY_EMAIL_MAX_RETRIES", 8)
-VERIFY_EMAIL_RETRY_MIN_BACKOFF_MS = env_int("VERIFY_EMAIL_RETRY_MIN_BACKOFF_MS", 10_000)
-VERIFY_EMAIL_RETRY_MAX_BACKOFF_MS = env_int("VERIFY_EMAIL_RETRY_MAX_BACKOFF_MS", 15 * 60_000)
+VERIFY_EMAIL_MAX_RETRIES = env_int("VERIFY_EMAIL_MAX_RETRIES", 8, minimum=0)
+VERIFY_EMAIL_RETRY_MIN_BACKOFF_MS = env_int("VERIFY_EMAIL_RETRY_MIN_BACKOFF_MS", 10_000, minimum=1)
+VERIFY_EMAIL_RETRY_MAX_BACKOFF_MS = env_int("VERIFY_EMAIL_RETRY_MAX_BACKOFF_MS", 15 * 60_000, minimum=1)
 # Every send attempt of a verification counts here, redeliveries included; then it is failed.
-VERIFY_EMAIL_MAX_ATTEMPTS = env_int("VERIFY_EMAIL_MAX_ATTEMPTS", 12)
+VERIFY_EMAIL_MAX_ATTEMPTS = env_int("VERIFY_EMAIL_MAX_ATTEMPTS", 12, minimum=1)
 
 # At most one verification (or "account exists") email per address per this many seconds.
-VERIFY_EMAIL_RESEND_COOLDOWN = env_int("VERIFY_EMAIL_RESEND_COOLDOWN", 180)
+VERIFY_EMAIL_RESEND_COOLDOWN = env_int("VERIFY_EMAIL_RESEND_COOLDOWN", 180, minimum=0)
 
 # --- Email --------------------------------------------------------------------------------------
-EMAIL_BACKEND = os.environ.get(
+EMAIL_BACKEND = env_str(
     "EMAIL_BACKEND",
     "django.core.mail.backends.console.EmailBackend" if DEBUG else "bankproject.smtp.EmailBackend",
 )
@@ -356,7 +368,7 @@ EMAIL_BACKEND = os.environ.get(
 # that differs only in its TLS context, so EMAIL_SSL_CAFILE applies whichever of the two is named.
 if EMAIL_BACKEND == "django.core.mail.backends.smtp.EmailBackend":
     EMAIL_BACKEND = "bankproject.smtp.EmailBackend"
-EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1, maximum=65535)
 EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
 EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
@@ -432,7 +444,7 @@ EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 30, minimum=1)
 # this many seconds is checked with a NOOP before use, and it is renewed after so many messages.
 EMAIL_CONNECTION_IDLE_CHECK = env_int("EMAIL_CONNECTION_IDLE_CHECK", 1, minimum=0)
 EMAIL_CONNECTION_MAX_MESSAGES = env_int("EMAIL_CONNECTION_MAX_MESSAGES", 100, minimum=1)
-DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "noreply@localhost")
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "noreply@localhost")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
 # --- Dramatiq on Redis --------------------------------------------------------------------------
@@ -451,7 +463,7 @@ def _refuse_odd_redis_url(name: str, url: str) -> None:
 
 _refuse_odd_redis_url("REDIS_URL", REDIS_URL)
 # Keys are prefixed with this namespace; tests use their own so they never eat a dev's messages.
-DRAMATIQ_NAMESPACE = os.environ.get("DRAMATIQ_NAMESPACE", "dramatiq")
+DRAMATIQ_NAMESPACE = env_str("DRAMATIQ_NAMESPACE", "dramatiq")
 
 
 def _with_timeouts(url: str) -> str:
@@ -461,6 +473,8 @@ def _with_timeouts(url: str) -> str:
     # Fail fast instead of hanging a web request when Redis does not answer.
     query.setdefault("socket_connect_timeout", "2")
     query.setdefault("socket_timeout", "5")
+    if parts.scheme == "unix":  # urlunsplit writes unix:/path, which redis-py refuses
+        return f"unix://{parts.path}?{urlencode(query)}"
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
@@ -468,7 +482,7 @@ def _with_timeouts(url: str) -> str:
 # RabbitMQ when DRAMATIQ_BROKER_URL is an amqp:// URL.
 DRAMATIQ_BROKER_URL = os.environ.get("DRAMATIQ_BROKER_URL", "")
 REDIS_SENTINELS = env_list("REDIS_SENTINELS", "")
-REDIS_SENTINEL_MASTER = os.environ.get("REDIS_SENTINEL_MASTER", "mymaster")
+REDIS_SENTINEL_MASTER = env_str("REDIS_SENTINEL_MASTER", "mymaster")
 _broker_options: dict[str, Any]
 if DRAMATIQ_BROKER_URL.startswith(("amqp://", "amqps://")):
     _broker, _broker_options = "dramatiq.brokers.rabbitmq.RabbitmqBroker", {"url": DRAMATIQ_BROKER_URL}
@@ -576,7 +590,7 @@ CACHES: dict[str, Any] = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": _cache_location,
-        "KEY_PREFIX": os.environ.get("CACHE_KEY_PREFIX", "simplebank"),
+        "KEY_PREFIX": env_str("CACHE_KEY_PREFIX", "simplebank"),
         "OPTIONS": _cache_options,
     }
 }
@@ -684,10 +698,10 @@ CONTENT_SECURITY_POLICY = {
 
 # --- Logging ------------------------------------------------------------------------------------
 LOG_LEVEL = (os.environ.get("LOG_LEVEL", "").strip() or "INFO").upper()  # "debug" as well as "DEBUG"
-if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+if LOG_LEVEL not in {"NOTSET", "DEBUG", "INFO", "WARN", "WARNING", "ERROR", "FATAL", "CRITICAL"}:
     raise ImproperlyConfigured(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {LOG_LEVEL!r}")
 # "json": one JSON object per line (for log shippers); anything else: human-readable lines.
-LOG_FORMAT = os.environ.get("LOG_FORMAT", "text")
+LOG_FORMAT = env_str("LOG_FORMAT", "text")
 LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,

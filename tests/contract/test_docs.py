@@ -31,7 +31,7 @@ TOOLS = [
 # Ours are upper case; Dramatiq's own start "dramatiq_" in lower case (dramatiq_prom_db…).
 NAME = r"[A-Z][A-Z0-9_]+|dramatiq_[a-z_]+"
 PYTHON_READ = re.compile(
-    rf"""(?:os\.environ\.get|os\.getenv|env_int|env_bool|env_list|env_rate|os\.environ\.setdefault)\(\s*["']({NAME})["']"""
+    rf"""(?:os\.environ\.get|os\.getenv|env_int|env_bool|env_list|env_rate|env_str|os\.environ\.setdefault)\(\s*["']({NAME})["']"""
     rf"""|os\.environ\[["']({NAME})["']\]"""
 )
 # Read by Dramatiq itself, not by our code: documented because an operator sets them.

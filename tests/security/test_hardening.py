@@ -150,11 +150,12 @@ def test_behind_tls_the_cookies_are_host_only_and_the_api_refuses_plain_http(tmp
 STRONG_KEY = "k8#vW2!pQz7$Lm4@Tx9&Rb6^Yc3*Nd5(Gh1)Jf0-Ks8+Ue2=Vo7"  # a test's key
 
 
-def _production_settings(**env: str) -> subprocess.CompletedProcess:
-    """Production settings read in a fresh process, as at start-up, with ``env`` on top."""
+def _production_settings(show: str = "s.SITE_URL", **env: str) -> subprocess.CompletedProcess:
+    """Production settings read in a fresh process, as at start-up, with ``env`` on top; ``show``
+    (an expression of the settings module ``s``) printed."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "EMAIL_"))}
     environment |= {"DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": STRONG_KEY, "DATABASE_URL": "sqlite:///:memory:"}
-    code = "import bankproject.settings as s; print(s.MFA_REQUIRED_ROLES, s.LOG_LEVEL, s.SITE_URL)"
+    code = f"import bankproject.settings as s; print({show})"
     return subprocess.run(
         [sys.executable, "-c", code], cwd=settings.BASE_DIR, env=environment | env, capture_output=True, text=True
     )
@@ -176,6 +177,12 @@ def _production_settings(**env: str) -> subprocess.CompletedProcess:
         ("SITE_URL", "https://bank.example.com/app"),  # links under a path nothing serves
         ("SITE_URL", "https://bank.example.com?x=1"),
         ("SITE_URL", "https://user:secret@bank.example.com"),  # credentials in every link
+        ("SITE_URL", "https://bank.example.com?"),  # links at https://bank.example.com?/verify-email/
+        ("SITE_URL", "https://bank.example.com#"),
+        ("SITE_URL", "https://bank.example.com:"),
+        ("SITE_URL", "https://bank.example.com:443"),  # a WebAuthn origin no browser sends
+        ("SITE_URL", "HTTPS://Bank.Example.com"),
+        ("SITE_URL", "http://[::1"),  # was a traceback from urlsplit
         ("CACHE_URL", "localhost:6379"),  # every log-in a 500
         ("REDIS_URL", "localhost:6379"),
         ("REDIS_URL", "redis://127.0.0.1:6379/abc"),  # read as database 0
@@ -186,6 +193,7 @@ def _production_settings(**env: str) -> subprocess.CompletedProcess:
         ("EMAIL_PORT", "70000"),
         ("LOG_LEVEL", "verbose"),
         ("MFA_ENCRYPTION_KEY", "x"),  # every TOTP secret under a one-letter key
+        ("ACCOUNT_LOGIN_REQUIRES_VERIFIED_EMAIL", "maybe"),
     ],
 )
 def test_production_refuses_to_start_with_a_value_that_would_weaken_or_break_it(name, value):
@@ -196,10 +204,54 @@ def test_production_refuses_to_start_with_a_value_that_would_weaken_or_break_it(
     assert done.returncode != 0 and "ImproperlyConfigured" in last and name in last, done.stderr[-500:]
 
 
-def test_empty_values_are_the_defaults_and_a_lower_case_log_level_is_read():
-    done = _production_settings(MFA_REQUIRED_ROLES="", LOG_LEVEL="debug", SITE_URL="https://bank.example.com/")
+def test_empty_values_are_the_defaults():
+    """Compose passes ``${X:-}`` and a .env file ``X=``: read as false, an empty DJANGO_HTTPS turned
+    HTTPS off, and an empty MFA_REQUIRED_ROLES required a factor of nobody (a review)."""
+    show = (
+        "s.MFA_REQUIRED_ROLES, s.SESSION_COOKIE_SECURE, s.ACCOUNT_LOGIN_REQUIRES_VERIFIED_EMAIL, s.ALLOWED_HOSTS,"
+        " s.DEFAULT_FROM_EMAIL, s.LOG_LEVEL, s.SITE_URL, s.DATABASES['default']['ENGINE']"
+    )
+    names = ["MFA_REQUIRED_ROLES", "DJANGO_HTTPS", "ACCOUNT_LOGIN_REQUIRES_VERIFIED_EMAIL", "DJANGO_ALLOWED_HOSTS"]
+    names += ["DEFAULT_FROM_EMAIL", "LOG_LEVEL", "SITE_URL", "DATABASE_URL"]
+    done = _production_settings(show, **dict.fromkeys(names, ""))
     assert done.returncode == 0, done.stderr[-500:]
-    assert done.stdout.split("\n")[0] == "('staff', 'banker') DEBUG https://bank.example.com"
+    assert done.stdout.strip() == (
+        "('staff', 'banker') True True ['127.0.0.1', 'localhost'] noreply@localhost INFO http://127.0.0.1:8000"
+        " django.db.backends.sqlite3"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "read"),
+    [
+        ("LOG_LEVEL", "debug", "DEBUG"),
+        ("LOG_LEVEL", "WARN", "WARN"),
+        ("THROTTLE_LOGIN", "1000/hr", "1000/hr"),  # DRF reads the period's first letter
+        ("THROTTLE_LOGIN", " 20 / minutes ", "20/minutes"),
+        ("SITE_URL", "https://bank.example.com/", "https://bank.example.com"),
+        ("SITE_URL", "http://[::1]:8000", "http://[::1]:8000"),
+        ("SITE_URL", "https://bank.example.com:8443", "https://bank.example.com:8443"),
+        (
+            "REDIS_URL",
+            "unix:///run/redis.sock?db=1",
+            "unix:///run/redis.sock?db=1&socket_connect_timeout=2&socket_timeout=5",
+        ),
+        (
+            "REDIS_URL",
+            "rediss://:p%40ss@redis.example.com:6380/2",
+            "rediss://:p%40ss@redis.example.com:6380/2?socket_connect_timeout=2&socket_timeout=5",
+        ),
+    ],
+)
+def test_what_production_accepts_is_read_as_meant(name, value, read):
+    show = {
+        "LOG_LEVEL": "s.LOG_LEVEL",
+        "THROTTLE_LOGIN": "s.REST_FRAMEWORK['DEFAULT_THROTTLE_RATES']['login']",
+        "SITE_URL": "s.SITE_URL",
+        "REDIS_URL": "s.DRAMATIQ_BROKER['OPTIONS']['url']",
+    }[name]
+    done = _production_settings(show, **{name: value})
+    assert done.returncode == 0 and done.stdout.strip() == read, done.stderr[-500:]
 
 
 @pytest.mark.parametrize(
@@ -222,6 +274,10 @@ def test_a_refused_setting_stops_manage_py_and_gunicorn_with_one_line_naming_it(
     refused = "refusing to start: DJANGO_NUM_PROXIES must be at least 0, not -1"
     done = _manage("check", DJANGO_DEBUG="false", DJANGO_SECRET_KEY=STRONG_KEY, DJANGO_NUM_PROXIES="-1")
     assert done.returncode == 1 and done.stderr.strip() == refused, done.stderr[-500:]
+    # Django reads them after its own options: --settings still counts, and help needs none.
+    other = _manage("diffsettings", "--settings=bankproject.settings_test", DJANGO_NUM_PROXIES="-1")
+    assert other.returncode == 1 and "DJANGO_NUM_PROXIES" in other.stderr  # settings_test reads the same
+    assert _manage("help", DJANGO_DEBUG="false").returncode == 0
 
     environment = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
     environment |= {"DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": STRONG_KEY, "DJANGO_NUM_PROXIES": "-1"}
