@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import math
 import threading
 import time
 import uuid
@@ -312,4 +313,4 @@ def throttle_wait(request: HttpRequest, throttle_classes: list[type[SimpleRateTh
         # DRF's throttles read only META (and POST/data) of the request; no view is needed.
         if not throttle.allow_request(request, None):  # type: ignore[arg-type]
             waits.append(throttle.wait() or 1)
-    return max(1, round(max(waits))) if waits else None
+    return max(1, math.ceil(max(waits))) if waits else None  # never sooner than the window allows

@@ -183,3 +183,20 @@ def test_concurrent_requests_never_pass_a_limit_together(settings):
     with ThreadPoolExecutor(max_workers=45) as pool:
         statuses = list(pool.map(attempt, range(45)))
     assert statuses.count(400) == 20 and statuses.count(429) == 25, statuses
+
+
+def test_a_pages_retry_after_is_never_sooner_than_the_window_allows():
+    """A page rounded 10.2 s of a window to 10: a client that obeys Retry-After was refused again
+    (DRF's own answer rounds up, the pages now too)."""
+    from django.test import RequestFactory
+
+    from users.throttles import throttle_wait
+
+    class Refuses:
+        def allow_request(self, request, view):
+            return False
+
+        def wait(self):
+            return 10.2
+
+    assert throttle_wait(RequestFactory().post("/signup/"), [Refuses]) == 11
