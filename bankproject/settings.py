@@ -74,7 +74,9 @@ def env_rate(name: str, default: str) -> str:
 
 
 def env_list(name: str, default: str) -> list[str]:
-    return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+    """Comma-separated; a value with no item in it (``,`` or spaces too) is the default."""
+    items = [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
+    return items or [item.strip() for item in default.split(",") if item.strip()]
 
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
@@ -84,13 +86,14 @@ _DEV_SECRET_KEY = "django-insecure-dev-only-key-do-not-use-in-production"  # noq
 _PUBLISHED_KEYS = {_DEV_SECRET_KEY, "change-me-in-production-please-0123456789abcdef"}
 
 
-def _refuse_weak_key(name: str, key: str) -> None:
-    """Outside debugging a key signs every link and token: at least 50 characters with at least
-    5 different ones (Django's own deploy check), and not one that was ever published."""
+def _refuse_weak_key(name: str, key: str, *, length: int = 50, replace: str = "") -> None:
+    """Outside debugging a key signs every link and token: at least ``length`` characters (50:
+    Django's own deploy check) with at least 5 different ones, and not one that was ever published.
+    ``replace``: how to replace it, where setting a new one alone would lose data."""
     if key in _PUBLISHED_KEYS or key.startswith("django-insecure-"):
-        raise ImproperlyConfigured(f"{name} is a published example key; generate one (docs/configuration.md).")
-    if len(key) < 50 or len(set(key)) < 5:
-        raise ImproperlyConfigured(f"{name} must be at least 50 characters with at least 5 different ones.")
+        raise ImproperlyConfigured(f"{name} is a published example key; generate one (docs/configuration.md).{replace}")
+    if len(key) < length or len(set(key)) < 5:
+        raise ImproperlyConfigured(f"{name} must be at least {length} characters, 5 of them different.{replace}")
 
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
@@ -291,7 +294,7 @@ SITE_NAME = env_str("SITE_NAME", "Simple Bank")
 # Who must have a second factor before using the API (but for log-in, refresh, log-out, /api/mfa/
 # and GET /api/users/me/): any of "staff", "banker", "depositor"; "all"; "none".
 # Empty is the default, as for every other variable: an empty list required a factor of nobody.
-MFA_REQUIRED_ROLES = tuple(role.lower() for role in env_list("MFA_REQUIRED_ROLES", "") or ["staff", "banker"])
+MFA_REQUIRED_ROLES = tuple(role.lower() for role in env_list("MFA_REQUIRED_ROLES", "staff,banker"))
 _MFA_ROLES = {"staff", "banker", "depositor", "all", "none"}
 if unknown_roles := sorted(set(MFA_REQUIRED_ROLES) - _MFA_ROLES):
     raise ImproperlyConfigured(f"MFA_REQUIRED_ROLES: unknown role(s) {unknown_roles}; use {sorted(_MFA_ROLES)}")
@@ -306,16 +309,17 @@ if "none" in MFA_REQUIRED_ROLES and len(MFA_REQUIRED_ROLES) > 1:
 # DJANGO_SECRET_KEY and its fallbacks); `manage.py rotate_mfa_secrets` re-encrypts the TOTP secrets
 # under the current one.
 MFA_ENCRYPTION_KEY = os.environ.get("MFA_ENCRYPTION_KEY", "")
-if MFA_ENCRYPTION_KEY and not DEBUG and (len(MFA_ENCRYPTION_KEY) < 32 or len(set(MFA_ENCRYPTION_KEY)) < 5):
-    # It guards every TOTP secret; replacing it outright would make them all unreadable.
-    raise ImproperlyConfigured(
-        "MFA_ENCRYPTION_KEY must be at least 32 characters with 5 different ones: move this one to "
-        "MFA_ENCRYPTION_KEY_FALLBACKS, set a new one, then run manage.py rotate_mfa_secrets."
+if MFA_ENCRYPTION_KEY and not DEBUG:  # it guards every TOTP secret: replaced outright, they are unreadable
+    _refuse_weak_key(
+        "MFA_ENCRYPTION_KEY",
+        MFA_ENCRYPTION_KEY,
+        length=32,
+        replace=" Move it to MFA_ENCRYPTION_KEY_FALLBACKS, set a new one, then run manage.py rotate_mfa_secrets.",
     )
 MFA_ENCRYPTION_KEY_FALLBACKS = env_list("MFA_ENCRYPTION_KEY_FALLBACKS", "")
 
 # --- Email verification -------------------------------------------------------------------------
-SITE_URL = (os.environ.get("SITE_URL", "").strip() or "http://127.0.0.1:8000").rstrip("/")
+SITE_URL = env_str("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
 
 
 def _refuse_odd_site_url(url: str) -> None:
@@ -448,7 +452,7 @@ DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "noreply@localhost")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
 # --- Dramatiq on Redis --------------------------------------------------------------------------
-REDIS_URL = os.environ.get("REDIS_URL", "").strip() or "redis://127.0.0.1:6379/0"
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def _refuse_odd_redis_url(name: str, url: str) -> None:
@@ -562,7 +566,7 @@ METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 #   that request is counted in its process; the next one connects to the master the sentinels name.
 #   (Its replica pool would serve plain ``cache.get``s; the throttles read and write on the master.)
 # - else REDIS_URL.
-CACHE_URL = os.environ.get("CACHE_URL", "").strip()
+CACHE_URL = env_str("CACHE_URL", "")
 if CACHE_URL:
     _refuse_odd_redis_url("CACHE_URL", CACHE_URL)
 _cache_options: dict[str, Any] = {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 2}  # fail fast in a request
