@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import signal
+import socket
 import sys
 import threading
 import time
@@ -96,6 +98,14 @@ def workers_key(broker: RedisBroker) -> str:
     return f"{broker.namespace}:__workers__"
 
 
+def host_workers_key(broker: RedisBroker, host: str | None = None) -> str:
+    """The same registrations, of the worker processes on one host only (this one by default): what
+    a replica's own healthcheck reads, so that one live replica does not pass every replica's. It
+    expires when its host stops refreshing it (a host name is a pod's or a container's, and goes
+    with it)."""
+    return f"{workers_key(broker)}:{host or socket.gethostname()}"
+
+
 def registry_refresh_s(broker: RedisBroker) -> float:
     """How often a worker writes its registration: often enough that three misses fit well inside
     the broker's heartbeat timeout."""
@@ -119,10 +129,17 @@ class WorkerRegistry(Middleware):
             return
         stop, interval = threading.Event(), registry_refresh_s(broker)
 
+        host_key, host_ttl = host_workers_key(broker), math.ceil(3 * interval)
+
         def refresh() -> None:
             while not stop.is_set():
                 with contextlib.suppress(redis.RedisError):  # Redis is down for now: the next round writes it
-                    broker.client.zadd(workers_key(broker), {broker.broker_id: time.time()})
+                    now = time.time()
+                    pipe = broker.client.pipeline(transaction=False)
+                    pipe.zadd(workers_key(broker), {broker.broker_id: now})
+                    pipe.zadd(host_key, {broker.broker_id: now})
+                    pipe.expire(host_key, host_ttl)
+                    pipe.execute()
                 stop.wait(interval)
 
         thread = threading.Thread(target=refresh, name="worker-registry", daemon=True)
@@ -137,3 +154,4 @@ class WorkerRegistry(Middleware):
         if isinstance(broker, RedisBroker):
             with contextlib.suppress(redis.RedisError):
                 broker.client.zrem(workers_key(broker), broker.broker_id)
+                broker.client.zrem(host_workers_key(broker), broker.broker_id)

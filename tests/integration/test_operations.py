@@ -2,6 +2,7 @@
 
 import io
 import json
+import math
 import re
 import time
 import urllib.request
@@ -193,6 +194,40 @@ def test_a_registration_nobody_refreshes_ages_out_whatever_the_heartbeats_say(re
         call_command("worker_status", stdout=out)
     assert "booting starting: no beat yet" in out.getvalue()
     assert redis_broker.client.zscore(workers_key(redis_broker), "booting") is not None
+
+
+def test_a_replica_s_healthcheck_counts_the_workers_of_its_own_host(redis_broker):
+    """With several worker replicas, one live replica passed every replica's healthcheck (the
+    namespace's count): a replica whose workers had all died stayed healthy and was never restarted."""
+    from tasks.middleware import host_workers_key, registry_refresh_s, workers_key
+
+    now = time.time()
+    redis_broker.client.zadd(f"{redis_broker.namespace}:__heartbeats__", {"elsewhere": now * 1000})
+    redis_broker.client.zadd(workers_key(redis_broker), {"elsewhere": now})
+    redis_broker.client.zadd(host_workers_key(redis_broker, "another-replica"), {"elsewhere": now})
+    call_command("worker_status", stdout=io.StringIO())  # the namespace has a live worker
+    with pytest.raises(CommandError, match=r"no worker on host .* has beaten"):
+        call_command("worker_status", "--this-host", stdout=io.StringIO())
+
+    worker = dramatiq.Worker(redis_broker, worker_timeout=50, worker_threads=1)
+    worker.start()
+    try:
+
+        def this_host_live() -> str | None:
+            out = io.StringIO()
+            try:
+                call_command("worker_status", "--this-host", stdout=out)
+            except CommandError:
+                return None
+            return out.getvalue()
+
+        assert "1 live worker(s) on host" in wait_for(this_host_live, what="this host's worker to register and beat")
+        # The host's registrations expire with it: a host that is gone leaves no key behind.
+        ttl = redis_broker.client.ttl(host_workers_key(redis_broker))
+        assert 0 < ttl <= math.ceil(3 * registry_refresh_s(redis_broker))
+    finally:
+        worker.stop(timeout=5_000)
+    assert redis_broker.client.zscore(host_workers_key(redis_broker), redis_broker.broker_id) is None
 
 
 def test_worker_status_says_in_one_line_that_redis_is_unreachable(monkeypatch):

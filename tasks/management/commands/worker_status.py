@@ -1,3 +1,4 @@
+import socket
 import time
 from typing import cast
 
@@ -7,7 +8,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from dramatiq.brokers.redis import RedisBroker
 
-from tasks.middleware import registry_refresh_s, workers_key
+from tasks.middleware import host_workers_key, registry_refresh_s, workers_key
 
 
 class Command(BaseCommand):
@@ -15,13 +16,19 @@ class Command(BaseCommand):
         "Worker liveness: lists the worker processes whose broker heartbeat Redis has heard "
         "and exits 1 if none beat within --max-age seconds (default: the broker's heartbeat timeout). "
         "Web and scheduler processes write heartbeats too when they enqueue; only brokers a worker "
-        "registered (tasks.middleware.WorkerRegistry) count."
+        "registered (tasks.middleware.WorkerRegistry) count. With --this-host, only the worker "
+        "processes of the host it runs on (a replica's own healthcheck)."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("--max-age", type=float, default=None)
+        parser.add_argument(
+            "--this-host",
+            action="store_true",
+            help="count only the worker processes on this host (its name: socket.gethostname())",
+        )
 
-    def handle(self, *args, max_age: float | None, **options):
+    def handle(self, *args, max_age: float | None, this_host: bool, **options):
         broker = dramatiq.get_broker()
         if not isinstance(broker, RedisBroker):
             raise CommandError("worker heartbeats can only be read from the Redis broker")
@@ -29,8 +36,9 @@ class Command(BaseCommand):
         # A registration not refreshed for three rounds is a worker that died without saying so.
         registered_since = time.time() - 3 * registry_refresh_s(broker)
         try:
-            broker.client.zremrangebyscore(workers_key(broker), "-inf", registered_since)
-            workers = cast("list[bytes]", broker.client.zrange(workers_key(broker), 0, -1))
+            registry = host_workers_key(broker) if this_host else workers_key(broker)
+            broker.client.zremrangebyscore(registry, "-inf", registered_since)
+            workers = cast("list[bytes]", broker.client.zrange(registry, 0, -1))
             beats = dict(
                 cast(
                     "list[tuple[bytes, float]]",
@@ -48,6 +56,7 @@ class Command(BaseCommand):
             age = (now_ms - beats[worker_id]) / 1000
             alive += age <= limit
             self.stdout.write(f"{worker_id.decode()} last beat {age:.1f}s ago")
-        self.stdout.write(f"{alive} live worker(s) in namespace {settings.DRAMATIQ_NAMESPACE!r}")
+        where = f" on host {socket.gethostname()!r}" if this_host else ""
+        self.stdout.write(f"{alive} live worker(s){where} in namespace {settings.DRAMATIQ_NAMESPACE!r}")
         if not alive:
-            raise CommandError(f"no worker has beaten in the last {limit:.0f}s")
+            raise CommandError(f"no worker{where} has beaten in the last {limit:.0f}s")
