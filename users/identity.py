@@ -183,6 +183,13 @@ _LINK_LIKE = re.compile(
     r"|\b\d{1,3}(?:[.。]\d{1,3}){3}\b)",
     re.IGNORECASE,
 )
+# Default-ignorable code points that are not format characters (those are refused above): a
+# browser's IDNA mapping drops them, so "help\ufe0f.com" opens help.com, and a linkifier keeps
+# them inside the link it makes. Read as absent when looking for links; a name of nothing else
+# (Hangul fillers print as blanks) is no name.
+_INVISIBLE = re.compile("[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u3164\ufe00-\ufe0f\uffa0\U000e0100-\U000e01ef]")
+# Marks stacked on one letter: written languages need a few, more spill over the lines around them.
+_MAX_STACKED_MARKS = 4
 NAME_MAX_LENGTH = 255
 
 
@@ -199,13 +206,24 @@ def normalize_full_name(value: str, *, max_length: int = NAME_MAX_LENGTH, missin
     if any(unicodedata.category(ch) in _FORBIDDEN_NAME_CATEGORIES for ch in value):
         raise ValidationError("Names can't contain line breaks, control or text-direction characters.", code="control")
     name = " ".join(unicodedata.normalize("NFC", value).split())
-    if not name:
+    visible = _INVISIBLE.sub("", unicodedata.normalize("NFKC", name))
+    if not visible.strip():
         raise ValidationError(missing, code="required")
     if len(name) > max_length:
         raise ValidationError(f"Use at most {max_length} characters.", code="max_length")
-    if _LINK_LIKE.search(unicodedata.normalize("NFKC", name)) or "@" in name:
+    if _stacked_marks(name) > _MAX_STACKED_MARKS:
+        raise ValidationError("Names can't stack that many accents on one letter.", code="marks")
+    if _LINK_LIKE.search(visible) or "@" in name:
         raise ValidationError("Names can't contain web or email addresses.", code="link")
     return name
+
+
+def _stacked_marks(name: str) -> int:
+    longest = run = 0
+    for ch in name:
+        run = run + 1 if unicodedata.category(ch).startswith("M") else 0
+        longest = max(longest, run)
+    return longest
 
 
 PASSKEY_NAME_MAX_LENGTH = 64

@@ -85,7 +85,14 @@ def test_register_a_passkey_then_log_in_with_password_and_passkey(stack, ada, sm
 
 
 @pytest.mark.parametrize(
-    "name", ["Visit https://evil.example/verify now", "phone\r\nBcc: x@example.com", "evil.example", "   "]
+    "name",
+    [
+        "Visit https://evil.example/verify now",
+        "phone\r\nBcc: x@example.com",
+        "evil.example",
+        "   ",
+        "Help: simplebank-help\ufe0f.com/login",
+    ],
 )
 def test_a_passkey_name_that_would_carry_a_link_or_a_line_into_the_notice_is_refused(stack, ada, smtp_server, name):
     """The name is printed in the notice mailed when a passkey is added, which carries no link but
