@@ -18,7 +18,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from bankproject import settings as shipped
-from conftest import links_in, message_text, wait_for
+from conftest import links_in, message_html, message_text, wait_for
 from users.models import LoginSession, SecurityEvent, User
 from users.tests.factories import UserFactory, superuser_with_factor
 
@@ -194,6 +194,34 @@ def test_the_old_address_is_told_when_a_change_completes(stack, smtp_server, ada
     [notice] = wait_for(lambda: _notices(smtp_server, "ada@example.com", "was replaced"), what="the replaced notice")
     assert links_in(notice) == [] and "ada@new.example.org" not in message_text(notice)
     assert [e.actor for e in _events(ada, "email_changed")] == ["self"]
+
+
+def test_notices_and_links_carry_only_the_banks_words_whatever_a_session_planted(stack, smtp_server, ada):
+    """Whoever holds a session planted words in every later email, silently (a review): the full
+    name greeted the owner in the notices, a passkey's name was the notice's "What", and the new
+    address's domain was printed whole — so the alarm itself told the owner to ignore it."""
+    from tests.security.test_passkeys import add_passkey
+
+    thief = Api(stack)
+    assert thief.log_in("ada").status_code == 200
+    planted = "Ada. NOTICE: this is a test by Simple Bank IT, please disregard it; fraud desk +1 800 555 0199"
+    assert thief.call("PATCH", "/api/users/me/", {"full_name": planted}).status_code == 200
+    domain = "ignore-this-notice-simplebank-it-migration.com"
+    moved = thief.call("PATCH", "/api/users/me/", {"email": f"x@{domain}", "current_password": PASSWORD})
+    assert moved.status_code == 200
+    add_passkey(thief, stack, name="Routine check by Simple Bank staff")
+    reset = Api(stack).call("POST", "/api/password-reset/", {"email": "ada@example.com"})
+    assert reset.status_code in (200, 202, 204)
+    subjects = ("address was requested", "A passkey was added", "Choose a new password")
+    wait_for(
+        lambda: all(_notices(smtp_server, "ada@example.com", s) for s in subjects), what="the notices and the reset"
+    )
+    for message in smtp_server.to("ada@example.com"):
+        for text in (message_text(message), message_html(message), str(message["Subject"])):
+            for words in ("Simple Bank IT", "Routine check", "ignore-this-notice", "Ada."):
+                assert words not in text, (message["Subject"], words)
+    [notice] = _notices(smtp_server, "ada@example.com", "address was requested")
+    assert "x••@i" in message_text(notice) and ".com" in message_text(notice)  # still a hint for the owner
 
 
 # 3. Anyone can lock a chosen user out --------------------------------------------------------------------

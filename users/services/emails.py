@@ -59,27 +59,29 @@ def masked(address: str) -> str:
     return f"{local[:1]}{'•' * min(max(len(local) - 1, 2), 6)}@{domain}"
 
 
+def masked_domain(address: str) -> str:
+    """``a••@mail.example.com`` → ``a••@m•••.e••••••.com``: an address as a notice prints it. The
+    domain is the requester's choice, and its labels can be words (``ignore-this-notice.com``); its
+    owner still recognises the first letters and the top-level domain."""
+    local, at, domain = address.partition("@")
+    *labels, top = domain.split(".")
+    hidden = [f"{label[:1]}{'•' * min(max(len(label) - 1, 2), 6)}" for label in labels]
+    return f"{local}{at}{'.'.join([*hidden, top])}"
+
+
 def build(email: OutboundEmail) -> EmailMultiAlternatives:
     """The message for one outbound email row (with its ``user`` and ``verification`` loaded)."""
     user = email.user
-    trusted = user.is_email_verified and email.recipient.lower() == user.email.lower()
-    context: dict[str, object] = {
-        "site_url": settings.SITE_URL,
-        "site_name": settings.SITE_NAME,
-        # Only the owner of a verified address is greeted by the name their account holds.
-        "full_name": user.full_name if trusted else "",
-        "username": user.username if trusted else "",
-    }
+    # Only the bank's words: no name, username or passkey name an account holds. Whoever holds a
+    # session can set those, and would make the notice of their own change tell its owner to
+    # ignore it (a hostile review of the emails).
+    context: dict[str, object] = {"site_url": settings.SITE_URL, "site_name": settings.SITE_NAME}
     if email.verification is not None:
         context["verify_url"] = verification_link(email.verification)
         context["max_age_hours"] = max(1, settings.EMAIL_VERIFICATION_MAX_AGE // 3600)
     if email.kind == Kind.ACCOUNT_EXISTS:
         # The owner of the address (not the person who typed it into someone else's form).
         context |= {
-            "full_name": user.full_name if user.is_email_verified else "",
-            # An unverified account may be someone else's sign-up with this address: its
-            # username is that someone's text, so it is named only to a verified owner.
-            "username": user.username if user.is_email_verified else "",
             "is_email_verified": user.is_email_verified,
             "resend_url": f"{settings.SITE_URL}/verify-email/resend/",
             "reset_url": f"{settings.SITE_URL}/reset-password/",
@@ -88,15 +90,17 @@ def build(email: OutboundEmail) -> EmailMultiAlternatives:
         # The address this request asked for (its event keeps it masked); a notice queued before
         # the events did names what is pending now.
         requested = email.event.detail if email.event is not None else ""
-        context["new_address"] = requested or (masked(user.pending_email) if user.pending_email else "")
+        pending = requested or (masked(user.pending_email) if user.pending_email else "")
+        context["new_address"] = masked_domain(pending) if pending else ""
     elif email.kind == Kind.SECURITY_NOTICE and email.event is not None:
-        from users.services.events import NOTICE_TITLES  # the notices' words live with the events
+        from users.services.events import NOTICE_TITLES, USER_TEXT_DETAIL  # the notices' words live with the events
 
         event = email.event
         context |= {
             "title": NOTICE_TITLES.get(SecurityEvent.Kind(event.kind), event.get_kind_display()),
             "what": event.get_kind_display(),
-            "detail": event.detail,
+            # A passkey's name is its owner's text (or a thief's): the notice names the kind only.
+            "detail": "" if event.kind in USER_TEXT_DETAIL else event.detail,
             "at": event.at,
             "client_ip": event.client_ip or "unknown",
             "user_agent": event.user_agent,

@@ -37,6 +37,10 @@ NOTICE_TITLES = {
     Kind.SECOND_STEP_FAILED: "Someone gave your password (or used a reset link), but not your second factor",
 }
 
+# Events whose detail is text a user typed (a passkey's name): shown to its owner on their pages,
+# never printed in an email.
+USER_TEXT_DETAIL = frozenset({Kind.PASSKEY_ADDED, Kind.PASSKEY_REMOVED})
+
 
 def actor_label(user: User | None, actor: User | None) -> str:
     """``self``, ``banker:<username>``, ``staff:<username>`` or ``system``."""

@@ -285,7 +285,7 @@ def test_each_address_change_notice_names_the_address_its_request_asked_for(ada)
     notices = [m.body for m in mail.outbox if m.to == ["ada@example.com"]]
     assert len(notices) == 2
     named = sorted(
-        "first" if "a••@first.example.org" in n else "second" if "a••@second.example.org" in n else "?" for n in notices
+        "first" if "a••@f••••.e••••••.org" in n else "second" if "a••@s•••••.e••••••.org" in n else "?" for n in notices
     )
     assert named == ["first", "second"]
     events = SecurityEvent.objects.filter(user=ada, kind="email_change_requested").order_by("at", "pk")
