@@ -12,7 +12,7 @@ from django.core.management import call_command
 from dramatiq import Message
 from rest_framework.test import APIClient
 
-from conftest import html_links_in, links_in, wait_for
+from conftest import html_links_in, links_in, message_text, wait_for
 from tasks import send_verify_email
 from users import tokens
 from users.models import OutboundEmail, User
@@ -54,6 +54,15 @@ def test_signup_email_link_verified(api, signup_data, smtp_server, worker):
     )
     assert email_id == verification.verification_id and verification.state == "sent"
     assert message["Message-ID"] == verification.message_id
+    # An automatic email says so (RFC 3834: vacation replies and ticket systems leave it alone), its
+    # date has a known zone (Django's default "-0000" means "unknown"), and every part is 7-bit,
+    # since the client never declares BODY=8BITMIME to the relay (a review of the emails).
+    assert message["Auto-Submitted"] == "auto-generated"
+    assert str(message["Date"]).endswith("+0000")
+    for part in message.walk():
+        if not part.is_multipart():
+            assert part["Content-Transfer-Encoding"] in ("7bit", "quoted-printable"), part["Content-Transfer-Encoding"]
+    assert "—" in message_text(message) or "·" in message_text(message)  # the non-ASCII text survives
 
     verified = api.post("/api/verify-email/", {"email_id": email_id, "secret_code": code}, format="json")
     assert verified.status_code == 200 and verified.json() == {"is_verified": True}

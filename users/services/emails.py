@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import functools
 import importlib
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from email import charset as email_charset
+from email.utils import format_datetime
 from urllib.parse import urlencode
 
 from anymail.backends.base import BasePayload
@@ -138,14 +140,28 @@ def _backend_sends_metadata(backend: str) -> bool:
     )
 
 
+# UTF-8 bodies as quoted-printable: Django sends them 8-bit, and its SMTP client never declares
+# BODY=8BITMIME to the relay (RFC 6152), so a strict relay may refuse or mangle them. Headers are
+# encoded as before (RFC 2047).
+_UTF8_QP = email_charset.Charset("utf-8")
+_UTF8_QP.body_encoding = email_charset.QP
+
+
 def render(prefix: str, context: dict, *, to: str, message_id: str) -> EmailMultiAlternatives:
     subject = " ".join(render_to_string(f"emails/{prefix}_subject.txt", context).split())
     message = EmailMultiAlternatives(
         subject=subject,
         body=render_to_string(f"emails/{prefix}_message.txt", context),
         to=[to],
-        headers={"Message-ID": message_id},
+        headers={
+            "Message-ID": message_id,
+            # RFC 3834: an automatic email, so auto-responders and ticket systems do not answer it.
+            "Auto-Submitted": "auto-generated",
+            # In UTC with its zone said (Django's default writes "-0000": "zone unknown").
+            "Date": format_datetime(datetime.now(UTC)),
+        },
     )
+    message.encoding = _UTF8_QP  # type: ignore[assignment]
     message.attach_alternative(render_to_string(f"emails/{prefix}_message.html", context), "text/html")
     return message
 
