@@ -161,7 +161,7 @@ def render(prefix: str, context: dict, *, to: str, message_id: str) -> EmailMult
             "Date": format_datetime(datetime.now(UTC)),
         },
     )
-    message.encoding = _UTF8_QP  # type: ignore[assignment]
+    message.encoding = _UTF8_QP
     message.attach_alternative(render_to_string(f"emails/{prefix}_message.html", context), "text/html")
     return message
 
