@@ -653,6 +653,7 @@ SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
+MESSAGE_STORAGE = "bankproject.messages.HostFallbackStorage"
 if HTTPS:
     SECURE_SSL_REDIRECT = True
     # Probes and scrapers call a web process directly over plain HTTP (a kubelet, Prometheus): a
@@ -666,6 +667,7 @@ if HTTPS:
     # subdomain or plain-HTTP page can plant or overwrite them (ASVS 3.3.1).
     SESSION_COOKIE_NAME = "__Host-sessionid"
     CSRF_COOKIE_NAME = "__Host-csrftoken"
+    # The page messages' cookie is __Host-messages then (bankproject/messages.py).
     SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 31536000, minimum=0)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True

@@ -22,6 +22,7 @@ def too_many(request: HttpRequest, wait: int) -> HttpResponse:
     return response
 
 
+@never_cache
 @require_http_methods(["GET", "POST"])
 def signup(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and (wait := throttle_wait(request, [SignupThrottle])):
@@ -45,6 +46,7 @@ def signup(request: HttpRequest) -> HttpResponse:
     return render(request, "users/signup.html", {"form": form}, status=400 if form.errors else 200)
 
 
+@never_cache
 @require_http_methods(["GET"])
 def signup_done(request: HttpRequest) -> HttpResponse:
     return render(request, "users/signup_done.html")
@@ -82,6 +84,7 @@ def _verify_email(request: HttpRequest) -> HttpResponse:
     return render(request, "users/verify_email_confirm.html", {"form": form})
 
 
+@never_cache
 @require_http_methods(["GET", "POST"])
 def resend_verification(request: HttpRequest) -> HttpResponse:
     """Ask for a new link. The answer is the same whether or not the address is known."""

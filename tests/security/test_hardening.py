@@ -138,6 +138,21 @@ def test_behind_tls_the_cookies_are_host_only_and_the_api_refuses_plain_http(tmp
         session_cookie = logged_in.headers["Set-Cookie"]
         assert "__Host-sessionid=" in session_cookie and "Secure" in session_cookie and "Path=/" in session_cookie
         assert "Domain=" not in session_cookie and "max-age=31536000" in logged_in.headers["Strict-Transport-Security"]
+        # The page's one-time messages ride a cookie too: host-only as well, or a sibling subdomain
+        # could plant "Your password is changed" on our pages (a review of the pages).
+        jar = {"Cookie": f"{cookie['Cookie']}; __Host-sessionid={logged_in.cookies['__Host-sessionid']}"}
+        account = requests.get(f"{base}/account/", headers=tls | jar, timeout=10, allow_redirects=False)
+        assert account.status_code == 200
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', account.text).group(1)
+        renamed = requests.post(
+            f"{base}/account/",
+            data={"csrfmiddlewaretoken": token, "form": "name", "full_name": "Ada King"},
+            headers=tls | jar | {"Origin": origin["Origin"], "Referer": f"https://127.0.0.1:{port}/account/"},
+            timeout=10,
+            allow_redirects=False,
+        )
+        assert renamed.status_code == 302, renamed.text[:300]
+        assert "__Host-messages=" in renamed.headers["Set-Cookie"] and "Secure" in renamed.headers["Set-Cookie"]
 
         credentials = {"username": "ada", "password": "correct horse battery staple"}
         in_clear = requests.post(f"{base}/api/tokens/", json=credentials, timeout=10, allow_redirects=False)
