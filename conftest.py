@@ -279,12 +279,13 @@ def html_links_in(message: EmailMessage) -> list[tuple[str, int, str]]:
 
 @pytest.fixture
 def smtp_server(settings) -> Iterator[SmtpSink]:
-    """A real SMTP server on a free port; Django's SMTP backend is pointed at it."""
+    """A real SMTP server on a free port; the shipped SMTP backend (``bankproject.smtp``, what the
+    settings make of Django's name) is pointed at it."""
     sink = SmtpSink(port=free_port())
     controller = Controller(sink, hostname=sink.host, port=sink.port)
     controller.start()
     sink.loop = controller.loop
-    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_BACKEND = "bankproject.smtp.EmailBackend"
     settings.EMAIL_HOST = sink.host
     settings.EMAIL_PORT = sink.port
     settings.EMAIL_USE_TLS = False

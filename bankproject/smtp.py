@@ -8,6 +8,10 @@ CA at all, so no server verifies. A relay with a company CA therefore fails ever
 client certificate if one is set, and always verifies the certificate and the host name. There is
 never a fallback to plain text: a failed handshake raises (an ``OSError``, retried as transient).
 
+It also sends every body quoted-printable (7-bit): Django sends UTF-8 bodies 8-bit, and its
+``sendmail()`` never declares ``BODY=8BITMIME`` (RFC 6152), so a strict relay may refuse or mangle
+them. Only here, over SMTP: the console backend of ``make run`` keeps links readable.
+
 Settings name ``django.core.mail.backends.smtp.EmailBackend`` is mapped to this class in
 ``bankproject/settings.py``.
 """
@@ -15,17 +19,29 @@ Settings name ``django.core.mail.backends.smtp.EmailBackend`` is mapped to this 
 from __future__ import annotations
 
 import ssl
+from collections.abc import Sequence
+from email import charset as email_charset
 from typing import Any
 
 from django.conf import settings
+from django.core.mail import EmailMessage
 from django.core.mail.backends import smtp
 from django.utils.functional import cached_property
+
+_UTF8_QP = email_charset.Charset("utf-8")
+_UTF8_QP.body_encoding = email_charset.QP
 
 
 class EmailBackend(smtp.EmailBackend):
     def __init__(self, *args: Any, ssl_cafile: str | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.ssl_cafile = settings.EMAIL_SSL_CAFILE if ssl_cafile is None else ssl_cafile
+
+    def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
+        for message in email_messages:
+            if message.encoding in (None, "utf-8"):
+                message.encoding = _UTF8_QP
+        return super().send_messages(email_messages)
 
     @cached_property
     def ssl_context(self) -> ssl.SSLContext:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import importlib
 from datetime import UTC, datetime, timedelta
-from email import charset as email_charset
 from email.utils import format_datetime
 from urllib.parse import urlencode
 
@@ -140,13 +139,6 @@ def _backend_sends_metadata(backend: str) -> bool:
     )
 
 
-# UTF-8 bodies as quoted-printable: Django sends them 8-bit, and its SMTP client never declares
-# BODY=8BITMIME to the relay (RFC 6152), so a strict relay may refuse or mangle them. Headers are
-# encoded as before (RFC 2047).
-_UTF8_QP = email_charset.Charset("utf-8")
-_UTF8_QP.body_encoding = email_charset.QP
-
-
 def render(prefix: str, context: dict, *, to: str, message_id: str) -> EmailMultiAlternatives:
     subject = " ".join(render_to_string(f"emails/{prefix}_subject.txt", context).split())
     message = EmailMultiAlternatives(
@@ -161,7 +153,6 @@ def render(prefix: str, context: dict, *, to: str, message_id: str) -> EmailMult
             "Date": format_datetime(datetime.now(UTC)),
         },
     )
-    message.encoding = _UTF8_QP
     message.attach_alternative(render_to_string(f"emails/{prefix}_message.html", context), "text/html")
     return message
 
