@@ -255,6 +255,10 @@ SIMPLE_JWT: dict[str, Any] = {
 # current_password counts as a failed log-in); a success resets the count. There is no account-wide
 # block: the owner logging in from an address that has not failed is never refused. The per-IP
 # rate limit (THROTTLE_LOGIN) counts failed log-ins only.
+# No django-axes access log: each successful log-in was a row kept for ever, and writing it made a
+# Django session (to hash its key) — a session cookie on every API log-in. The service's own
+# log-in sessions and security events say who logged in, when and from where.
+AXES_DISABLE_ACCESS_LOG = True
 AXES_FAILURE_LIMIT = env_int("LOGIN_LOCKOUT_FAILURES", 5, minimum=1)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1, maximum=366 * 24 * 60))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
@@ -345,6 +349,10 @@ VERIFY_EMAIL_REDISPATCH_AFTER = env_int("VERIFY_EMAIL_REDISPATCH_AFTER", 120, mi
 # An account never verified (and never logged in) is deleted this long after its sign-up, and a
 # username reserved by a sign-up answer is freed at the same age (users/services/signup.py).
 UNVERIFIED_ACCOUNT_MAX_AGE = env_int("UNVERIFIED_ACCOUNT_MAX_AGE", 7 * 86400, minimum=1)
+# How long log-in history is kept (users.services.retention): sessions after their refresh tokens
+# expired, failed log-ins naming no account.
+ENDED_SESSION_MAX_AGE = env_int("ENDED_SESSION_MAX_AGE", 30 * 86400, minimum=0)
+ANONYMOUS_EVENT_MAX_AGE = env_int("ANONYMOUS_EVENT_MAX_AGE", 90 * 86400, minimum=0)
 # A claimed ("sending") verification whose worker died is claimable again after this many seconds
 # (longer than the actor's 120 s time limit, so a live send is never taken over).
 VERIFY_EMAIL_CLAIM_TIMEOUT = env_int("VERIFY_EMAIL_CLAIM_TIMEOUT", 180, minimum=1)

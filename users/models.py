@@ -562,7 +562,11 @@ class LoginSession(models.Model):
 
     class Meta:
         ordering: ClassVar = ["-created_at"]
-        indexes: ClassVar = [models.Index(fields=["user", "-created_at"], name="users_session_user_created")]
+        indexes: ClassVar = [
+            models.Index(fields=["user", "-created_at"], name="users_session_user_created"),
+            # The hourly purge of sessions long over (users.services.retention).
+            models.Index(fields=["expires_at"], name="users_session_expires"),
+        ]
 
     def __str__(self) -> str:
         return f"session {self.pk} of {self.user_id}"
@@ -584,7 +588,8 @@ class SecurityEvent(models.Model):
 
     Never a secret: ``detail`` names what changed (field names, a session's kind), not values.
     PostgreSQL refuses to UPDATE a row (a trigger, migration 0009); deleting the user deletes its
-    events (erasure), nothing else deletes them.
+    events (erasure). Events with no user (failed log-ins naming no account) are deleted after
+    ``ANONYMOUS_EVENT_MAX_AGE`` (``users.services.retention``); nothing else deletes them.
     """
 
     class Kind(models.TextChoices):

@@ -22,7 +22,7 @@ from tasks import retry_policy
 from tasks.errors import SkipRetry
 from users import dispatch, metrics
 from users.errors import AddressRequestGone, DeliveryError, EmailBusy
-from users.services import address_requests, delivery, signup
+from users.services import address_requests, delivery, retention, signup
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +131,14 @@ def redispatch_verifications() -> None:
 def purge_stale_signups() -> None:
     """Every hour: delete accounts never verified, and free reserved usernames, past their age."""
     signup.stale_signups_purge()
+
+
+@cron("37 * * * *")
+@dramatiq.actor(queue_name=retry_policy.MAINTENANCE_QUEUE, max_retries=0, time_limit=retry_policy.SWEEP_TIME_LIMIT_MS)
+def purge_login_history() -> None:
+    """Every hour: delete log-in sessions long over, user-less events past their age, and the
+    session engine's expired sessions (users.services.retention)."""
+    retention.history_purge()
 
 
 @cron("* * * * *")
