@@ -137,6 +137,9 @@ class WorkerRegistry(Middleware):
                     now = time.time()
                     pipe = broker.client.pipeline(transaction=False)
                     pipe.zadd(workers_key(broker), {broker.broker_id: now})
+                    # Killed workers never say goodbye: drop theirs here too, not only when
+                    # worker_status runs (a review: one entry per killed worker, kept otherwise).
+                    pipe.zremrangebyscore(workers_key(broker), "-inf", now - 3 * interval)
                     pipe.zadd(host_key, {broker.broker_id: now})
                     pipe.expire(host_key, host_ttl)
                     pipe.execute()
