@@ -24,6 +24,13 @@ UNSUPPORTED_CHARSET_JSON = (
 )
 
 
+_STATIC_POLICIES = [
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"),
+]
+
+
 def reject_undecodable_charsets(app: Callable) -> Callable:
     """WSGI middleware: ``400`` for a request whose ``charset`` is not a text encoding.
 
@@ -40,7 +47,10 @@ def reject_undecodable_charsets(app: Callable) -> Callable:
                 body, kind = UNSUPPORTED_CHARSET_JSON, "application/json"
             else:
                 body, kind = b"Bad request: unsupported charset\n", "text/plain; charset=utf-8"
-            start_response("400 Bad Request", [("Content-Type", kind), ("Content-Length", str(len(body)))])
+            # Answered before any Django middleware: the headers they give every other answer.
+            start_response(
+                "400 Bad Request", [("Content-Type", kind), ("Content-Length", str(len(body))), *_STATIC_POLICIES]
+            )
             return [body]
         return app(environ, start_response)
 

@@ -138,6 +138,10 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "bankproject.request_id.RequestIdMiddleware",
+    # Outside everything that can answer early (a Host not allowed is a 400 from SecurityMiddleware,
+    # an outage a 503): every answer carries the framing and content policies (a review).
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
     "bankproject.middleware.DatabaseUnavailable",
     "bankproject.headers.ApiNoStore",
     "bankproject.headers.BrowserPolicies",
@@ -151,8 +155,6 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "csp.middleware.CSPMiddleware",
     # django-axes: turns a locked-out log-in (web, admin) into its 429 page; the API answers its own.
     "axes.middleware.AxesMiddleware",
     # A page form refused for a lockout (a step-up, a reset's second factor) answers 429 + Retry-After.

@@ -259,6 +259,19 @@ def test_a_charset_that_is_not_a_text_encoding_is_a_400(path):
     assert status.startswith("400")
     if path.startswith("/api/"):  # the API's error shape, as every other error there (a fuzz review)
         assert headers["Content-Type"] == "application/json" and json.loads(body)["code"] == "unsupported_charset"
+    # Answered before Django: it still carries the headers every other answer does (a review of the pages).
+    assert headers["X-Content-Type-Options"] == "nosniff" and headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/login/", "/api/users/me/", "/nowhere/"])
+def test_a_foreign_host_s_400_carries_the_framing_and_content_policies(path):
+    """Django answers a Host outside DJANGO_ALLOWED_HOSTS from inside SecurityMiddleware, so the
+    framing and content policies, applied further in, were missing from that page (a review)."""
+    status, headers, _ = _wsgi(path, HTTP_HOST="evil.example")
+    assert status.startswith("400")
+    assert headers["X-Frame-Options"] == "DENY" and "frame-ancestors 'none'" in headers["Content-Security-Policy"]
 
 
 def test_an_unknown_schema_version_is_a_400_and_no_header_carries_it():
