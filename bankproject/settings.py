@@ -350,11 +350,14 @@ EMAIL_VERIFICATION_MAX_AGE = env_int("EMAIL_VERIFICATION_MAX_AGE", 86400, minimu
 VERIFY_EMAIL_REDISPATCH_AFTER = env_int("VERIFY_EMAIL_REDISPATCH_AFTER", 120, minimum=0)
 # An account never verified (and never logged in) is deleted this long after its sign-up, and a
 # username reserved by a sign-up answer is freed at the same age (users/services/signup.py).
-UNVERIFIED_ACCOUNT_MAX_AGE = env_int("UNVERIFIED_ACCOUNT_MAX_AGE", 7 * 86400, minimum=1)
+# Ages are bounded at a century: a date that far back is one Python can still compute (a larger
+# "keep for ever" made the hourly purges fail with a date out of range).
+_CENTURY = 100 * 365 * 86400
+UNVERIFIED_ACCOUNT_MAX_AGE = env_int("UNVERIFIED_ACCOUNT_MAX_AGE", 7 * 86400, minimum=1, maximum=_CENTURY)
 # How long log-in history is kept (users.services.retention): sessions after their refresh tokens
 # expired, failed log-ins naming no account.
-ENDED_SESSION_MAX_AGE = env_int("ENDED_SESSION_MAX_AGE", 30 * 86400, minimum=0)
-ANONYMOUS_EVENT_MAX_AGE = env_int("ANONYMOUS_EVENT_MAX_AGE", 90 * 86400, minimum=0)
+ENDED_SESSION_MAX_AGE = env_int("ENDED_SESSION_MAX_AGE", 30 * 86400, minimum=0, maximum=_CENTURY)
+ANONYMOUS_EVENT_MAX_AGE = env_int("ANONYMOUS_EVENT_MAX_AGE", 90 * 86400, minimum=0, maximum=_CENTURY)
 # A claimed ("sending") verification whose worker died is claimable again after this many seconds
 # (longer than the actor's 120 s time limit, so a live send is never taken over).
 VERIFY_EMAIL_CLAIM_TIMEOUT = env_int("VERIFY_EMAIL_CLAIM_TIMEOUT", 180, minimum=1)

@@ -140,6 +140,7 @@ class WorkerRegistry(Middleware):
                     # Killed workers never say goodbye: drop theirs here too, not only when
                     # worker_status runs (a review: one entry per killed worker, kept otherwise).
                     pipe.zremrangebyscore(workers_key(broker), "-inf", now - 3 * interval)
+                    pipe.zremrangebyscore(host_key, "-inf", now - 3 * interval)
                     pipe.zadd(host_key, {broker.broker_id: now})
                     pipe.expire(host_key, host_ttl)
                     pipe.execute()

@@ -187,7 +187,10 @@ _LINK_LIKE = re.compile(
 # browser's IDNA mapping drops them, so "help\ufe0f.com" opens help.com, and a linkifier keeps
 # them inside the link it makes. Read as absent when looking for links; a name of nothing else
 # (Hangul fillers print as blanks) is no name.
-_INVISIBLE = re.compile("[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u3164\ufe00-\ufe0f\uffa0\U000e0100-\U000e01ef]")
+# U+2800 (a Braille blank) is no default-ignorable, but prints as nothing all the same.
+_INVISIBLE = re.compile(
+    "[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u2800\u3164\ufe00-\ufe0f\uffa0\U000e0100-\U000e01ef]"
+)
 # Marks stacked on one letter: written languages need a few, more spill over the lines around them.
 _MAX_STACKED_MARKS = 4
 NAME_MAX_LENGTH = 255
@@ -213,9 +216,15 @@ def normalize_full_name(value: str, *, max_length: int = NAME_MAX_LENGTH, missin
         raise ValidationError(f"Use at most {max_length} characters.", code="max_length")
     if _stacked_marks(name) > _MAX_STACKED_MARKS:
         raise ValidationError("Names can't stack that many accents on one letter.", code="marks")
-    if _LINK_LIKE.search(visible) or "@" in name:
+    # Marks read as absent too: IDNA keeps a mark before a dot ("help\u0332.com" is a domain one
+    # can register), which the pattern's letter-before-the-dot would not see.
+    if _LINK_LIKE.search(_without_marks(visible)) or "@" in name:
         raise ValidationError("Names can't contain web or email addresses.", code="link")
     return name
+
+
+def _without_marks(text: str) -> str:
+    return "".join(ch for ch in text if not unicodedata.category(ch).startswith("M"))
 
 
 def _stacked_marks(name: str) -> int:

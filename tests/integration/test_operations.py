@@ -233,16 +233,18 @@ def test_a_replica_s_healthcheck_counts_the_workers_of_its_own_host(redis_broker
 def test_a_running_worker_drops_the_registrations_of_killed_ones(redis_broker):
     """A killed worker's registration was dropped only when worker_status ran: with no healthcheck
     reading it, one entry per killed worker stayed in Redis for ever (a review of what piles up)."""
-    from tasks.middleware import registry_refresh_s, workers_key
+    from tasks.middleware import host_workers_key, registry_refresh_s, workers_key
 
     stale = time.time() - 3 * registry_refresh_s(redis_broker) - 1
-    redis_broker.client.zadd(workers_key(redis_broker), {"killed-long-ago": stale})
+    keys = (workers_key(redis_broker), host_workers_key(redis_broker))  # the namespace's and this host's
+    for key in keys:
+        redis_broker.client.zadd(key, {"killed-long-ago": stale})
     worker = dramatiq.Worker(redis_broker, worker_timeout=50, worker_threads=1)
     worker.start()
     try:
         wait_for(
-            lambda: redis_broker.client.zscore(workers_key(redis_broker), "killed-long-ago") is None,
-            what="the running worker to drop the killed one's registration",
+            lambda: all(redis_broker.client.zscore(key, "killed-long-ago") is None for key in keys),
+            what="the running worker to drop the killed one's registrations",
         )
     finally:
         worker.stop(timeout=5_000)

@@ -203,6 +203,9 @@ def _production_settings(show: str = "s.SITE_URL", **env: str) -> subprocess.Com
         ("REDIS_URL", "redis://127.0.0.1:6379/abc"),  # read as database 0
         ("DJANGO_HSTS_SECONDS", "-5"),  # an invalid header browsers ignore: no HSTS
         ("UNVERIFIED_ACCOUNT_MAX_AGE", "0"),  # the purge would delete every sign-up at once
+        ("UNVERIFIED_ACCOUNT_MAX_AGE", "99999999999"),  # the hourly purge failed (a date out of range)
+        ("ENDED_SESSION_MAX_AGE", "99999999999"),  # "keep for ever": the hourly purge failed every hour
+        ("ANONYMOUS_EVENT_MAX_AGE", "1000000000000000000"),
         ("SESSION_IDLE_TIMEOUT", "0"),
         ("ACCESS_TOKEN_LIFETIME", "-1"),
         ("EMAIL_PORT", "70000"),

@@ -140,7 +140,11 @@ def test_with_the_cache_down_the_cooldown_still_holds(smtp_server, worker, setti
         "evil\u180b.com",
         # A name of Hangul fillers prints as blank; a tower of combining marks spills over the lines.
         "\u3164\u3164",
+        "\u2800\u2800",  # Braille blanks print as nothing too
         "Ada" + "\u0301" * 250,
+        # A mark before the dot: IDNA keeps it (help\u0332.com is a domain one can register).
+        "help\u0332.com/login",
+        "x1\u0332.com",
     ],
 )
 def test_names_that_carry_text_direction_line_breaks_or_links_are_refused(name):

@@ -448,6 +448,10 @@ def test_every_password_form_names_its_account_for_the_password_manager(stack, a
         PAGE: browser.get(PAGE).text,
         "reset": Browser(stack).http.get(f"{stack}/reset-password/?uid={uid}&token={token}", timeout=60).text,
     }
+    # The reset page is opened by whoever holds the link (a forwarded email, a mail scanner) before
+    # any second factor: it names no account (a review of this fix).
+    reset = pages.pop("reset")
+    assert 'type="password"' in reset and 'autocomplete="username"' not in reset and "ada" not in reset
     for where, page in pages.items():
         forms = re.findall(r"<form\b.*?</form>", page, flags=re.DOTALL)
         with_password = [f for f in forms if 'type="password"' in f]

@@ -62,12 +62,17 @@ def masked(address: str) -> str:
 
 def masked_domain(address: str) -> str:
     """``a••@mail.example.com`` → ``a••@m•••.e••••••.com``: an address as a notice prints it. The
-    domain is the requester's choice, and its labels can be words (``ignore-this-notice.com``); its
-    owner still recognises the first letters and the top-level domain."""
+    domain is the requester's choice, and its labels can be words (``ignore-this-notice.com``), the
+    top-level one too (any 2-63 letters, or an A-label): only a top-level domain of up to three
+    letters (every country's, ``com``, ``org``…) shows whole, so its owner recognises the address."""
     local, at, domain = address.partition("@")
     *labels, top = domain.split(".")
-    hidden = [f"{label[:1]}{'•' * min(max(len(label) - 1, 2), 6)}" for label in labels]
-    return f"{local}{at}{'.'.join([*hidden, top])}"
+    hidden = [_hide_label(label) for label in labels]
+    return f"{local}{at}{'.'.join([*hidden, top if len(top) <= 3 else _hide_label(top)])}"
+
+
+def _hide_label(label: str) -> str:
+    return f"{label[:1]}{'•' * min(max(len(label) - 1, 2), 6)}"
 
 
 def build(email: OutboundEmail) -> EmailMultiAlternatives:

@@ -292,6 +292,20 @@ def test_each_address_change_notice_names_the_address_its_request_asked_for(ada)
     assert [e.detail for e in events] == ["a••@first.example.org", "a••@second.example.org"]
 
 
+def test_the_address_change_notice_masks_every_label_the_requester_chose(ada):
+    """The top-level domain was printed whole, and addresses may end in any 2-63 letters or an
+    A-label: "x••@y••.ignorethisnoticeitisaroutinetest" (a review). A short top-level domain, which
+    is every country's and the common ones, still shows: the owner recognises their own address."""
+    api = _bearer(_login(APIClient()).json()["access"])
+    for address in ("x@y.ignorethisnoticeitisaroutinetest", "x@y.pleaseignorethisnoticeé", "ada@mail.example.com"):
+        body = {"email": address, "current_password": PASSWORD}
+        assert api.patch("/api/users/me/", body, format="json").status_code == 200
+    _deliver_all()
+    notices = " ".join(m.body for m in mail.outbox if m.to == ["ada@example.com"])
+    assert "ignorethis" not in notices and "pleaseignore" not in notices and "xn--" not in notices
+    assert "a••@m•••.e••••••.com" in notices
+
+
 def test_a_banker_submitting_the_pending_address_again_changes_and_mails_nothing(ada, settings):
     settings.MFA_REQUIRED_ROLES = ("none",)
     UserFactory(username="banker", role=User.Role.BANKER, is_email_verified=True)
