@@ -7,6 +7,7 @@ import functools
 
 from django.conf import settings
 from django.http import HttpRequest
+from django.utils import timezone
 
 from users.services import feedback
 
@@ -22,4 +23,15 @@ def _unreachable_address(request: HttpRequest) -> str:
 
 def site(request: HttpRequest) -> dict[str, object]:
     # A callable: evaluated (one query) only by the templates that show it.
-    return {"bank_name": settings.SITE_NAME, "unreachable_address": functools.partial(_unreachable_address, request)}
+    return {
+        "bank_name": settings.SITE_NAME,
+        "unreachable_address": functools.partial(_unreachable_address, request),
+        "session_ends_in": _session_ends_in(request),
+    }
+
+
+def _session_ends_in(request: HttpRequest) -> int | None:
+    """Seconds until a browser session ends without another request (users/middleware.py), for the
+    layout's warning before it does (WCAG 2.2.1); None for anyone not logged in."""
+    ends_at = getattr(request, "browser_session_ends_at", None)
+    return None if ends_at is None else max(0, int((ends_at - timezone.now()).total_seconds()))

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from datetime import timedelta
 
+from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth import SESSION_KEY, logout
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
@@ -24,6 +27,8 @@ from users.mfa import flows as mfa
 from users.models import LoginSession
 from users.receivers import BROWSER_SESSION_KEY
 from users.throttles import login_place_settle
+
+SESSION_ENDED = "Your session had ended (no activity for a while, or it was logged out elsewhere): log in again."
 
 
 class LoginPlaceMiddleware:
@@ -83,10 +88,17 @@ def _check_browser_session(request: HttpRequest) -> None:
     if row is None or not row.is_live or not user.is_authenticated or row.user_id != user.pk:
         request._session_ended = True  # type: ignore[attr-defined]  # no "logout" event: it ended before
         logout(request)  # flushes the Django session; request.user becomes anonymous
+        # Said on the log-in page this leads to: a form sent after the end is not silently lost.
+        messages.info(request, SESSION_ENDED)
         return
     now = timezone.now()
     if last_used_due(row.last_used_at, now):
         LoginSession.objects.filter(pk=row.pk).update(last_used_at=now)
+        row.last_used_at = now
+    # When this session ends without another request, for the page's warning (WCAG 2.2.1).
+    request.browser_session_ends_at = min(  # type: ignore[attr-defined]
+        row.last_used_at + timedelta(seconds=settings.SESSION_IDLE_TIMEOUT), row.expires_at
+    )
     context.signed_in(user, row.pk)
 
 

@@ -79,7 +79,8 @@ class TotpConfirmForm(forms.Form):
         label="The 6-digit code the app shows now",
         max_length=6,
         min_length=6,
-        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric", "autofocus": True}),
+        # No autofocus: it skipped a screen reader past the QR code and the key it must read first.
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}),
     )
 
 

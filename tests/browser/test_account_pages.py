@@ -130,3 +130,68 @@ def test_the_web_log_in_locks_out_after_repeated_failures(page, live_server, ada
     expect(page.locator("h1")).to_contain_text("Your password is changed")
     _log_in(page, live_server, "ada", "a brand new pass phrase")
     expect(page).to_have_url(f"{live_server.url}/account/")
+
+
+def test_a_form_that_comes_back_with_errors_is_announced_first_and_named_in_the_title(
+    page, live_server, ada, no_throttling
+):
+    """A wrong password came back with the error above the fields, unannounced, the title unchanged
+    and the focus on the username field; password rules were never shown on the account page, and
+    fields pointed (aria-describedby) at help texts that did not exist (an accessibility review)."""
+    _log_in(page, live_server, "ada", "not my password")
+    expect(page).to_have_title(re.compile(r"^Error: Log in"))
+    summary = page.locator("#error-summary")
+    expect(summary).to_be_focused()
+    expect(summary).to_contain_text("No account matches")
+
+    _log_in(page, live_server, "ada", PASSWORD)
+    expect(page).to_have_title(re.compile(r"^Your account"))
+    expect(page.locator("#error-summary")).to_have_count(0)
+    page.fill("input[name=old_password]", PASSWORD)
+    page.fill("input[name=new_password1]", "short")
+    page.fill("input[name=new_password2]", "short")
+    page.click("#password-form button")
+    expect(page).to_have_title(re.compile(r"^Error: "))
+    expect(page.locator("#error-summary")).to_be_focused()
+    page.locator("#error-summary a").first.click()  # each error links to its field
+    expect(page.locator("#password-form input:focus")).to_have_count(1)
+    expect(page.locator("#field-password-new_password1 .helptext")).to_contain_text("at least")
+    dangling = page.evaluate(
+        """() => [...document.querySelectorAll('[aria-describedby]')].flatMap(el =>
+               el.getAttribute('aria-describedby').split(/\\s+/).filter(id => !document.getElementById(id)))"""
+    )
+    assert dangling == []
+
+
+def test_a_page_warns_before_its_idle_session_ends_and_keeps_it_on_request(page, live_server, ada, no_throttling):
+    """A logged-in page ended its session after SESSION_IDLE_TIMEOUT without a word, and the form
+    being typed was lost (WCAG 2.2.1, an accessibility review). The browser's clock is Playwright's,
+    so no test waits for real minutes."""
+    page.clock.install()
+    _log_in(page, live_server, "ada", PASSWORD)
+    expect(page).to_have_url(f"{live_server.url}/account/")
+    warning = page.locator("#idle-warning")
+    expect(warning).to_be_hidden()
+    page.clock.run_for("12:00")  # 720 s of the 900: not yet
+    expect(warning).to_be_hidden()
+    page.clock.run_for("01:30")  # within the last two minutes
+    expect(warning).to_be_visible()
+    expect(page.locator("#idle-stay")).to_be_focused()
+    with page.expect_response(lambda answer: answer.url == f"{live_server.url}/account/") as kept:
+        page.click("#idle-stay")
+    assert kept.value.status == 200
+    expect(warning).to_be_hidden()
+
+
+def test_the_log_in_page_says_why_a_session_ended(page, live_server, ada, no_throttling):
+    from users.models import LoginSession
+
+    _log_in(page, live_server, "ada", PASSWORD)
+    expect(page).to_have_url(f"{live_server.url}/account/")
+    LoginSession.objects.filter(user=ada).update(
+        last_used_at=LoginSession.objects.get(user=ada).created_at.replace(year=2000)
+    )
+    page.fill("#name-form input[name=full_name]", "Augusta Ada King")
+    page.click("#name-form button")
+    expect(page).to_have_url(re.compile(r"/login/"))
+    expect(page.locator(".message")).to_contain_text("Your session had ended")
