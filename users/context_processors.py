@@ -27,6 +27,7 @@ def site(request: HttpRequest) -> dict[str, object]:
         "bank_name": settings.SITE_NAME,
         "unreachable_address": functools.partial(_unreachable_address, request),
         "session_ends_in": _session_ends_in(request),
+        "session_extensible": getattr(request, "browser_session_extensible", False),
     }
 
 

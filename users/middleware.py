@@ -88,17 +88,20 @@ def _check_browser_session(request: HttpRequest) -> None:
     if row is None or not row.is_live or not user.is_authenticated or row.user_id != user.pk:
         request._session_ended = True  # type: ignore[attr-defined]  # no "logout" event: it ended before
         logout(request)  # flushes the Django session; request.user becomes anonymous
-        # Said on the log-in page this leads to: a form sent after the end is not silently lost.
-        messages.info(request, SESSION_ENDED)
+        # Said on the log-in page a page request leads to, so a form sent after the end is not
+        # silently lost; not for the API (a 401 says it) nor a log-out (ended either way).
+        if not request.path.startswith("/api/") and request.path != reverse("logout"):
+            messages.info(request, SESSION_ENDED)
         return
     now = timezone.now()
     if last_used_due(row.last_used_at, now):
         LoginSession.objects.filter(pk=row.pk).update(last_used_at=now)
         row.last_used_at = now
-    # When this session ends without another request, for the page's warning (WCAG 2.2.1).
-    request.browser_session_ends_at = min(  # type: ignore[attr-defined]
-        row.last_used_at + timedelta(seconds=settings.SESSION_IDLE_TIMEOUT), row.expires_at
-    )
+    # When this session ends without another request, and whether activity could put that off (not
+    # at REFRESH_TOKEN_LIFETIME), for the page's warning (WCAG 2.2.1).
+    idle_end = row.last_used_at + timedelta(seconds=settings.SESSION_IDLE_TIMEOUT)
+    request.browser_session_ends_at = min(idle_end, row.expires_at)  # type: ignore[attr-defined]
+    request.browser_session_extensible = idle_end < row.expires_at  # type: ignore[attr-defined]
     context.signed_in(user, row.pk)
 
 

@@ -177,10 +177,38 @@ def test_a_page_warns_before_its_idle_session_ends_and_keeps_it_on_request(page,
     page.clock.run_for("01:30")  # within the last two minutes
     expect(warning).to_be_visible()
     expect(page.locator("#idle-stay")).to_be_focused()
+    expect(warning).to_contain_text("logged out in about 2 minutes")
     with page.expect_response(lambda answer: answer.url == f"{live_server.url}/account/") as kept:
         page.click("#idle-stay")
     assert kept.value.status == 200
     expect(warning).to_be_hidden()
+    # Left alone past the end, the page says the session has ended, not that it is about to (a review).
+    page.fill("#name-form input[name=full_name]", "typed, not sent")
+    page.clock.run_for("16:00")
+    expect(warning).to_be_visible()
+    expect(warning).to_contain_text("Your session has ended")
+    expect(page.locator("#idle-stay")).to_be_hidden()
+    expect(page.locator("#idle-login")).to_be_visible()
+    expect(page.locator("#name-form input[name=full_name]")).to_have_value("typed, not sent")
+
+
+def test_a_banker_setting_up_a_factor_is_warned_again_after_staying(page, live_server, no_throttling, settings):
+    """The keep-alive asked for /account/, which a banker without a factor is sent away from: the
+    session was kept, but the warning never came back (a review). It asks for the page itself now."""
+    settings.SITE_URL = live_server.url
+    UserFactory(username="bob", email="bob@example.com", role=User.Role.BANKER, is_email_verified=True)
+    page.clock.install()
+    _log_in(page, live_server, "bob", PASSWORD)
+    expect(page).to_have_url(re.compile(r"/account/security/"))
+    warning = page.locator("#idle-warning")
+    page.clock.run_for("13:30")
+    expect(warning).to_be_visible()
+    with page.expect_response(lambda answer: "/account/security/" in answer.url) as kept:
+        page.click("#idle-stay")
+    assert kept.value.status == 200
+    expect(warning).to_be_hidden()
+    page.clock.run_for("13:30")
+    expect(warning).to_be_visible()
 
 
 def test_the_log_in_page_says_why_a_session_ended(page, live_server, ada, no_throttling):

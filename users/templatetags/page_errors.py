@@ -30,15 +30,18 @@ def page_errors(context: template.Context) -> list[dict[str, str]]:
 def _forms(values: Any) -> list[BaseForm]:
     """Forms in the context, and in its dicts, lists and tuples one level down (the security page's)."""
     found: list[BaseForm] = []
+    # type(), not isinstance(): isinstance() evaluates the context's lazy values (the CSRF token, the
+    # user), and an evaluated CSRF token set a cookie on every page (a review).
     for value in values:
-        if isinstance(value, BaseForm):
+        kind = type(value)
+        if issubclass(kind, BaseForm):
             found.append(value)
-        elif isinstance(value, dict):
-            found.extend(v for v in value.values() if isinstance(v, BaseForm))
-        elif isinstance(value, list | tuple):
+        elif kind is dict:
+            found.extend(v for v in value.values() if issubclass(type(v), BaseForm))
+        elif kind is list or kind is tuple:
             for item in value:
-                if isinstance(item, BaseForm):
+                if issubclass(type(item), BaseForm):
                     found.append(item)
-                elif isinstance(item, tuple):
-                    found.extend(v for v in item if isinstance(v, BaseForm))
+                elif type(item) is tuple:
+                    found.extend(v for v in item if issubclass(type(v), BaseForm))
     return found

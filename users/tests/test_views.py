@@ -129,6 +129,29 @@ def test_error_pages_keep_the_banks_layout(client, settings):
     assert stale.status_code == 403 and "This form has expired" in stale.content.decode()
     assert settings.SITE_NAME in stale.content.decode()
     assert "Something went wrong on our side" in render_to_string("500.html")
+    # The layout's error summary looks for forms without evaluating the lazy CSRF token: a page with
+    # no form sets no CSRF cookie (it did on every page, a review).
+    assert "csrftoken" not in Client().get("/no-such-page/").cookies
+
+
+@pytest.mark.django_db
+def test_a_session_that_ended_is_told_on_the_pages_only(client, settings):
+    """The notice that a session had ended was queued by an API answer and by a log-out too (a review):
+    the log-out's user was told "log in again" after logging out."""
+    from users.models import LoginSession
+    from users.tests.factories import UserFactory
+
+    settings.MFA_REQUIRED_ROLES = ("none",)
+    UserFactory(username="ada", email="ada@example.com", is_email_verified=True)
+    for path, method in (("/api/users/me/", "get"), ("/logout/", "post"), ("/account/", "get")):
+        browser = Client()
+        assert (
+            browser.post("/login/", {"username": "ada", "password": "correct horse battery staple"}).status_code == 302
+        )
+        LoginSession.objects.update(revoked_at=LoginSession.objects.first().created_at)
+        getattr(browser, method)(path)
+        told = "Your session had ended" in browser.get("/login/").content.decode()
+        assert told == (path == "/account/"), path
 
 
 @pytest.mark.django_db

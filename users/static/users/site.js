@@ -7,27 +7,63 @@ document.addEventListener("DOMContentLoaded", () => {
 
 // A logged-in page warns before its session ends for lack of activity, with a way to keep it
 // (WCAG 2.2.1): typing is no request, so a slow form would otherwise be lost at the idle timeout.
+// Near the session's time limit (REFRESH_TOKEN_LIFETIME) nothing can keep it: the warning says so.
+// Once the end has passed, or the server refuses to keep it, the warning says it has ended.
 document.addEventListener("DOMContentLoaded", () => {
   const warning = document.getElementById("idle-warning");
   if (!warning) return;
+  const text = document.getElementById("idle-warning-text");
   const stay = document.getElementById("idle-stay");
-  let timer;
-  const schedule = (endsIn) => {
-    clearTimeout(timer);
-    const lead = Math.min(120, endsIn / 2);
-    timer = setTimeout(() => { warning.hidden = false; stay.focus(); }, Math.max(0, endsIn - lead) * 1000);
+  const login = document.getElementById("idle-login");
+  const MAX_DELAY_MS = 2147483647;  // setTimeout runs a longer delay at once
+  let timers = [];
+  const later = (seconds, action) => {
+    const ms = Math.max(0, seconds * 1000);
+    if (ms > MAX_DELAY_MS) {
+      timers.push(setTimeout(() => later(seconds - MAX_DELAY_MS / 1000, action), MAX_DELAY_MS));
+    } else {
+      timers.push(setTimeout(action, ms));
+    }
   };
-  schedule(Number(warning.dataset.endsIn));
+  const minutes = (seconds) => {
+    const n = Math.max(1, Math.round(seconds / 60));
+    return `${n} minute${n === 1 ? "" : "s"}`;
+  };
+  const ended = () => {
+    timers.forEach(clearTimeout);
+    text.textContent = "Your session has ended. What you typed is still on this page: copy it before you log in again.";
+    stay.hidden = true;
+    login.hidden = false;
+    warning.hidden = false;
+  };
+  const schedule = (endsIn, extensible) => {
+    timers.forEach(clearTimeout);
+    timers = [];
+    const lead = Math.min(120, endsIn / 2);
+    later(endsIn - lead, () => {
+      text.textContent = extensible
+        ? `Without activity, you will be logged out in about ${minutes(lead)}, and what you typed on this page will be lost.`
+        : `Your session reaches its time limit in about ${minutes(lead)}: finish or copy what you are typing, then log in again.`;
+      stay.hidden = !extensible;
+      login.hidden = true;
+      warning.hidden = false;
+      if (extensible) stay.focus();
+    });
+    later(endsIn, ended);
+  };
+  schedule(Number(warning.dataset.endsIn), warning.dataset.extensible === "true");
   stay.addEventListener("click", async () => {
     warning.hidden = true;
     try {
-      // Any logged-in page counts as activity; its own warning says when the session now ends.
-      const answer = await fetch(warning.dataset.keepUrl, { credentials: "same-origin", redirect: "manual" });
-      const page = new DOMParser().parseFromString(await answer.text(), "text/html");
-      const fresh = page.getElementById("idle-warning");
-      if (fresh) schedule(Number(fresh.dataset.endsIn));
+      // This page again counts as activity (a page the user may open: not every role may open every
+      // page); its own warning says when the session now ends. A redirect means it has ended.
+      const answer = await fetch(window.location.pathname, { credentials: "same-origin", redirect: "manual" });
+      const page = answer.ok ? new DOMParser().parseFromString(await answer.text(), "text/html") : null;
+      const fresh = page && page.getElementById("idle-warning");
+      if (fresh) schedule(Number(fresh.dataset.endsIn), fresh.dataset.extensible === "true");
+      else ended();
     } catch (error) {
-      schedule(0);
+      ended();
     }
   });
 });
