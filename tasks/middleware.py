@@ -106,6 +106,11 @@ def host_workers_key(broker: RedisBroker, host: str | None = None) -> str:
     return f"{workers_key(broker)}:{host or socket.gethostname()}"
 
 
+def registry_max_age_s(broker: RedisBroker) -> float:
+    """A registration not refreshed for three rounds is a worker that died without saying so."""
+    return 3 * registry_refresh_s(broker)
+
+
 def registry_refresh_s(broker: RedisBroker) -> float:
     """How often a worker writes its registration: often enough that three misses fit well inside
     the broker's heartbeat timeout."""
@@ -129,7 +134,7 @@ class WorkerRegistry(Middleware):
             return
         stop, interval = threading.Event(), registry_refresh_s(broker)
 
-        host_key, host_ttl = host_workers_key(broker), math.ceil(3 * interval)
+        host_key, max_age = host_workers_key(broker), registry_max_age_s(broker)
 
         def refresh() -> None:
             while not stop.is_set():
@@ -139,10 +144,10 @@ class WorkerRegistry(Middleware):
                     pipe.zadd(workers_key(broker), {broker.broker_id: now})
                     # Killed workers never say goodbye: drop theirs here too, not only when
                     # worker_status runs (a review: one entry per killed worker, kept otherwise).
-                    pipe.zremrangebyscore(workers_key(broker), "-inf", now - 3 * interval)
-                    pipe.zremrangebyscore(host_key, "-inf", now - 3 * interval)
+                    pipe.zremrangebyscore(workers_key(broker), "-inf", now - max_age)
+                    pipe.zremrangebyscore(host_key, "-inf", now - max_age)
                     pipe.zadd(host_key, {broker.broker_id: now})
-                    pipe.expire(host_key, host_ttl)
+                    pipe.expire(host_key, math.ceil(max_age))
                     pipe.execute()
                 stop.wait(interval)
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from datetime import timedelta
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import SESSION_KEY, logout
 from django.http import HttpRequest, HttpResponse
@@ -99,9 +97,8 @@ def _check_browser_session(request: HttpRequest) -> None:
         row.last_used_at = now
     # When this session ends without another request, and whether activity could put that off (not
     # at REFRESH_TOKEN_LIFETIME), for the page's warning (WCAG 2.2.1).
-    idle_end = row.last_used_at + timedelta(seconds=settings.SESSION_IDLE_TIMEOUT)
-    request.browser_session_ends_at = min(idle_end, row.expires_at)  # type: ignore[attr-defined]
-    request.browser_session_extensible = idle_end < row.expires_at  # type: ignore[attr-defined]
+    request.browser_session_ends_at = row.ends_at  # type: ignore[attr-defined]
+    request.browser_session_extensible = row.ends_at < row.expires_at  # type: ignore[attr-defined]
     context.signed_in(user, row.pk)
 
 

@@ -573,13 +573,13 @@ class LoginSession(models.Model):
 
     @property
     def is_live(self) -> bool:
-        now = timezone.now()
-        return (
-            self.revoked_at is None
-            and self.blocked_at is None
-            and self.expires_at > now
-            and self.last_used_at > now - timedelta(seconds=settings.SESSION_IDLE_TIMEOUT)
-        )
+        return self.revoked_at is None and self.blocked_at is None and self.ends_at > timezone.now()
+
+    @property
+    def ends_at(self) -> datetime:
+        """When it ends without another request: idle after ``SESSION_IDLE_TIMEOUT``, at
+        ``expires_at`` at the latest."""
+        return min(self.last_used_at + timedelta(seconds=settings.SESSION_IDLE_TIMEOUT), self.expires_at)
 
 
 class SecurityEvent(models.Model):

@@ -57,7 +57,7 @@ def password_reset_link(user: User) -> str:
 def masked(address: str) -> str:
     """``ada@example.com`` → ``a••@example.com``: enough for its owner to recognise it."""
     local, _, domain = address.partition("@")
-    return f"{local[:1]}{'•' * min(max(len(local) - 1, 2), 6)}@{domain}"
+    return f"{_hide_label(local)}@{domain}"
 
 
 def masked_domain(address: str) -> str:

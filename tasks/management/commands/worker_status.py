@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from dramatiq.brokers.redis import RedisBroker
 
-from tasks.middleware import host_workers_key, registry_refresh_s, workers_key
+from tasks.middleware import host_workers_key, registry_max_age_s, workers_key
 
 
 class Command(BaseCommand):
@@ -33,8 +33,7 @@ class Command(BaseCommand):
         if not isinstance(broker, RedisBroker):
             raise CommandError("worker heartbeats can only be read from the Redis broker")
         limit = max_age if max_age is not None else broker.heartbeat_timeout / 1000
-        # A registration not refreshed for three rounds is a worker that died without saying so.
-        registered_since = time.time() - 3 * registry_refresh_s(broker)
+        registered_since = time.time() - registry_max_age_s(broker)
         try:
             registry = host_workers_key(broker) if this_host else workers_key(broker)
             broker.client.zremrangebyscore(registry, "-inf", registered_since)
