@@ -198,11 +198,10 @@ NAME_MAX_LENGTH = 255
 
 def normalize_full_name(value: str, *, max_length: int = NAME_MAX_LENGTH, missing: str = "Enter your name.") -> str:
     """A person's name as we print it: NFC, single spaces, no control, format or bidi characters,
-    no line breaks and nothing that reads as a link. (A passkey's name too: it is printed in the
-    notice mailed when one is added.)
+    no line breaks and nothing that reads as a link. (A passkey's name too.)
 
-    The name is printed in emails and pages; refusing these keeps the bank's own emails from
-    carrying someone else's text ("…\\n\\nYOUR ACCOUNT IS SUSPENDED… https://evil.example").
+    Names are shown on pages, in the admin and to bankers, never in an email (emails carry the
+    bank's words only); refusing these keeps the bank's pages from carrying someone else's link.
     """
     if not isinstance(value, str):
         raise ValidationError(missing, code="invalid")

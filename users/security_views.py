@@ -54,7 +54,7 @@ class StepUpForm(forms.Form):
 
 
 class PasskeyNameField(forms.CharField):
-    """A passkey's name, held to the rules of a person's name: it is printed in the notice mailed."""
+    """A passkey's name, held to the rules of a person's name: it is shown on the security page."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(max_length=identity.PASSKEY_NAME_MAX_LENGTH, **kwargs)

@@ -171,6 +171,7 @@ def test_a_page_warns_before_its_idle_session_ends_and_keeps_it_on_request(page,
     _log_in(page, live_server, "ada", PASSWORD)
     expect(page).to_have_url(f"{live_server.url}/account/")
     warning = page.locator("#idle-warning")
+    expect(warning).to_have_attribute("data-scheduled", "true")  # the timers exist before the clock moves
     expect(warning).to_be_hidden()
     page.clock.run_for("12:00")  # 720 s of the 900: not yet
     expect(warning).to_be_hidden()
@@ -182,6 +183,7 @@ def test_a_page_warns_before_its_idle_session_ends_and_keeps_it_on_request(page,
         page.click("#idle-stay")
     assert kept.value.status == 200
     expect(warning).to_be_hidden()
+    expect(warning).not_to_have_attribute("aria-busy", "true")  # the new end is scheduled
     # Left alone past the end, the page says the session has ended, not that it is about to (a review).
     page.fill("#name-form input[name=full_name]", "typed, not sent")
     page.clock.run_for("16:00")
@@ -201,12 +203,14 @@ def test_a_banker_setting_up_a_factor_is_warned_again_after_staying(page, live_s
     _log_in(page, live_server, "bob", PASSWORD)
     expect(page).to_have_url(re.compile(r"/account/security/"))
     warning = page.locator("#idle-warning")
+    expect(warning).to_have_attribute("data-scheduled", "true")
     page.clock.run_for("13:30")
     expect(warning).to_be_visible()
     with page.expect_response(lambda answer: "/account/security/" in answer.url) as kept:
         page.click("#idle-stay")
     assert kept.value.status == 200
     expect(warning).to_be_hidden()
+    expect(warning).not_to_have_attribute("aria-busy", "true")
     page.clock.run_for("13:30")
     expect(warning).to_be_visible()
 

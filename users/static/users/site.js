@@ -52,8 +52,10 @@ document.addEventListener("DOMContentLoaded", () => {
     later(endsIn, ended);
   };
   schedule(Number(warning.dataset.endsIn), warning.dataset.extensible === "true");
+  warning.dataset.scheduled = "true";  // the page's timers run from here
   stay.addEventListener("click", async () => {
     warning.hidden = true;
+    warning.setAttribute("aria-busy", "true");  // until the session's new end is known
     try {
       // This page again counts as activity (a page the user may open: not every role may open every
       // page); its own warning says when the session now ends. A redirect means it has ended.
@@ -65,5 +67,6 @@ document.addEventListener("DOMContentLoaded", () => {
     } catch (error) {
       ended();
     }
+    warning.removeAttribute("aria-busy");
   });
 });
