@@ -25,6 +25,7 @@ from django.views.decorators.http import require_http_methods
 
 from users import reauth
 from users.auth import locked_out_words, lockout_response, proof_turn
+from users.context_processors import session_ends_in
 from users.errors import InvalidToken, LockedOut, ProofMissing, WrongPassword, WrongProof
 from users.forms import (
     EmailChangeForm,
@@ -172,6 +173,22 @@ def login_verify_challenge(request: HttpRequest) -> JsonResponse:
 def home(request: HttpRequest) -> HttpResponse:
     """``/``: the account for a logged-in browser, the log-in page otherwise."""
     return redirect("account" if request.user.is_authenticated else "login")
+
+
+SESSION_HAS_ENDED = "Your session has ended: log in again."
+
+
+@never_cache
+@require_http_methods(["GET"])
+def session_state(request: HttpRequest) -> JsonResponse:
+    """``/account/session/``: when this browser's session now ends without another request, and
+    whether activity can put that off — for a page's idle warning ("Stay logged in"), which asked
+    for the page's own path again (a verification page without its query answered 400). Like any
+    request of a live session, it counts as activity."""
+    ends_in = session_ends_in(request)
+    if ends_in is None:  # ended (the middleware has logged it out) or never logged in
+        return JsonResponse({"detail": SESSION_HAS_ENDED}, status=403)
+    return JsonResponse({"ends_in": ends_in, "extensible": getattr(request, "browser_session_extensible", False)})
 
 
 class LogoutView(auth_views.LogoutView):

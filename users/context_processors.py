@@ -26,12 +26,12 @@ def site(request: HttpRequest) -> dict[str, object]:
     return {
         "bank_name": settings.SITE_NAME,
         "unreachable_address": functools.partial(_unreachable_address, request),
-        "session_ends_in": _session_ends_in(request),
+        "session_ends_in": session_ends_in(request),
         "session_extensible": getattr(request, "browser_session_extensible", False),
     }
 
 
-def _session_ends_in(request: HttpRequest) -> int | None:
+def session_ends_in(request: HttpRequest) -> int | None:
     """Seconds until a browser session ends without another request (users/middleware.py), for the
     layout's warning before it does (WCAG 2.2.1); None for anyone not logged in."""
     ends_at = getattr(request, "browser_session_ends_at", None)

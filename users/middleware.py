@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 from django.contrib import messages
 from django.contrib.auth import SESSION_KEY, logout
@@ -74,7 +75,17 @@ class SecurityContextMiddleware:
             session = getattr(request, "session", None)
             if session is not None and session.get(SESSION_KEY) is not None:
                 _check_browser_session(request)
-            return self.get_response(request)
+            response = self.get_response(request)
+            if (
+                getattr(request, "_session_ended", False)
+                and request.path_info != _log_out_path()
+                and _sends_to_log_in(response)
+            ):
+                # Said on the log-in page the request is sent to, so a form sent after the end is
+                # not silently lost. Not for an API's 401, a JSON answer, a log-out, or a log-in
+                # sent with the ended session's cookie (the person had just logged in again).
+                messages.info(request, SESSION_ENDED)
+            return response
         finally:
             context.end(token)
 
@@ -86,10 +97,6 @@ def _check_browser_session(request: HttpRequest) -> None:
     if row is None or not row.is_live or not user.is_authenticated or row.user_id != user.pk:
         request._session_ended = True  # type: ignore[attr-defined]  # no "logout" event: it ended before
         logout(request)  # flushes the Django session; request.user becomes anonymous
-        # Said on the log-in page a page request leads to, so a form sent after the end is not
-        # silently lost; not for the API (a 401 says it) nor a log-out (ended either way).
-        if not request.path.startswith("/api/") and request.path != reverse("logout"):
-            messages.info(request, SESSION_ENDED)
         return
     now = timezone.now()
     if last_used_due(row.last_used_at, now):
@@ -100,6 +107,22 @@ def _check_browser_session(request: HttpRequest) -> None:
     request.browser_session_ends_at = row.ends_at  # type: ignore[attr-defined]
     request.browser_session_extensible = row.ends_at < row.expires_at  # type: ignore[attr-defined]
     context.signed_in(user, row.pk)
+
+
+def _sends_to_log_in(response: HttpResponse) -> bool:
+    if response.status_code not in (301, 302, 303, 307, 308):
+        return False
+    return urlsplit(response.get("Location", "")).path in _log_in_paths()
+
+
+@functools.cache
+def _log_in_paths() -> tuple[str, str]:
+    return reverse("login"), reverse("admin:login")
+
+
+@functools.cache
+def _log_out_path() -> str:
+    return reverse("logout")
 
 
 class SecondFactorEnrollmentMiddleware:

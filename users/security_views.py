@@ -23,7 +23,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods
 
 from users import identity, policies, reauth
-from users.account_views import passkey_options_answer, reauthenticate_or_why
+from users.account_views import SESSION_HAS_ENDED, passkey_options_answer, reauthenticate_or_why
 from users.auth import locked_out_words
 from users.errors import FactorStateError, LockedOut, WrongProof
 from users.forms import CredentialField, add_proof_fields
@@ -287,10 +287,12 @@ def _session_revoke(request: HttpRequest, user: User) -> HttpResponse:
 
 
 @never_cache
-@login_required
 @require_http_methods(["POST"])
 def security_challenge(request: HttpRequest) -> JsonResponse:
-    """Options for a passkey's answer to a step-up on the account pages (CSRF like any POST)."""
+    """Options for a passkey's answer to a step-up on the account pages (CSRF like any POST). A
+    session that has ended gets a JSON answer the page's script shows, not the log-in page."""
+    if not request.user.is_authenticated:
+        return JsonResponse({"detail": SESSION_HAS_ENDED}, status=403)
     if wait := throttle_wait(request, [AccountThrottle]):
         return JsonResponse({"detail": "Too many requests."}, status=429, headers={"Retry-After": str(wait)})
     return passkey_options_answer(_user(request), passkeys.Purpose.STEP_UP)

@@ -55,6 +55,7 @@ urlpatterns = [
     path("login/verify/challenge/", account_views.login_verify_challenge, name="login-verify-challenge"),
     path("logout/", account_views.LogoutView.as_view(), name="logout"),
     path("account/", account_views.account, name="account"),
+    path("account/session/", account_views.session_state, name="account-session"),
     path("account/security/", security_views.security, name="account-security"),
     path("account/security/challenge/", security_views.security_challenge, name="account-security-challenge"),
     path("reset-password/", account_views.reset_password, name="reset-password"),

@@ -179,7 +179,7 @@ def test_a_page_warns_before_its_idle_session_ends_and_keeps_it_on_request(page,
     expect(warning).to_be_visible()
     expect(page.locator("#idle-stay")).to_be_focused()
     expect(warning).to_contain_text("logged out in about 2 minutes")
-    with page.expect_response(lambda answer: answer.url == f"{live_server.url}/account/") as kept:
+    with page.expect_response(lambda answer: answer.url == f"{live_server.url}/account/session/") as kept:
         page.click("#idle-stay")
     assert kept.value.status == 200
     expect(warning).to_be_hidden()
@@ -196,7 +196,7 @@ def test_a_page_warns_before_its_idle_session_ends_and_keeps_it_on_request(page,
 
 def test_a_banker_setting_up_a_factor_is_warned_again_after_staying(page, live_server, no_throttling, settings):
     """The keep-alive asked for /account/, which a banker without a factor is sent away from: the
-    session was kept, but the warning never came back (a review). It asks for the page itself now."""
+    session was kept, but the warning never came back (a review)."""
     settings.SITE_URL = live_server.url
     UserFactory(username="bob", email="bob@example.com", role=User.Role.BANKER, is_email_verified=True)
     page.clock.install()
@@ -206,13 +206,52 @@ def test_a_banker_setting_up_a_factor_is_warned_again_after_staying(page, live_s
     expect(warning).to_have_attribute("data-scheduled", "true")
     page.clock.run_for("13:30")
     expect(warning).to_be_visible()
-    with page.expect_response(lambda answer: "/account/security/" in answer.url) as kept:
+    with page.expect_response(lambda answer: "/account/session/" in answer.url) as kept:
         page.click("#idle-stay")
     assert kept.value.status == 200
     expect(warning).to_be_hidden()
     expect(warning).not_to_have_attribute("aria-busy", "true")
     page.clock.run_for("13:30")
     expect(warning).to_be_visible()
+
+
+def test_a_verification_page_keeps_its_session_on_request(page, live_server, ada, no_throttling):
+    """Stay logged in asked for the page's path again: without its query a verification link's page
+    answered 400 (a verification attempt spent), and the page said the session had ended (a review)."""
+    page.clock.install()
+    _log_in(page, live_server, "ada", PASSWORD)
+    expect(page).to_have_url(f"{live_server.url}/account/")
+    page.goto(f"{live_server.url}/verify-email/?email_id=1&secret_code=not-a-code")
+    warning = page.locator("#idle-warning")
+    expect(warning).to_have_attribute("data-scheduled", "true")
+    page.clock.run_for("13:30")
+    expect(warning).to_be_visible()
+    page.click("#idle-stay")
+    expect(warning).not_to_have_attribute("aria-busy", "true")
+    expect(warning).to_be_hidden()
+    page.clock.run_for("12:00")  # the session's new end is a full idle timeout away
+    expect(warning).to_be_hidden()
+    page.goto(f"{live_server.url}/account/")
+    expect(page).to_have_url(f"{live_server.url}/account/")  # still logged in
+
+
+def test_a_tab_left_open_does_not_warn_while_another_is_in_use(page, live_server, ada, no_throttling):
+    """The session is the browser's: a tab left open warned, then said "ended", while the person
+    worked in another tab that kept the session alive (a review)."""
+    page.clock.install()
+    _log_in(page, live_server, "ada", PASSWORD)
+    expect(page).to_have_url(f"{live_server.url}/account/")
+    expect(page.locator("#idle-warning")).to_have_attribute("data-scheduled", "true")
+    other = page.context.new_page()
+    page.clock.run_for("10:00")
+    other.goto(f"{live_server.url}/account/security/")  # activity in the other tab
+    expect(other.locator("#idle-warning")).to_have_attribute("data-scheduled", "true")
+    page.clock.run_for("05:00")  # past the first tab's own end
+    expect(page.locator("#idle-warning")).to_be_hidden()
+    page.clock.run_for("08:30")  # within two minutes of the end the other tab set
+    expect(page.locator("#idle-warning")).to_be_visible()
+    expect(page.locator("#idle-warning")).to_contain_text("logged out in about")
+    expect(other.locator("#idle-warning")).to_be_visible()
 
 
 def test_the_log_in_page_says_why_a_session_ended(page, live_server, ada, no_throttling):

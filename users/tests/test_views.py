@@ -155,6 +155,55 @@ def test_a_session_that_ended_is_told_on_the_pages_only(client, settings):
 
 
 @pytest.mark.django_db
+def test_the_session_ended_notice_is_for_a_page_that_sends_to_the_log_in(settings):
+    """The notice was queued by any request outside /api/: a second step's JSON challenge, the
+    admin's log-out, the page's keep-alive, and the log-in itself sent from a page whose session
+    had ended — so a person who had just logged in was told to log in again (a review)."""
+    from users.models import LoginSession
+    from users.tests.factories import UserFactory
+
+    settings.MFA_REQUIRED_ROLES = ("none",)
+    UserFactory(username="ada", email="ada@example.com", is_email_verified=True)
+    credentials = {"username": "ada", "password": "correct horse battery staple"}
+    for path, method in (
+        ("/account/security/challenge/", "post"),
+        ("/admin/logout/", "post"),
+        ("/account/session/", "get"),
+        ("/login/", "post"),
+    ):
+        browser = Client()
+        assert browser.post("/login/", credentials).status_code == 302
+        LoginSession.objects.update(revoked_at=LoginSession.objects.first().created_at)
+        getattr(browser, method)(path, credentials if path == "/login/" else {})
+        if path != "/login/":
+            assert browser.post("/login/", credentials).status_code == 302
+        page = browser.get("/account/").content.decode()
+        assert "Your account" in page and "Your session had ended" not in page, path
+
+
+@pytest.mark.django_db
+def test_a_page_keeps_its_session_without_asking_for_itself_again(settings):
+    """The idle warning's "Stay logged in" asked for the page's path again: without its query a
+    verification page answered 400 (and spent a verification attempt), and the page said the
+    session had ended. /account/session/ answers when the session now ends; nothing else."""
+    from users.models import LoginSession
+    from users.tests.factories import UserFactory
+
+    settings.MFA_REQUIRED_ROLES = ("none",)
+    settings.SESSION_IDLE_TIMEOUT = 900
+    UserFactory(username="ada", email="ada@example.com", is_email_verified=True)
+    browser = Client()
+    browser.post("/login/", {"username": "ada", "password": "correct horse battery staple"})
+    answer = browser.get("/account/session/")
+    assert answer.status_code == 200 and "no-store" in answer["Cache-Control"]
+    assert answer.json()["extensible"] is True and 890 <= answer.json()["ends_in"] <= 900
+    assert browser.post("/account/session/").status_code == 405
+    LoginSession.objects.update(revoked_at=LoginSession.objects.first().created_at)
+    answer = browser.get("/account/session/")
+    assert answer.status_code == 403 and answer.json() == {"detail": "Your session has ended: log in again."}
+
+
+@pytest.mark.django_db
 def test_account_pages_name_no_colleague_and_every_id_once(client):
     """The events named staff by username ("staff:root") and a customer's own failed log-in "by
     system"; the address and password forms both had id_code and id_credential, so a label focused

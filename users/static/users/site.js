@@ -9,12 +9,15 @@ document.addEventListener("DOMContentLoaded", () => {
 // (WCAG 2.2.1): typing is no request, so a slow form would otherwise be lost at the idle timeout.
 // Near the session's time limit (REFRESH_TOKEN_LIFETIME) nothing can keep it: the warning says so.
 // Once the end has passed, or the server refuses to keep it, the warning says it has ended.
+// The session is the browser's, not the tab's: every page tells the others (localStorage) when it
+// now ends, so a tab left open does not warn, or say "ended", while another one is in use.
 document.addEventListener("DOMContentLoaded", () => {
   const warning = document.getElementById("idle-warning");
   if (!warning) return;
   const text = document.getElementById("idle-warning-text");
   const stay = document.getElementById("idle-stay");
   const login = document.getElementById("idle-login");
+  const SHARED = "simplebank.session-ends";  // {"at": epoch ms, "extensible": bool}
   const MAX_DELAY_MS = 2147483647;  // setTimeout runs a longer delay at once
   let timers = [];
   const later = (seconds, action) => {
@@ -39,6 +42,7 @@ document.addEventListener("DOMContentLoaded", () => {
   const schedule = (endsIn, extensible) => {
     timers.forEach(clearTimeout);
     timers = [];
+    warning.hidden = true;
     const lead = Math.min(120, endsIn / 2);
     later(endsIn - lead, () => {
       text.textContent = extensible
@@ -51,18 +55,30 @@ document.addEventListener("DOMContentLoaded", () => {
     });
     later(endsIn, ended);
   };
-  schedule(Number(warning.dataset.endsIn), warning.dataset.extensible === "true");
+  const known = (endsIn, extensible) => {  // this tab learnt when the session ends: the others too
+    schedule(endsIn, extensible);
+    try {
+      localStorage.setItem(SHARED, JSON.stringify({ at: Date.now() + endsIn * 1000, extensible }));
+    } catch (error) { /* storage refused (private mode): this tab still warns on its own */ }
+  };
+  window.addEventListener("storage", (event) => {
+    if (event.key !== SHARED || !event.newValue) return;
+    try {
+      const shared = JSON.parse(event.newValue);
+      schedule((Number(shared.at) - Date.now()) / 1000, shared.extensible === true);
+    } catch (error) { /* not ours */ }
+  });
+  known(Number(warning.dataset.endsIn), warning.dataset.extensible === "true");
   warning.dataset.scheduled = "true";  // the page's timers run from here
   stay.addEventListener("click", async () => {
     warning.hidden = true;
     warning.setAttribute("aria-busy", "true");  // until the session's new end is known
     try {
-      // This page again counts as activity (a page the user may open: not every role may open every
-      // page); its own warning says when the session now ends. A redirect means it has ended.
-      const answer = await fetch(window.location.pathname, { credentials: "same-origin", redirect: "manual" });
-      const page = answer.ok ? new DOMParser().parseFromString(await answer.text(), "text/html") : null;
-      const fresh = page && page.getElementById("idle-warning");
-      if (fresh) schedule(Number(fresh.dataset.endsIn), fresh.dataset.extensible === "true");
+      // A request of its own that counts as activity and says when the session now ends; a
+      // refusal means it has ended. (Not this page again: its URL may be a one-time link's.)
+      const answer = await fetch(warning.dataset.sessionUrl, { credentials: "same-origin", redirect: "manual" });
+      const state = answer.ok ? await answer.json() : null;
+      if (state) known(Number(state.ends_in), state.extensible === true);
       else ended();
     } catch (error) {
       ended();
