@@ -61,7 +61,8 @@ FIELD_ERRORS = OpenApiResponse(
     response=inline_serializer(
         "FieldErrors", {"field": serializers.ListField(child=serializers.CharField(), required=False)}
     ),
-    description='Invalid input: `{"<field>": ["<message>", ...]}` for each field that is wrong.',
+    description='Invalid input: `{"<field>": ["<message>", ...]}` for each wrong field, or `{detail, code}` '
+    "(`parse_error` for a body that is not JSON).",
     examples=[OpenApiExample("taken username", value={"username": ["A user with that username already exists."]})],
 )
 DETAIL = inline_serializer("Detail", {"detail": serializers.CharField()})  # an accepted request's words

@@ -141,7 +141,7 @@ class _WindowThrottle(SimpleRateThrottle):
         return self._window(request, view, self.mode)
 
     def _window(self, request: Any, view: Any, mode: str) -> bool:
-        if self.rate is None:
+        if self.rate is None or not _handles(view, request.method):
             return True
         ident = self.get_cache_key(request, view)
         if ident is None:
@@ -160,6 +160,15 @@ class _WindowThrottle(SimpleRateThrottle):
 
     def wait(self) -> float | None:
         return max(1.0, self.free_at - time.time())
+
+
+def _handles(view: Any, method: str) -> bool:
+    """Whether a DRF view has this method: one it lacks answers 405 right after the throttles
+    (DRF checks them first), and must neither spend the route's limit nor be refused for it."""
+    if view is None:  # a plain Django view's own check (throttle_wait), after its method check
+        return True
+    name = method.lower()
+    return name in view.http_method_names and hasattr(view, name)
 
 
 class SignupThrottle(_WindowThrottle):

@@ -95,3 +95,32 @@ def test_schema_and_docs_are_served(client):
     docs = client.get("/api/docs/")
     assert docs.status_code == 200 and b"swagger-ui" in docs.content
     assert "unsafe-inline" not in docs["Content-Security-Policy"]
+
+
+def test_error_and_answer_bodies_match_what_the_schema_promises(client):
+    """The schema's 400 was ``{"field": [...]}`` — a generated client lost every real field name —
+    and also stood for ``{detail, code}`` answers; fields every answer carries were optional (a
+    client developer's review). Real answers are checked against the served schema's own types."""
+    import jsonschema
+
+    document = client.get("/api/schema/?format=json").json()
+
+    def check(body: object, schema: dict) -> None:
+        jsonschema.validate(body, {**schema, "components": document["components"]})
+
+    def response_schema(path: str, method: str, status: str) -> dict:
+        return document["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]
+
+    bad = response_schema("/api/users/", "post", "400")
+    taken = client.post("/api/users/", {"username": "x", "email": "not an address"}, content_type="application/json")
+    assert taken.status_code == 400 and "email" in taken.json()
+    check(taken.json(), bad)
+    garbled = client.post("/api/users/", '{"username":', content_type="application/json")
+    assert garbled.status_code == 400 and garbled.json()["code"] == "parse_error"
+    check(garbled.json(), bad)
+    with pytest.raises(jsonschema.ValidationError):
+        check({"username": "a string, not a list"}, bad)
+    assert "field" not in document["components"]["schemas"]["FieldErrors"].get("properties", {})
+    user = document["components"]["schemas"]["UserOutput"]
+    assert set(user["required"]) == set(user["properties"])
+    assert "code" in document["components"]["schemas"]["AuthError"]["required"]

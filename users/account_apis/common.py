@@ -20,9 +20,7 @@ from users.models import User
 from users.throttles import AccountThrottle
 
 UNAUTHORISED = OpenApiResponse(
-    response=inline_serializer(
-        "AuthError", {"detail": serializers.CharField(), "code": serializers.CharField(required=False)}
-    ),
+    response=inline_serializer("AuthError", {"detail": serializers.CharField(), "code": serializers.CharField()}),
     description="No valid access token, or its session ended (logged out, revoked, blocked, expired).",
 )
 

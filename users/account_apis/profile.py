@@ -52,6 +52,15 @@ class ProfileInputSerializer(StrictInputSerializer):
     validate_full_name = staticmethod(_field(identity.normalize_full_name))
     validate_email = staticmethod(_field(identity.normalize_email))
 
+    def to_internal_value(self, data):
+        # A field this route cannot change is refused, not ignored: a 200 would say it was changed.
+        if isinstance(data, dict) and (extra := sorted(set(data) - set(self.fields))):
+            raise ValidationError({name: [CANNOT_CHANGE] for name in extra})
+        return super().to_internal_value(data)
+
+
+CANNOT_CHANGE = "This field cannot be changed: send full_name, email or password (with current_password)."
+
 
 class BankerProfileInputSerializer(StrictInputSerializer):
     full_name = serializers.CharField(max_length=255, required=False)

@@ -90,7 +90,7 @@ class TokenObtainApi(APIView):
                     "LoginRefused",
                     {
                         "detail": serializers.CharField(),
-                        "code": serializers.CharField(required=False),
+                        "code": serializers.CharField(),
                         "mfa_token": serializers.CharField(required=False),
                         "methods": serializers.ListField(child=serializers.CharField(), required=False),
                         "passkey_options": serializers.DictField(required=False),

@@ -563,3 +563,33 @@ def test_a_successful_log_in_resets_the_failure_count(ada, settings):
     for _ in range(settings.AXES_FAILURE_LIMIT - 1):
         assert _login(APIClient(), password="wrong guess here").status_code == 401
     assert _login(APIClient()).status_code == 200
+
+
+def test_a_profile_change_names_the_fields_it_cannot_make(ada):
+    """``PATCH /api/users/me/`` with ``username`` or ``role`` answered 200 and changed nothing, so a
+    client believed the change was made (a client developer's review); the banker route refused."""
+    api = _bearer(_login(APIClient()).json()["access"])
+    answer = api.patch("/api/users/me/", {"username": "newname", "role": "banker", "full_name": "Ada"}, format="json")
+    assert answer.status_code == 400
+    assert set(answer.json()) == {"username", "role"}
+    assert "full_name, email or password" in answer.json()["username"][0]
+    ada.refresh_from_db()
+    assert (ada.username, ada.role, ada.full_name) == ("ada", User.Role.DEPOSITOR, "Ada Lovelace")  # nothing half-done
+    assert api.patch("/api/users/me/", {}, format="json").status_code == 200  # nothing to change is no error
+
+
+def test_a_method_a_route_lacks_spends_none_of_its_limit(settings):
+    """Thirty ``GET``s of the resend route (405 each) used up its limit: the next ``POST`` was 429,
+    and so was a ``PATCH``, not 405 (a client developer's review)."""
+    rates = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]
+    settings.REST_FRAMEWORK = settings.REST_FRAMEWORK | {"DEFAULT_THROTTLE_RATES": rates | {"resend": "2/min"}}
+    api = APIClient()
+    url = "/api/users/resend-verification/"
+    assert [api.get(url).status_code for _ in range(3)] == [405] * 3
+    assert api.patch(url, {}, format="json").status_code == 405
+    assert [api.post(url, {"email": f"n{n}@example.com"}, format="json").status_code for n in range(3)] == [
+        202,
+        202,
+        429,
+    ]
+    assert api.patch(url, {}, format="json").status_code == 405  # still the route's answer to a wrong method

@@ -22,11 +22,19 @@ Every route of the JSON API, generated from the OpenAPI schema the service serve
 (`/signup/`, `/login/`, `/account/`, `/account/security/`…) are on [API](api.md) and
 [Accounts](accounts.md); the mail providers' webhooks on [Delivery feedback](delivery-feedback.md).
 
-Errors share two shapes: a field error is a list under the field's name
-(`{"email": ["Enter a valid email address."]}`), anything else `{"detail": "…", "code": "…"}`:
-`detail` is for people and may change, `code` is for programs. Every `code` an answer can carry:
+Errors share two shapes: field errors, a list under each wrong field's name
+(`{"email": ["Enter a valid email address."]}`; `non_field_errors` for a body that is not a JSON
+object), and anything else `{"detail": "…", "code": "…"}`: `detail` is for people and may change,
+`code` is for programs. Tell them apart by `detail`, not `code`: the second factor's field is named
+`code` too, so `{"code": ["…"]}` is a field error. Fields a route does not take are ignored, but
+`PATCH /api/users/me/` refuses them (its answer would say they were changed). Every `code` an
+answer can carry:
 """
 FOOTER = """A database outage answers `503` with `Retry-After` and `{"detail": "…"}` alone (no `code`).
+
+A session — its access and refresh tokens — also ends after `SESSION_IDLE_TIMEOUT` (900 s by
+default) without a request: `refresh_expires_at` is the latest it can last, not a promise. An app
+that sleeps longer than that logs in again; its refresh then answers `401` `token_not_valid`.
 
 `methods`, in the `mfa_required` answer, lists the proofs the account can give at the second
 step: `totp` (a code from an authenticator app, as `code`), `passkey` (an assertion answering
@@ -136,6 +144,11 @@ ERROR_CODES = [
         "parse_error",
         "400",
         "the body is not JSON the service accepts (malformed, nested too deeply, a lone surrogate)",
+    ),
+    (
+        "unsupported_charset",
+        "400",
+        "the `Content-Type`'s `charset` is not a text encoding (`base64`, `hex`…); an unknown charset is read as UTF-8",
     ),
     (
         "unsupported_media_type",
