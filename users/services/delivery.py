@@ -15,6 +15,7 @@ its emails — one order for everyone, so no deadlock.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import smtplib
@@ -25,13 +26,16 @@ from typing import Any, cast
 
 from anymail.exceptions import AnymailRecipientsRefused
 from django.conf import settings
+from django.core.cache import cache
 from django.db import InterfaceError, OperationalError, transaction
 from django.db import connection as db_connection
 from django.db.models import BooleanField, Exists, F, OuterRef, Q, Value
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce, Concat
 from django.utils import timezone
+from django_redis.exceptions import ConnectionInterrupted
 from prometheus_client import Counter
+from redis.exceptions import RedisError
 
 from users import dispatch, mail, smtp
 from users.errors import EmailBusy, EmailExpired, EmailGone, EmailNotWanted, EmailSuppressed, PermanentSendError
@@ -164,6 +168,14 @@ def deliver(*, email_id: int | None = None, verification_id: int | None = None) 
     key = _key(email_id, verification_id)
     email, token = _claim(key)
     if token is None:  # already sent
+        return email, False
+    if (noted := _noted_sent(email)) is not None:  # an earlier attempt sent it, PostgreSQL was out
+        _finish(email, token, state=State.SENT, sent_at=noted[0], last_error="", provider_message_id=noted[1])
+        _forget_sent(email)
+        logger.warning(
+            "email had been sent during a database outage: recorded now, not sent again", extra={"email_id": email.pk}
+        )
+        email.state, email.sent_at, email.provider_message_id = State.SENT, noted[0], noted[1]
         return email, False
     if reason := _unwanted(email):
         _finish(email, token, state=State.SUPERSEDED, last_error=reason)
@@ -426,6 +438,7 @@ def _mark_sent(email: OutboundEmail, token: datetime) -> datetime:
             break
         except (OperationalError, InterfaceError):
             if time.monotonic() + delay > deadline:
+                _note_sent(email, now)
                 raise
             logger.warning("email sent but not yet recorded; retrying", extra={"email_id": email.pk})
             db_connection.close()  # drop the broken connection; the next query opens a new one
@@ -443,6 +456,51 @@ def _mark_sent(email: OutboundEmail, token: datetime) -> datetime:
                 extra={"email_id": email.pk},
             )
     return now
+
+
+# An email the SMTP server accepted while PostgreSQL stayed out longer than _mark_sent waits: noted
+# in Redis (the cache), where the next attempt on its row — the actor's retry or the sweep's, once the
+# claim is stale — looks before sending, and records it instead of sending it again.
+SENT_NOTE_TTL_S = 7 * 24 * 3600
+_CACHE_DOWN = (RedisError, OSError, ConnectionInterrupted)
+
+
+def _sent_note_key(email: OutboundEmail) -> str:
+    return f"delivery:sent:{email.pk}"
+
+
+def _note_sent(email: OutboundEmail, sent_at: datetime) -> None:
+    note = {"sent_at": sent_at.isoformat(), "provider_message_id": email.provider_message_id}
+    try:
+        cache.set(_sent_note_key(email), note, SENT_NOTE_TTL_S)
+    except _CACHE_DOWN:  # the cache is down too: nothing left to remember it by
+        logger.exception(
+            "email sent, and neither recorded nor noted: it may go out twice", extra={"email_id": email.pk}
+        )
+    else:
+        logger.error(
+            "email sent but not recorded (database out): noted for the next attempt", extra={"email_id": email.pk}
+        )
+
+
+def _noted_sent(email: OutboundEmail) -> tuple[datetime, str | None] | None:
+    """When an earlier attempt sent this email without recording it, and the provider's id. A first
+    attempt asks nothing (no round trip on the hot path): only a retry or a redispatch can follow one."""
+    if email.attempts <= 1:
+        return None
+    try:
+        note = cache.get(_sent_note_key(email))
+    except _CACHE_DOWN:
+        logger.warning("could not ask the cache whether this email went out already", extra={"email_id": email.pk})
+        return None
+    if not isinstance(note, dict):
+        return None
+    return datetime.fromisoformat(note["sent_at"]), note.get("provider_message_id")
+
+
+def _forget_sent(email: OutboundEmail) -> None:
+    with contextlib.suppress(*_CACHE_DOWN):  # it expires on its own; the row says sent: nobody looks again
+        cache.delete(_sent_note_key(email))
 
 
 def _mark_failed(email: OutboundEmail, error: str) -> int:

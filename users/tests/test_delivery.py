@@ -369,3 +369,33 @@ def test_an_address_change_then_retry_failed_mails_nothing_to_the_old_address(sm
     assert not delivery.email_retry(email_id=failed.pk)
     assert smtp_server.to("old@example.com") == []
     assert EmailVerification.objects.get(pk=verification.pk).state == EmailVerification.State.SUPERSEDED
+
+
+def test_an_email_sent_while_the_database_stayed_out_is_not_sent_again(settings, monkeypatch, caplog):
+    """The "sent" update is retried for at most 60 s; past that (a failover of 76 s in a review) the
+    row stayed claimed, the sweep took it back once the claim went stale, and the person got the
+    email twice. The acceptance is now noted in Redis, where the next attempt looks first."""
+    from django.core.cache import cache
+    from django.db import OperationalError
+
+    settings.VERIFY_EMAIL_CLAIM_TIMEOUT = 0.2  # _mark_sent waits half of it: 0.1 s
+    verification = create_verification()
+    finish = delivery._finish
+
+    def database_out(email, token, **fields):
+        if fields.get("state") == State.SENT:
+            raise OperationalError("server closed the connection unexpectedly")
+        return finish(email, token, **fields)
+
+    monkeypatch.setattr(delivery, "_finish", database_out)
+    with pytest.raises(OperationalError):
+        delivery.deliver(verification_id=verification.pk)
+    assert len(mail.outbox) == 1 and email_of(verification).state == State.SENDING
+    monkeypatch.setattr(delivery, "_finish", finish)  # PostgreSQL is back
+    _update(verification, claimed_at=timezone.now() - timedelta(minutes=5))  # the claim went stale: the sweep's turn
+    _, sent_now = delivery.deliver(verification_id=verification.pk)
+    assert not sent_now and len(mail.outbox) == 1  # recorded, not sent again
+    row = email_of(verification)
+    assert row.state == State.SENT and row.sent_at is not None and row.attempts == 2
+    assert cache.get(f"delivery:sent:{row.pk}") is None
+    assert "recorded now, not sent again" in caplog.text
