@@ -18,6 +18,12 @@ import subprocess
 import sys
 
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
+
+# A request is killed without an answer at gunicorn's timeout (30 s): a statement ends before it,
+# with a 503 the client may retry (bankproject.middleware.database_unavailable), when a table is
+# locked (a migration, a long transaction) or a query runs away. Read by bankproject/settings.py.
+os.environ.setdefault("DATABASE_STATEMENT_TIMEOUT", "20")
+os.environ.setdefault("DATABASE_LOCK_TIMEOUT", "10")
 access_log_format = '%(h)s - %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss "%(a)s" request_id=%({x-request-id}o)s'
 
 

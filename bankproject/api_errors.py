@@ -12,6 +12,7 @@ elsewhere with Django's pages."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,8 @@ from django.views import defaults
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
+
+from bankproject.middleware import database_unavailable
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
@@ -59,6 +62,9 @@ def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
+    # Called while Django handles the exception: one from a middleware may be a database outage.
+    if (unavailable := database_unavailable(request, sys.exc_info()[1])) is not None:
+        return unavailable
     if not _api(request):
         return defaults.server_error(request)
     return JsonResponse({"detail": "A server error occurred.", "code": "server_error"}, status=500)

@@ -75,18 +75,23 @@ class DatabaseUnavailable:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if not isinstance(exception, OperationalError | InterfaceError) or not _is_outage(exception):
-            return None
-        logger.error(
-            "database unavailable; answered 503", extra={"path": request.path, "error": type(exception).__name__}
-        )
-        detail = "The service is briefly unavailable. Please try again in a few seconds."
-        if request.path.startswith("/api/"):
-            response: HttpResponse = JsonResponse({"detail": detail}, status=503)
-        else:
-            response = HttpResponse(detail + "\n", status=503, content_type="text/plain; charset=utf-8")
-        response["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
-        return response
+        return database_unavailable(request, exception)
+
+
+def database_unavailable(request: HttpRequest, exception: BaseException | None) -> HttpResponse | None:
+    """The ``503`` for an exception that is a database outage, or None. Views' exceptions come here
+    through ``DatabaseUnavailable``; a middleware's (a logged-in browser's session is read before
+    any view) through the ``500`` handler, ``bankproject.api_errors.server_error``."""
+    if not isinstance(exception, OperationalError | InterfaceError) or not _is_outage(exception):
+        return None
+    logger.error("database unavailable; answered 503", extra={"path": request.path, "error": type(exception).__name__})
+    detail = "The service is briefly unavailable. Please try again in a few seconds."
+    if request.path.startswith("/api/"):
+        response: HttpResponse = JsonResponse({"detail": detail}, status=503)
+    else:
+        response = HttpResponse(detail + "\n", status=503, content_type="text/plain; charset=utf-8")
+    response["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
+    return response
 
 
 class AdminBadInput:
@@ -122,7 +127,11 @@ def _is_outage(exception: Exception) -> bool:
     cause = exception.__cause__
     # psycopg's OperationalError covers refused connections, restarts and timeouts; a bad query
     # is a ProgrammingError or DataError, never an OperationalError.
-    return cause is None or type(cause).__name__ in {"OperationalError", "InterfaceError"}
+    # A statement or lock timeout (the web's, gunicorn.conf.py) is one too: the table is busy.
+    return cause is None or type(cause).__name__ in _OUTAGES
+
+
+_OUTAGES = {"OperationalError", "InterfaceError", "QueryCanceled", "LockNotAvailable"}
 
 
 class CommonMiddleware(django.middleware.common.CommonMiddleware):

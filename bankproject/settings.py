@@ -198,6 +198,24 @@ DATABASES: dict[str, Any] = {
         conn_health_checks=env_bool("DATABASE_CONN_HEALTH_CHECKS", True),
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A database that does not answer a connection is out after this many seconds (libpq waits forever).
+    _db_options = DATABASES["default"].setdefault("OPTIONS", {})
+    _db_options.setdefault("connect_timeout", env_int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1))
+    # How long one statement may run, and wait for a lock, in seconds (0: no limit). gunicorn.conf.py
+    # sets both for the web, under gunicorn's 30 s timeout, so a request held by a locked table or a
+    # runaway query is answered 503 instead of being killed without an answer; workers, migrations
+    # (a long one, an index built concurrently) and commands keep no limit unless these are set.
+    _server_settings = [
+        f"-c {name}={seconds}s"
+        for name, seconds in (
+            ("statement_timeout", env_int("DATABASE_STATEMENT_TIMEOUT", 0, minimum=0, maximum=86400)),
+            ("lock_timeout", env_int("DATABASE_LOCK_TIMEOUT", 0, minimum=0, maximum=86400)),
+        )
+        if seconds
+    ]
+    if _server_settings:
+        _db_options["options"] = " ".join([_db_options.get("options", ""), *_server_settings]).strip()
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Users and passwords ------------------------------------------------------------------------

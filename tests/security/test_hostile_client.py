@@ -22,7 +22,7 @@ import yaml
 from django.conf import settings
 from rest_framework.test import APIClient
 
-from conftest import expire_cooldowns, free_port, message_html, message_text, wait_for
+from conftest import expire_cooldowns, free_port, gunicorn, message_html, message_text, wait_for
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_throttling")]
 
@@ -286,6 +286,29 @@ def test_an_unknown_schema_version_is_a_400_and_no_header_carries_it():
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_locked_table_is_a_503_before_gunicorn_kills_the_request(tmp_path, signup_data):
+    """A table locked for a minute (a migration, a long transaction): sign-ups hung until gunicorn
+    killed its workers at 30 s and the client got no answer at all (a fault review). The web's lock
+    timeout (gunicorn.conf.py) ends the wait first, with the outage's 503."""
+    import urllib.error
+    import urllib.request
+
+    from django.db import connection, transaction
+
+    with gunicorn(tmp_path / "web.log") as url:
+        body = json.dumps(signup_data()).encode()
+        request = urllib.request.Request(f"{url}/api/users/", body, {"Content-Type": "application/json"})
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("LOCK TABLE users_user IN ACCESS EXCLUSIVE MODE")  # held until the answer
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=60)
+        assert refused.value.code == 503 and refused.value.headers["Retry-After"] == "5"
+        assert "detail" in json.loads(refused.value.read())
+        with urllib.request.urlopen(request, timeout=60) as answer:  # the lock gone, the same request works
+            assert answer.status == 201
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_database_outage_is_a_503_with_retry_after(tmp_path):
     """A real gunicorn whose PostgreSQL does not answer."""
     port = free_port()
@@ -322,6 +345,14 @@ def test_a_database_outage_is_a_503_with_retry_after(tmp_path):
         error = wait_for(post, timeout=60, what="gunicorn to answer")
         assert error.code == 503 and error.headers["Retry-After"] == "5"
         assert "detail" in json.loads(error.read())
+        # A logged-in browser's session is read before any view (a fault review: 500, no Retry-After).
+        cookie = {"Cookie": f"{settings.SESSION_COOKIE_NAME}=a-session-key-the-database-would-know"}
+        for path in ("/account/", "/api/users/me/"):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(
+                    urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=cookie), timeout=10
+                )
+            assert refused.value.code == 503 and refused.value.headers["Retry-After"] == "5", path
     finally:
         process.terminate()
         process.wait(timeout=10)
