@@ -55,10 +55,13 @@ def user_create(*, username: str, full_name: str, email: str, password: str) -> 
     # The answer gave this username out: keep it, or trying it again would tell the two cases apart;
     # and a log-in with it and this password says "verify your address first", as a new account's
     # would (users.auth.UsernameOrEmailBackend).
-    UsernameReservation.objects.get_or_create(
-        username=username, defaults={"email_canonical": email.lower(), "password": hashed}
-    )
-    account_exists_notify(user_id=existing)
+    # One transaction with the owner's notice: a reservation alone would make the retry of a request
+    # that failed between them (a 503, "try again") answer "username taken", the owner never told.
+    with transaction.atomic():
+        UsernameReservation.objects.get_or_create(
+            username=username, defaults={"email_canonical": email.lower(), "password": hashed}
+        )
+        account_exists_notify(user_id=existing)
     return User(username=username, full_name=full_name, email=email, created_at=timezone.now())
 
 

@@ -101,6 +101,27 @@ def test_existing_email_creates_nothing_and_queues_the_notice(django_capture_on_
     assert OutboundEmail.objects.filter(kind="account_exists").count() == 1
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_sign_up_with_a_registered_address_is_written_whole_or_not_at_all(monkeypatch):
+    """The username's reservation committed on its own, then the database went away before the
+    owner's notice: the client was answered 503 ("try again"), and trying again answered 400 (the
+    username taken) — and the owner was never told (a fault review)."""
+    from django.db import OperationalError
+
+    _signup()
+    notify = signup.account_exists_notify
+
+    def database_gone(**kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(signup, "account_exists_notify", database_gone)
+    with pytest.raises(OperationalError):
+        _signup(username="bob", email="alice@example.com")
+    monkeypatch.setattr(signup, "account_exists_notify", notify)
+    assert _signup(username="bob", email="alice@example.com").pk is None  # the same answer as the first time
+    assert OutboundEmail.objects.filter(kind="account_exists").count() == 1
+
+
 def test_an_address_that_already_has_an_account_keeps_the_username_it_was_answered_with():
     _signup()
     stand_in = _signup(username="probe", email="alice@EXAMPLE.com")
