@@ -363,6 +363,9 @@ class OutboundEmail(models.Model):
                 name="users_email_unsent",
                 condition=Q(state__in=["pending", "sending"]),
             ),
+            # The notices that told of an event, found when the event is deleted (the purge, a user's
+            # deletion: SET_NULL); only rows that have one, so a link email's insert writes no entry.
+            models.Index(fields=["event"], name="users_email_event", condition=Q(event__isnull=False)),
             # A user's verification emails newest first: what the triggers that keep the user's
             # verification_state read (migration 0007), one index descent per write.
             models.Index(

@@ -79,3 +79,21 @@ def test_the_check_catches_a_lookup_without_an_index(accounts):
     with CaptureQueriesContext(connection) as captured:
         assert User.objects.filter(email__iexact="ADA@example.com").exists()
     assert [node for node, table, _ in _sequential_scans(captured)] == ["Seq Scan"]
+
+
+def test_the_purge_finds_the_notices_of_the_events_it_deletes_by_an_index(accounts, settings):
+    """Deleting a security event sets the notices that told of it to no event: that UPDATE read
+    every email there is, once per batch of the hourly purge (a retention review)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from users.models import SecurityEvent
+    from users.services import retention
+
+    SecurityEvent.objects.create(user=None, kind="login_failed", actor="system")  # append-only: aged by `now`
+    later = timezone.now() + timedelta(seconds=settings.ANONYMOUS_EVENT_MAX_AGE + 60)
+    with CaptureQueriesContext(connection) as captured:
+        assert retention.history_purge(now=later)["anonymous_events"] == 1
+    assert any("users_outboundemail" in query["sql"] for query in captured.captured_queries)
+    assert _sequential_scans(captured) == []
