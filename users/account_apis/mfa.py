@@ -268,8 +268,8 @@ class PasskeyListApi(MfaApi):
     class InputSerializer(StrictInputSerializer):
         name = serializers.CharField(
             max_length=identity.PASSKEY_NAME_MAX_LENGTH,
-            help_text="Your name for it, e.g. the device (printed in the notice mailed to you: no links, no line "
-            "breaks).",
+            help_text="Your name for it, e.g. the device, shown in your list of passkeys (never in an email; no "
+            "links, no line breaks).",
         )
         credential = credential_field("The `RegistrationResponseJSON` answering the options.", required=True)
 
