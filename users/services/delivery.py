@@ -466,7 +466,9 @@ _CACHE_DOWN = (RedisError, OSError, ConnectionInterrupted)
 
 
 def _sent_note_key(email: OutboundEmail) -> str:
-    return f"delivery:sent:{email.pk}"
+    # The row's creation time too: a note must never speak for another row that came to have the
+    # same id (a database restored or failed over to a replica behind, a deployment sharing Redis).
+    return f"delivery:sent:{email.pk}:{email.created_at.timestamp():.6f}"
 
 
 def _note_sent(email: OutboundEmail, sent_at: datetime) -> None:

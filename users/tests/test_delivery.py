@@ -397,5 +397,23 @@ def test_an_email_sent_while_the_database_stayed_out_is_not_sent_again(settings,
     assert not sent_now and len(mail.outbox) == 1  # recorded, not sent again
     row = email_of(verification)
     assert row.state == State.SENT and row.sent_at is not None and row.attempts == 2
-    assert cache.get(f"delivery:sent:{row.pk}") is None
+    assert cache.get(delivery._sent_note_key(row)) is None
     assert "recorded now, not sent again" in caplog.text
+
+
+def test_a_note_of_a_sent_email_speaks_for_its_own_row_only(settings):
+    """The note was keyed by the row's id alone: a row that came to have that id (a database
+    restored, a replica behind promoted, a deployment sharing Redis) was recorded sent and never
+    sent, its link lost (a review)."""
+    from django.core.cache import cache
+
+    verification = create_verification()
+    row = email_of(verification)
+    delivery._note_sent(row, timezone.now())
+    OutboundEmail.objects.filter(pk=row.pk).update(
+        created_at=row.created_at + timedelta(seconds=1)
+    )  # another row, that id
+    OutboundEmail.objects.filter(pk=row.pk).update(attempts=1)  # a retry: the next claim makes it 2
+    _, sent_now = delivery.deliver(verification_id=verification.pk)
+    assert sent_now and len(mail.outbox) == 1 and email_of(verification).state == State.SENT
+    assert cache.get(delivery._sent_note_key(row)) is not None  # not its row's: left to expire
