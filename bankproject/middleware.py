@@ -84,7 +84,12 @@ def database_unavailable(request: HttpRequest, exception: BaseException | None) 
     any view) through the ``500`` handler, ``bankproject.api_errors.server_error``."""
     if not isinstance(exception, OperationalError | InterfaceError) or not _is_outage(exception):
         return None
-    logger.error("database unavailable; answered 503", extra={"path": request.path, "error": type(exception).__name__})
+    cause = exception.__cause__ or exception  # which: a lost connection, a lock or a statement timeout
+    first_line = (str(cause).strip().splitlines() or [""])[0][:200]
+    logger.error(
+        "database unavailable; answered 503",
+        extra={"path": request.path, "error": f"{type(cause).__name__}: {first_line}"},
+    )
     detail = "The service is briefly unavailable. Please try again in a few seconds."
     if request.path.startswith("/api/"):
         response: HttpResponse = JsonResponse({"detail": detail}, status=503)
@@ -122,9 +127,12 @@ class AdminBadInput:
         )
 
 
-def _is_outage(exception: Exception) -> bool:
-    """A lost or refused connection — not a query the database refused (those are bugs)."""
+def _is_outage(exception: BaseException) -> bool:
+    """A lost or refused connection, or a statement that timed out — not a query the database
+    refused (those are bugs, and stay 500s)."""
     cause = exception.__cause__
+    if type(cause).__module__ == "sqlite3":  # no server to lose: "no such table" is a bug, "locked" is busy
+        return "database is locked" in str(cause)
     # psycopg's OperationalError covers refused connections, restarts and timeouts; a bad query
     # is a ProgrammingError or DataError, never an OperationalError.
     # A statement or lock timeout (the web's, gunicorn.conf.py) is one too: the table is busy.

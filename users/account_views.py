@@ -184,9 +184,11 @@ def session_state(request: HttpRequest) -> JsonResponse:
     """``/account/session/``: when this browser's session now ends without another request, and
     whether activity can put that off — for a page's idle warning ("Stay logged in"), which asked
     for the page's own path again (a verification page without its query answered 400). Like any
-    request of a live session, it counts as activity."""
+    request of a live session, it counts as activity. ``?session=<id>`` asks about the session a
+    page was shown in: after a log-out and another log-in in this browser, that one has ended."""
     ends_in = session_ends_in(request)
-    if ends_in is None:  # ended (the middleware has logged it out) or never logged in
+    asked = request.GET.get("session")  # the session a page was shown in: another log-in is not it
+    if ends_in is None or (asked is not None and asked != getattr(request, "browser_session_id", None)):
         return JsonResponse({"detail": SESSION_HAS_ENDED}, status=403)
     return JsonResponse({"ends_in": ends_in, "extensible": getattr(request, "browser_session_extensible", False)})
 

@@ -28,6 +28,7 @@ def site(request: HttpRequest) -> dict[str, object]:
         "unreachable_address": functools.partial(_unreachable_address, request),
         "session_ends_in": session_ends_in(request),
         "session_extensible": getattr(request, "browser_session_extensible", False),
+        "session_id": getattr(request, "browser_session_id", ""),
     }
 
 

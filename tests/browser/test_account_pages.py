@@ -179,7 +179,9 @@ def test_a_page_warns_before_its_idle_session_ends_and_keeps_it_on_request(page,
     expect(warning).to_be_visible()
     expect(page.locator("#idle-stay")).to_be_focused()
     expect(warning).to_contain_text("logged out in about 2 minutes")
-    with page.expect_response(lambda answer: answer.url == f"{live_server.url}/account/session/") as kept:
+    with page.expect_response(
+        lambda answer: answer.url.startswith(f"{live_server.url}/account/session/?session=")
+    ) as kept:
         page.click("#idle-stay")
     assert kept.value.status == 200
     expect(warning).to_be_hidden()
@@ -252,6 +254,49 @@ def test_a_tab_left_open_does_not_warn_while_another_is_in_use(page, live_server
     expect(page.locator("#idle-warning")).to_be_visible()
     expect(page.locator("#idle-warning")).to_contain_text("logged out in about")
     expect(other.locator("#idle-warning")).to_be_visible()
+
+
+def test_a_tab_whose_session_ended_keeps_saying_so_after_another_log_in(page, live_server, ada, no_throttling):
+    """One tab's news hid another's "Your session has ended", and another person's log-in in this
+    browser made the first person's page offer to stay (a review): a page speaks for its own log-in."""
+    UserFactory(username="bob", email="bob@example.com", is_email_verified=True)
+    page.clock.install()
+    _log_in(page, live_server, "ada", PASSWORD)
+    expect(page.locator("#idle-warning")).to_have_attribute("data-scheduled", "true")
+    other = page.context.new_page()
+    other.goto(f"{live_server.url}/account/")
+    other.click("#nav-logout button")  # Log out
+    _log_in(other, live_server, "bob", PASSWORD)  # another person's log-in, this browser
+    expect(other.locator("#idle-warning")).to_have_attribute("data-scheduled", "true")
+    warning = page.locator("#idle-warning")
+    page.clock.run_for("13:30")
+    expect(warning).to_be_visible()  # ada's page: its own end, not bob's
+    page.click("#idle-stay")
+    expect(warning).to_contain_text("Your session has ended")  # bob's live session is not ada's
+    other.click("#nav-logout button")
+    _log_in(other, live_server, "ada", PASSWORD)  # ada again, in the other tab: a new log-in
+    expect(other.locator("#idle-warning")).to_have_attribute("data-scheduled", "true")
+    expect(warning).to_be_visible()
+    expect(warning).to_contain_text("Your session has ended")
+
+
+def test_an_admin_tab_in_use_keeps_the_account_tab_from_warning(page, live_server, settings, no_throttling):
+    """Admin pages published nothing: a member of staff working in the admin saw the account tab
+    say the session had ended (a review). The admin warns before the end too."""
+    settings.MFA_REQUIRED_ROLES = ("none",)
+    UserFactory(username="op", email="op@example.com", is_email_verified=True, is_staff=True, is_superuser=True)
+    page.clock.install()
+    _log_in(page, live_server, "op", PASSWORD)
+    expect(page.locator("#idle-warning")).to_have_attribute("data-scheduled", "true")
+    admin = page.context.new_page()
+    page.clock.run_for("10:00")
+    admin.goto(f"{live_server.url}/admin/users/user/")
+    expect(admin.locator("#idle-warning")).to_have_attribute("data-scheduled", "true")
+    page.clock.run_for("05:00")
+    expect(page.locator("#idle-warning")).to_be_hidden()
+    page.clock.run_for("08:30")
+    expect(admin.locator("#idle-warning")).to_be_visible()
+    expect(admin.locator("#idle-warning")).to_contain_text("logged out in about")
 
 
 def test_the_log_in_page_says_why_a_session_ended(page, live_server, ada, no_throttling):

@@ -285,6 +285,37 @@ def test_an_unknown_schema_version_is_a_400_and_no_header_carries_it():
     assert _wsgi("/api/schema/", f"version={settings.SPECTACULAR_SETTINGS['VERSION']}")[0].startswith("200")
 
 
+@pytest.mark.django_db
+def test_the_503_says_which_outage_and_a_missing_table_stays_a_500(caplog, rf):
+    """The log said only "OperationalError" for a lost server, a lock and a runaway query alike;
+    and on SQLite a database never migrated ("no such table") was answered "briefly unavailable,
+    try again" (a review): a bug must stay a 500 someone sees."""
+    import sqlite3
+
+    from django.db import OperationalError, connection, transaction
+
+    from bankproject.middleware import database_unavailable
+
+    request = rf.get("/api/users/me/")
+    with pytest.raises(OperationalError) as timed_out, transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL statement_timeout = '1ms'")
+        cursor.execute("SELECT pg_sleep(1)")
+    answer = database_unavailable(request, timed_out.value)
+    assert answer is not None and answer.status_code == 503 and answer["Retry-After"] == "5"
+    [record] = [r for r in caplog.records if r.getMessage() == "database unavailable; answered 503"]
+    assert record.error == "QueryCanceled: canceling statement due to statement timeout"
+
+    try:
+        sqlite3.connect(":memory:").execute("SELECT * FROM django_session")
+    except sqlite3.OperationalError as missing:
+        unmigrated = OperationalError(str(missing))
+        unmigrated.__cause__ = missing
+    assert database_unavailable(request, unmigrated) is None
+    busy = OperationalError("database is locked")
+    busy.__cause__ = sqlite3.OperationalError("database is locked")
+    assert database_unavailable(request, busy) is not None
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_locked_table_is_a_503_before_gunicorn_kills_the_request(tmp_path, signup_data):
     """A table locked for a minute (a migration, a long transaction): sign-ups hung until gunicorn

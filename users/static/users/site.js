@@ -17,7 +17,9 @@ document.addEventListener("DOMContentLoaded", () => {
   const text = document.getElementById("idle-warning-text");
   const stay = document.getElementById("idle-stay");
   const login = document.getElementById("idle-login");
-  const SHARED = "simplebank.session-ends";  // {"at": epoch ms, "extensible": bool}
+  const SHARED = "simplebank.session-ends";  // {"session": id, "at": epoch ms, "extensible": bool}
+  const session = warning.dataset.session;  // this page's log-in: another one in this browser is not it
+  let over = false;  // once this page has said its session ended, it keeps saying so
   const MAX_DELAY_MS = 2147483647;  // setTimeout runs a longer delay at once
   let timers = [];
   const later = (seconds, action) => {
@@ -33,6 +35,7 @@ document.addEventListener("DOMContentLoaded", () => {
     return `${n} minute${n === 1 ? "" : "s"}`;
   };
   const ended = () => {
+    over = true;
     timers.forEach(clearTimeout);
     text.textContent = "Your session has ended. What you typed is still on this page: copy it before you log in again.";
     stay.hidden = true;
@@ -58,13 +61,14 @@ document.addEventListener("DOMContentLoaded", () => {
   const known = (endsIn, extensible) => {  // this tab learnt when the session ends: the others too
     schedule(endsIn, extensible);
     try {
-      localStorage.setItem(SHARED, JSON.stringify({ at: Date.now() + endsIn * 1000, extensible }));
+      localStorage.setItem(SHARED, JSON.stringify({ session, at: Date.now() + endsIn * 1000, extensible }));
     } catch (error) { /* storage refused (private mode): this tab still warns on its own */ }
   };
   window.addEventListener("storage", (event) => {
-    if (event.key !== SHARED || !event.newValue) return;
+    if (over || event.key !== SHARED || !event.newValue) return;
     try {
       const shared = JSON.parse(event.newValue);
+      if (shared.session !== session) return;
       schedule((Number(shared.at) - Date.now()) / 1000, shared.extensible === true);
     } catch (error) { /* not ours */ }
   });
@@ -76,7 +80,8 @@ document.addEventListener("DOMContentLoaded", () => {
     try {
       // A request of its own that counts as activity and says when the session now ends; a
       // refusal means it has ended. (Not this page again: its URL may be a one-time link's.)
-      const answer = await fetch(warning.dataset.sessionUrl, { credentials: "same-origin", redirect: "manual" });
+      const url = `${warning.dataset.sessionUrl}?session=${encodeURIComponent(session)}`;
+      const answer = await fetch(url, { credentials: "same-origin", redirect: "manual" });
       const state = answer.ok ? await answer.json() : null;
       if (state) known(Number(state.ends_in), state.extensible === true);
       else ended();
