@@ -25,7 +25,7 @@ from django.views.decorators.http import require_http_methods
 
 from users import reauth
 from users.auth import locked_out_words, lockout_response, proof_turn
-from users.context_processors import session_ends_in
+from users.context_processors import browser_session_state
 from users.errors import InvalidToken, LockedOut, ProofMissing, WrongPassword, WrongProof
 from users.forms import (
     EmailChangeForm,
@@ -186,11 +186,11 @@ def session_state(request: HttpRequest) -> JsonResponse:
     for the page's own path again (a verification page without its query answered 400). Like any
     request of a live session, it counts as activity. ``?session=<id>`` asks about the session a
     page was shown in: after a log-out and another log-in in this browser, that one has ended."""
-    ends_in = session_ends_in(request)
+    state = browser_session_state(request)
     asked = request.GET.get("session")  # the session a page was shown in: another log-in is not it
-    if ends_in is None or (asked is not None and asked != getattr(request, "browser_session_id", None)):
+    if state["session_ends_in"] is None or asked not in (None, state["session_id"]):
         return JsonResponse({"detail": SESSION_HAS_ENDED}, status=403)
-    return JsonResponse({"ends_in": ends_in, "extensible": getattr(request, "browser_session_extensible", False)})
+    return JsonResponse({"ends_in": state["session_ends_in"], "extensible": state["session_extensible"]})
 
 
 class LogoutView(auth_views.LogoutView):

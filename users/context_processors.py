@@ -26,14 +26,19 @@ def site(request: HttpRequest) -> dict[str, object]:
     return {
         "bank_name": settings.SITE_NAME,
         "unreachable_address": functools.partial(_unreachable_address, request),
-        "session_ends_in": session_ends_in(request),
-        "session_extensible": getattr(request, "browser_session_extensible", False),
-        "session_id": getattr(request, "browser_session_id", ""),
+        **browser_session_state(request),
     }
 
 
-def session_ends_in(request: HttpRequest) -> int | None:
-    """Seconds until a browser session ends without another request (users/middleware.py), for the
-    layout's warning before it does (WCAG 2.2.1); None for anyone not logged in."""
-    ends_at = getattr(request, "browser_session_ends_at", None)
-    return None if ends_at is None else max(0, int((ends_at - timezone.now()).total_seconds()))
+def browser_session_state(request: HttpRequest) -> dict[str, object]:
+    """The logged-in browser's session (users/middleware.py), for the layout's warning before it
+    ends (WCAG 2.2.1): its id, seconds until it ends without another request, and whether activity
+    could put that off (not at REFRESH_TOKEN_LIFETIME). ``session_ends_in`` None: nobody logged in."""
+    row = getattr(request, "browser_session", None)
+    if row is None:
+        return {"session_ends_in": None, "session_extensible": False, "session_id": ""}
+    return {
+        "session_ends_in": max(0, int((row.ends_at - timezone.now()).total_seconds())),
+        "session_extensible": row.ends_at < row.expires_at,
+        "session_id": str(row.pk),
+    }

@@ -102,11 +102,7 @@ def _check_browser_session(request: HttpRequest) -> None:
     if last_used_due(row.last_used_at, now):
         LoginSession.objects.filter(pk=row.pk).update(last_used_at=now)
         row.last_used_at = now
-    # When this session ends without another request, and whether activity could put that off (not
-    # at REFRESH_TOKEN_LIFETIME), for the page's warning (WCAG 2.2.1).
-    request.browser_session_id = str(row.pk)  # type: ignore[attr-defined]  # whose end a page publishes
-    request.browser_session_ends_at = row.ends_at  # type: ignore[attr-defined]
-    request.browser_session_extensible = row.ends_at < row.expires_at  # type: ignore[attr-defined]
+    request.browser_session = row  # type: ignore[attr-defined]  # for the page's idle warning (WCAG 2.2.1)
     context.signed_in(user, row.pk)
 
 

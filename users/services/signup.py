@@ -57,9 +57,11 @@ def user_create(*, username: str, full_name: str, email: str, password: str) -> 
     # would (users.auth.UsernameOrEmailBackend).
     # One transaction with the owner's notice: a reservation alone would make the retry of a request
     # that failed between them (a 503, "try again") answer "username taken", the owner never told.
+    # One INSERT … ON CONFLICT DO NOTHING (a name kept already stays as it is), no savepoints.
     with transaction.atomic():
-        UsernameReservation.objects.get_or_create(
-            username=username, defaults={"email_canonical": email.lower(), "password": hashed}
+        UsernameReservation.objects.bulk_create(
+            [UsernameReservation(username=username, email_canonical=email.lower(), password=hashed)],
+            ignore_conflicts=True,
         )
         account_exists_notify(user_id=existing)
     return User(username=username, full_name=full_name, email=email, created_at=timezone.now())
@@ -91,9 +93,9 @@ def account_exists_notify(*, user_id: int) -> None:
     """Tell the owner of an address that someone tried to use it again (at most once per cooldown).
 
     The cooldown is read from the email rows themselves under a lock on the owner, so it holds
-    across processes and without the cache.
+    across processes and without the cache. Inside a sign-up's transaction, part of it (no savepoint).
     """
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         owner = User.objects.select_for_update(no_key=True).filter(pk=user_id).first()
         if owner is None or delivery.recently_mailed(owner.email.lower(), delivery.NOTICE_COOLDOWN):
             return
